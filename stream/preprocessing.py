@@ -1,0 +1,123 @@
+"""The one preprocessing transform shared by the trainer and the agent.
+
+The trainer learns the parameters from its training data and writes them into the
+manifest; the agent reads them back and applies exactly the same numpy code, so a model
+sees the same numbers at training time and on the device. numpy only: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from stream.exceptions import BundleError, DecodeError
+
+ImageColor = Literal["L", "RGB"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImagePreprocessing:
+    """Decoded image (uint8 HxWxC) -> float32 model input.
+
+    ``x = (resize(img, height, width) / 255 - mean) / std``, per channel.
+    """
+
+    kind: Literal["image"] = "image"
+    height: int
+    width: int
+    channels: int
+    color: ImageColor = "L"
+    mean: list[float] = field(default_factory=lambda: [0.0])
+    std: list[float] = field(default_factory=lambda: [1.0])
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """Normalize a batch of uint8 images shaped (N, height, width, channels)."""
+        if images.ndim != 4 or images.shape[1:] != (self.height, self.width, self.channels):
+            msg = (
+                f"expected images shaped (N, {self.height}, {self.width}, {self.channels}), "
+                f"got {tuple(images.shape)}"
+            )
+            raise DecodeError("wrong_shape", msg)
+        x = images.astype(np.float32) / np.float32(255.0)
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        return ((x - mean) / std).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SequencePreprocessing:
+    """A window of readings (window, channels) -> float32 model input.
+
+    ``x = (window - mean) / std`` per channel. The agent keeps a sliding window per
+    device of ``window`` readings and infers every ``stride`` readings once it is full.
+    """
+
+    kind: Literal["sequence"] = "sequence"
+    window: int
+    stride: int
+    channels: int
+    mean: list[float]
+    std: list[float]
+
+    def apply(self, windows: np.ndarray) -> np.ndarray:
+        """Normalize a batch of windows shaped (N, window, channels)."""
+        if windows.ndim != 3 or windows.shape[1:] != (self.window, self.channels):
+            msg = (
+                f"expected windows shaped (N, {self.window}, {self.channels}), "
+                f"got {tuple(windows.shape)}"
+            )
+            raise DecodeError("wrong_shape", msg)
+        mean = np.asarray(self.mean, dtype=np.float32)
+        std = np.asarray(self.std, dtype=np.float32)
+        return ((windows.astype(np.float32) - mean) / std).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Preprocessing = ImagePreprocessing | SequencePreprocessing
+
+
+def preprocessing_from_dict(data: dict[str, Any]) -> Preprocessing:
+    """Build the preprocessing object described by a manifest's ``preprocessing`` field."""
+    kind = data.get("kind")
+    try:
+        if kind == "image":
+            return ImagePreprocessing(
+                height=int(data["height"]),
+                width=int(data["width"]),
+                channels=int(data["channels"]),
+                color=data.get("color", "L"),
+                mean=[float(v) for v in data.get("mean", [0.0])],
+                std=[float(v) for v in data.get("std", [1.0])],
+            )
+        if kind == "sequence":
+            return SequencePreprocessing(
+                window=int(data["window"]),
+                stride=int(data["stride"]),
+                channels=int(data["channels"]),
+                mean=[float(v) for v in data["mean"]],
+                std=[float(v) for v in data["std"]],
+            )
+    except (KeyError, TypeError, ValueError) as exc:
+        msg = f"manifest 'preprocessing' is malformed ({exc!r}); re-export the bundle"
+        raise BundleError(msg) from exc
+    msg = f"manifest 'preprocessing.kind' must be 'image' or 'sequence', got {kind!r}"
+    raise BundleError(msg)
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:
+    """Float -> integer tensor with the model input's quantization parameters."""
+    info = np.iinfo(np.dtype(dtype))
+    q = np.round(x / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Integer tensor -> float with the model output's quantization parameters."""
+    return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)

@@ -1,0 +1,24 @@
+"""Topic names of the wire contract (DESIGN.md). Every CLI takes ``--topic`` to override."""
+
+from __future__ import annotations
+
+SENSORS = "sensors"
+IMAGES = "images"
+RESULTS = "inference.results"
+DEADLETTER = "inference.deadletter"
+MODELS = "models"
+
+ALL_TOPICS: tuple[str, ...] = (SENSORS, IMAGES, RESULTS, DEADLETTER, MODELS)
+
+# Header names carried on input messages and results.
+H_CONTENT_TYPE = "content-type"
+H_DEVICE_ID = "device-id"
+H_TS = "ts"
+H_LABEL = "label"  # the true label, written by `edgeinfer replay` for accuracy downstream
+# Dead-letter headers (DESIGN.md).
+H_ERROR_TYPE = "error-type"
+H_ERROR_MESSAGE = "error-message"
+H_SOURCE_TOPIC = "source-topic"
+H_SOURCE_PARTITION = "source-partition"
+H_SOURCE_OFFSET = "source-offset"
+H_AGENT_ID = "agent-id"
