@@ -26,6 +26,7 @@ _REGISTRARS = (
     "stream.commands:register",
     "trainer.commands:register",
     "edge_agent.commands:register",
+    "fleet.commands:register",
     "bench.commands:register",
 )
 

@@ -1,0 +1,77 @@
+"""Micro-batching: collect inputs until the batch is full or the oldest one waited too long.
+
+The pipeline adds items as it decodes them and asks :meth:`MicroBatcher.ready` after each
+poll: a batch is run when it holds ``max_batch`` items, when its oldest item has waited
+``max_latency_s``, or when the caller has nothing else to do (the poll returned nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class MicroBatcher(Generic[T]):
+    """A FIFO of pending items with a size cap and a latency cap. Not thread-safe."""
+
+    def __init__(self, *, max_batch: int, max_latency_s: float) -> None:
+        if max_batch < 1:
+            msg = f"max_batch must be >= 1, got {max_batch}"
+            raise ValueError(msg)
+        if max_latency_s < 0:
+            msg = f"max_latency_s must be >= 0, got {max_latency_s}"
+            raise ValueError(msg)
+        self.max_batch = max_batch
+        self.max_latency_s = max_latency_s
+        self._items: list[T] = []
+        self._times: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._items)
+
+    def add(self, item: T, now: float) -> None:
+        self._items.append(item)
+        self._times.append(now)
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self.max_batch
+
+    def due(self, now: float) -> bool:
+        """True when the oldest item has waited ``max_latency_s`` (or the batch is full)."""
+        if not self._items:
+            return False
+        if self.full:
+            return True
+        return now - self._times[0] >= self.max_latency_s
+
+    def time_left(self, now: float) -> float | None:
+        """Seconds until :meth:`due` turns true; None when empty."""
+        if not self._items:
+            return None
+        if self.full:
+            return 0.0
+        return max(self.max_latency_s - (now - self._times[0]), 0.0)
+
+    def take(self) -> list[T]:
+        """Remove and return up to ``max_batch`` of the oldest items."""
+        if len(self._items) <= self.max_batch:
+            return self.take_all()
+        batch = self._items[: self.max_batch]
+        del self._items[: self.max_batch]
+        del self._times[: self.max_batch]
+        return batch
+
+    def take_all(self) -> list[T]:
+        """Remove and return every pending item (may exceed ``max_batch``)."""
+        batch = self._items
+        self._items, self._times = [], []
+        return batch

@@ -1,0 +1,249 @@
+"""The agent's settings: one frozen object built from flags, ``EDGE_*`` and a config file.
+
+Precedence, as for the Kafka settings: command-line flag > ``EDGE_*`` environment variable
+> the config file's ``[agent]`` table (TOML) > default. The environment is read only in
+:mod:`stream.env`; this module receives it from there. The Kafka connection settings come
+from :mod:`stream.settings` (the ``[kafka]`` table and the same precedence).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from stream import topics
+from stream.env import edge_environment, env_name
+from stream.settings import KafkaSettings, kafka_settings, load_config_file
+
+from edge_agent.exceptions import AgentConfigError
+
+DEFAULT_METRICS_PORT = 9400
+
+
+def default_agent_id() -> str:
+    """``<hostname>-<pid>``: unique per process on a device, readable in dead letters."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def default_state_dir() -> Path:
+    return Path.home() / ".local" / "state" / "edgeinfer"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentConfig:
+    """Validated, immutable agent settings. ``repr`` masks secrets (through KafkaSettings)."""
+
+    # Where the model comes from: exactly one of these three.
+    bundle: Path | None = None
+    registry: Path | None = None
+    models_topic: str | None = None
+    model: str | None = None
+    pin: str | None = None
+    public_key: Path | None = None
+    state_dir: Path = field(default_factory=default_state_dir)
+    model_poll_s: float = 2.0
+    model_wait_s: float = 60.0
+    # Topics and group.
+    input_topic: str | None = None
+    output_topic: str = topics.RESULTS
+    deadletter_topic: str = topics.DEADLETTER
+    group: str | None = None
+    agent_id: str = field(default_factory=default_agent_id)
+    # Inference.
+    threads: int = 1
+    max_batch: int = 32
+    max_latency_ms: float = 5.0
+    # Sensor windows.
+    max_devices: int = 10_000
+    device_idle_s: float = 600.0
+    # Consumer loop.
+    max_poll_records: int = 256
+    max_poll_interval_ms: int = 300_000
+    max_message_bytes: int = 4 * 1024 * 1024
+    # Health and metrics.
+    metrics_port: int = DEFAULT_METRICS_PORT
+    metrics_host: str = "0.0.0.0"
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def input_for_task(self, task: str) -> str:
+        """The input topic: the configured one, else ``sensors`` or ``images`` by task."""
+        if self.input_topic:
+            return self.input_topic
+        return topics.SENSORS if task.startswith("sequence") else topics.IMAGES
+
+    def group_for(self, model_name: str) -> str:
+        """The consumer group: the configured one, else ``edgeinfer-<model>``."""
+        return self.group or f"edgeinfer-{model_name}"
+
+    def describe(self) -> dict[str, Any]:
+        """The effective settings for the start-up log line (secrets masked)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = repr(value) if f.name == "kafka" else value
+        return out
+
+
+def _validate(c: AgentConfig) -> None:
+    sources = [n for n in ("bundle", "registry", "models_topic") if getattr(c, n)]
+    if len(sources) != 1:
+        msg = (
+            "choose exactly one model source: --bundle DIR, --registry DIR --model NAME or "
+            f"--models-topic TOPIC --model NAME (got {sources or 'none'}; env "
+            f"{env_name('bundle')}, {env_name('registry')}, {env_name('models_topic')})"
+        )
+        raise AgentConfigError(msg)
+    if (c.registry or c.models_topic) and not c.model:
+        msg = (
+            f"--{'registry' if c.registry else 'models-topic'} needs --model NAME "
+            f"(or {env_name('model')}): which model to follow"
+        )
+        raise AgentConfigError(msg)
+    positive_ints = (
+        "threads",
+        "max_batch",
+        "max_devices",
+        "max_poll_records",
+        "max_poll_interval_ms",
+        "max_message_bytes",
+    )
+    for name in positive_ints:
+        if getattr(c, name) < 1:
+            msg = f"{name} must be >= 1, got {getattr(c, name)}; fix --{_flag(name)} or {env_name(name)}"
+            raise AgentConfigError(msg)
+    for name in ("max_latency_ms", "device_idle_s", "model_poll_s", "model_wait_s"):
+        if getattr(c, name) < 0:
+            msg = f"{name} must be >= 0, got {getattr(c, name)}; fix --{_flag(name)} or {env_name(name)}"
+            raise AgentConfigError(msg)
+    if not 0 <= c.metrics_port < 65536:
+        msg = (
+            f"metrics_port must be 0..65535 (0 = any free port), got {c.metrics_port}; "
+            f"fix --metrics-port or {env_name('metrics_port')}"
+        )
+        raise AgentConfigError(msg)
+    if c.max_poll_interval_ms < c.kafka.session_timeout_ms:
+        msg = (
+            f"max_poll_interval_ms ({c.max_poll_interval_ms}) must be >= the session timeout "
+            f"({c.kafka.session_timeout_ms} ms); raise --max-poll-interval-ms"
+        )
+        raise AgentConfigError(msg)
+    for name in ("input_topic", "output_topic", "deadletter_topic", "models_topic", "group"):
+        value = getattr(c, name)
+        if value is not None and not str(value).strip():
+            msg = f"{name} is empty; fix --{_flag(name)} or {env_name(name)}"
+            raise AgentConfigError(msg)
+    if c.input_topic and c.input_topic in (c.output_topic, c.deadletter_topic):
+        msg = f"input topic {c.input_topic!r} equals an output topic: the agent would loop"
+        raise AgentConfigError(msg)
+
+
+# Field name -> the flag that sets it (when not --field-name).
+_FLAGS = {
+    "input_topic": "input",
+    "output_topic": "output",
+    "deadletter_topic": "deadletter",
+}
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, name).replace("_", "-")
+
+
+def _to_path(value: Any) -> Path:
+    return Path(str(value)).expanduser()
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    return int(value)
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    return float(value)
+
+
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "bundle": _to_path,
+    "registry": _to_path,
+    "public_key": _to_path,
+    "state_dir": _to_path,
+    "threads": _to_int,
+    "max_batch": _to_int,
+    "max_devices": _to_int,
+    "max_poll_records": _to_int,
+    "max_poll_interval_ms": _to_int,
+    "max_message_bytes": _to_int,
+    "metrics_port": _to_int,
+    "max_latency_ms": _to_float,
+    "device_idle_s": _to_float,
+    "model_poll_s": _to_float,
+    "model_wait_s": _to_float,
+}
+#: Settings that can come from flags, env or the [agent] table (kafka has its own).
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(AgentConfig) if f.name != "kafka")
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    convert = _CONVERTERS.get(name, str)
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        msg = f"{name} from {source} has the wrong type: {value!r}"
+        raise AgentConfigError(msg) from None
+
+
+def agent_config(
+    *,
+    flags: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    kafka: KafkaSettings | None = None,
+) -> AgentConfig:
+    """Merge flag > ``EDGE_*`` > config file ``[agent]`` > default, then validate.
+
+    ``config`` is the parsed TOML file (its ``[kafka]`` table feeds the Kafka settings
+    unless ``kafka`` is given).
+    """
+    env = edge_environment(environ)
+    table = (config or {}).get("agent", {})
+    if not isinstance(table, Mapping):
+        msg = "the config file's 'agent' entry must be a table ([agent])"
+        raise AgentConfigError(msg)
+    unknown = set(table) - set(SETTING_NAMES)
+    if unknown:
+        msg = (
+            f"unknown setting(s) {sorted(unknown)} in the config file's [agent] table; "
+            f"known: {', '.join(SETTING_NAMES)}"
+        )
+        raise AgentConfigError(msg)
+    values: dict[str, Any] = {}
+    for name in SETTING_NAMES:
+        if flags and flags.get(name) is not None:
+            values[name] = _coerce(name, flags[name], f"--{_flag(name)}")
+        elif name in env:
+            values[name] = _coerce(name, env[name], env_name(name))
+        elif name in table:
+            values[name] = _coerce(name, table[name], "the config file's [agent] table")
+    if kafka is None:
+        kafka = kafka_settings(flags=flags, config=config, environ=environ)
+    return AgentConfig(kafka=kafka, **values)
+
+
+def config_from_args(args: Any, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Build the config from an ``argparse.Namespace`` of ``edgeinfer agent``."""
+    env = edge_environment(environ)
+    config_path = getattr(args, "config", None) or env.get("config")
+    config = load_config_file(config_path)
+    names = set(SETTING_NAMES) | {f.name for f in fields(KafkaSettings)}
+    flags = {name: getattr(args, name, None) for name in names}
+    return agent_config(flags=flags, config=config, environ=environ)

@@ -1,0 +1,161 @@
+"""The agent's Prometheus metrics (reference: docs/metrics.md).
+
+Every metric lives in the :class:`~prometheus_client.CollectorRegistry` passed in, so
+tests (and several agents in one process) each get their own. Names follow
+``edge_agent_<name>_<unit>``; labels are bounded (topic, partition, model, version,
+reason), never the device id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from stream.exceptions import DecodeError
+
+#: Per-batch inference time: 50 us .. 10 s.
+INFERENCE_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
+)
+#: Device timestamp -> result produced: 1 ms .. 60 s.
+E2E_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+#: Dead-letter reasons that are not decode failures.
+EXTRA_REASONS = ("inference_error",)
+SWAP_RESULTS = ("ok", "refused", "rollback")
+
+
+class AgentMetrics:
+    """The metrics of one agent, registered in ``registry``."""
+
+    def __init__(self, *, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.messages_consumed = Counter(
+            "edge_agent_messages_consumed_total",
+            "Input messages taken from Kafka (before decoding).",
+            ["topic"],
+            registry=registry,
+        )
+        self.results_produced = Counter(
+            "edge_agent_results_produced_total",
+            "Results handed to the producer for the results topic.",
+            ["topic", "model", "version"],
+            registry=registry,
+        )
+        self.deadletters = Counter(
+            "edge_agent_deadletters_total",
+            "Inputs sent to the dead-letter topic, by reason (the error-type header).",
+            ["reason"],
+            registry=registry,
+        )
+        self.inference_duration = Histogram(
+            "edge_agent_inference_duration_seconds",
+            "Time of one batch's model invocation (preprocessing included).",
+            ["model", "version"],
+            buckets=INFERENCE_BUCKETS,
+            registry=registry,
+        )
+        self.e2e_latency = Histogram(
+            "edge_agent_e2e_latency_seconds",
+            "Device timestamp (ts) to result produced, per result.",
+            ["model"],
+            buckets=E2E_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "edge_agent_batch_size",
+            "Inputs per inference batch.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "edge_agent_consumer_lag",
+            "Messages behind the partition's highwater mark (highwater - position).",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.model_info = Gauge(
+            "edge_agent_model_info",
+            "The model being served (value 1).",
+            ["model", "version", "sha256", "variant"],
+            registry=registry,
+        )
+        self.model_swaps = Counter(
+            "edge_agent_model_swaps_total",
+            "Model changes by result: ok (switched), refused (kept the old), rollback.",
+            ["result"],
+            registry=registry,
+        )
+        self.windows_open = Gauge(
+            "edge_agent_windows_open",
+            "Devices with a sliding window in memory (sequence models).",
+            registry=registry,
+        )
+        self.windows_evicted = Counter(
+            "edge_agent_windows_evicted_total",
+            "Device windows dropped to bound memory: capacity (max-devices) or idle.",
+            ["reason"],
+            registry=registry,
+        )
+        self.runtime_fallback = Counter(
+            "edge_agent_runtime_fallback_total",
+            "Models run without the default delegates after a failed first invoke.",
+            ["reason"],
+            registry=registry,
+        )
+        self.delivery_errors = Counter(
+            "edge_agent_delivery_errors_total",
+            "Kafka failures that made the agent back off and replay from the last commit.",
+            ["stage"],
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "edge_agent_ready",
+            "1 when connected to the broker with a model loaded (as /readyz), else 0.",
+            registry=registry,
+        )
+        for reason in (*DecodeError.REASONS, *EXTRA_REASONS):
+            self.deadletters.labels(reason=reason)
+        for result in SWAP_RESULTS:
+            self.model_swaps.labels(result=result)
+        self.runtime_fallback.labels(reason="xnnpack_invoke_failed")
+        for reason in ("capacity", "idle"):
+            self.windows_evicted.labels(reason=reason)
+        for stage in ("produce", "commit"):
+            self.delivery_errors.labels(stage=stage)
+        self.ready.set(0)
+
+    def set_model(self, manifest: Any) -> None:
+        """Show ``manifest`` (a :class:`stream.bundle.Manifest`) as the one model served."""
+        self.model_info.clear()
+        self.model_info.labels(
+            model=manifest.name,
+            version=manifest.version,
+            sha256=manifest.model_sha256,
+            variant=manifest.variant,
+        ).set(1)
+
+    def forget_partitions(self, topic: str, partitions: list[int]) -> None:
+        """Drop the lag series of partitions this agent no longer owns."""
+        for p in partitions:
+            try:
+                self.consumer_lag.remove(topic, str(p))
+            except KeyError:
+                pass

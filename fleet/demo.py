@@ -1,0 +1,405 @@
+"""``edgeinfer demo``: the whole system on one machine, with a live fleet view.
+
+Starts the embedded broker, trains (or reuses) a sensor model (BasicMotions) and an image
+model (digits), signs and publishes them to a registry, starts two agents per model as
+separate processes in one consumer group each, replays the real datasets through them and
+shows a live view. Midway it publishes a retrained digits model; the agents switch without
+losing a message. It ends with a summary table and ``<workdir>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from fleet.top import FleetView, render
+from stream import topics
+from stream.broker import EmbeddedBroker, free_port
+from stream.bundle import generate_keys, verify_bundle
+from stream.exceptions import EdgeInferError
+from stream.kafka import ensure_topics
+from stream.registry import Registry, announce
+from stream.replay import ReplayStats, replay_images, replay_sensors
+from stream.results import ResultsCollector
+from stream.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelPlan:
+    """One model of the demo: how to train it and where its inputs come from."""
+
+    name: str
+    dataset: str
+    arch: str
+    topic: str
+    variant_preference: tuple[str, ...] = ("int8", "dynamic", "float16", "float32")
+    train_args: tuple[str, ...] = ()
+
+
+MOTIONS = ModelPlan(
+    name="motions-gru",
+    dataset="basic-motions",
+    arch="gru",
+    topic=topics.SENSORS,
+)
+DIGITS = ModelPlan(
+    name="digits-cnn",
+    dataset="digits",
+    arch="cnn",
+    topic=topics.IMAGES,
+)
+
+
+@dataclass(kw_only=True)
+class DemoConfig:
+    workdir: Path = Path("runs/demo")
+    agents_per_model: int = 2
+    partitions: int = 4
+    sensor_rate: float = 800.0
+    image_rate: float = 120.0
+    sensor_repeat: int = 3
+    image_repeat: int = 2
+    refresh_s: float = 1.0
+    retrain: bool = False
+    timeout_s: float = 600.0
+    out: TextIO = field(default=sys.stdout)
+
+
+class Demo:
+    def __init__(self, config: DemoConfig) -> None:
+        self.cfg = config
+        self.work = config.workdir.resolve()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.agent_urls: dict[str, list[str]] = {}
+        self.broker: EmbeddedBroker | None = None
+        self._stop = threading.Event()
+        self._replay_errors: list[BaseException] = []
+        self.replays: dict[str, ReplayStats] = {}
+
+    # ------------------------------------------------------------------ output
+
+    def say(self, text: str) -> None:
+        self.cfg.out.write(f"[demo] {text}\n")
+        self.cfg.out.flush()
+
+    # ------------------------------------------------------------------ steps
+
+    def _edgeinfer(self) -> list[str]:
+        return [sys.executable, "-m", "stream"]
+
+    def train(self, plan: ModelPlan, *, version: str, seed: int) -> Path:
+        """Train ``plan`` (or reuse a finished run) and return the bundle to ship."""
+        out = self.work / "train" / f"{plan.name}-v{version}"
+        report = out / "report.json"
+        if report.exists() and not self.cfg.retrain:
+            self.say(f"reusing {plan.name} v{version} from {out}")
+        else:
+            self.say(f"training {plan.name} v{version} ({plan.arch} on {plan.dataset}) -> {out}")
+            cmd = [
+                *self._edgeinfer(),
+                "train",
+                "--dataset",
+                plan.dataset,
+                "--arch",
+                plan.arch,
+                "--name",
+                plan.name,
+                "--version",
+                version,
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+                "--key",
+                str(self.work / "keys" / "edgeinfer.key"),
+                *plan.train_args,
+            ]
+            log = self.work / "logs" / f"train-{plan.name}-v{version}.log"
+            t0 = time.monotonic()
+            with log.open("wb") as fh:
+                rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
+            if rc != 0:
+                tail = log.read_text(errors="replace")[-2000:]
+                msg = f"training {plan.name} failed (exit {rc}); log {log}:\n{tail}"
+                raise EdgeInferError(msg)
+            self.say(f"trained {plan.name} v{version} in {time.monotonic() - t0:.0f} s")
+        data = json.loads(report.read_text())
+        variants = data.get("variants", {})
+        for variant in plan.variant_preference:
+            if variants.get(variant, {}).get("publishable"):
+                acc = variants[variant].get("accuracy")
+                self.say(f"{plan.name} v{version}: shipping {variant} (test accuracy {acc:.3f})")
+                return out / "bundles" / variant
+        msg = f"no publishable variant in {report}; see {out / 'report.md'}"
+        raise EdgeInferError(msg)
+
+    def publish(self, bundle_dir: Path, settings: KafkaSettings) -> None:
+        bundle = verify_bundle(bundle_dir, public_key=None)
+        Registry(self.work / "registry").publish(bundle_dir)
+        announce(settings, bundle_dir, topic=topics.MODELS)
+        self.say(f"published {bundle.manifest.name} v{bundle.manifest.version} to the registry")
+
+    def start_agent(self, plan: ModelPlan, index: int, settings: KafkaSettings) -> str:
+        port = free_port()
+        agent_id = f"{plan.name}-{index}"
+        cmd = [
+            *self._edgeinfer(),
+            "agent",
+            "--registry",
+            str(self.work / "registry"),
+            "--model",
+            plan.name,
+            "--input",
+            plan.topic,
+            "--group",
+            f"demo-{plan.name}",
+            "--agent-id",
+            agent_id,
+            "--metrics-port",
+            str(port),
+            "--public-key",
+            str(self.work / "keys" / "edgeinfer.pub"),
+            "--bootstrap-servers",
+            settings.bootstrap_servers,
+        ]
+        log = (self.work / "logs" / f"agent-{agent_id}.log").open("wb")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return f"127.0.0.1:{port}"
+
+    def wait_ready(self, urls: list[str], timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = set(urls)
+        while pending and time.monotonic() < deadline:
+            for url in list(pending):
+                try:
+                    with urllib.request.urlopen(f"http://{url}/readyz", timeout=1) as r:  # noqa: S310
+                        if r.status == 200:
+                            pending.discard(url)
+                except OSError:
+                    pass
+            for p in self.procs:
+                if p.poll() is not None:
+                    msg = f"an agent exited with code {p.returncode}; see {self.work / 'logs'}"
+                    raise EdgeInferError(msg)
+            time.sleep(0.2)
+        if pending:
+            msg = f"agents {sorted(pending)} not ready after {timeout_s:.0f} s; see logs"
+            raise EdgeInferError(msg)
+
+    def _replay(self, name: str, fn: Any, **kwargs: Any) -> threading.Thread:
+        def run() -> None:
+            try:
+                self.replays[name] = fn(**kwargs)
+            except BaseException as exc:  # reported by the main loop
+                self._replay_errors.append(exc)
+
+        t = threading.Thread(target=run, name=f"replay-{name}", daemon=True)
+        t.start()
+        return t
+
+    # ------------------------------------------------------------------ main
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        t_start = time.monotonic()
+        for sub in ("keys", "logs", "train"):
+            (self.work / sub).mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.work / "registry", ignore_errors=True)
+        if not (self.work / "keys" / "edgeinfer.key").exists():
+            generate_keys(
+                self.work / "keys" / "edgeinfer.key", self.work / "keys" / "edgeinfer.pub"
+            )
+            self.say(f"generated a signing key pair in {self.work / 'keys'}")
+
+        motions_v1 = self.train(MOTIONS, version="1", seed=1)
+        digits_v1 = self.train(DIGITS, version="1", seed=1)
+        digits_v2 = self.train(DIGITS, version="2", seed=2)
+
+        self.broker = EmbeddedBroker(log_path=self.work / "logs" / "broker.log")
+        self.broker.start()
+        self.say(f"embedded broker (Tansu) on {self.broker.bootstrap}")
+        settings = KafkaSettings(bootstrap_servers=self.broker.bootstrap, session_timeout_ms=6000)
+        ensure_topics(
+            settings,
+            [topics.SENSORS, topics.IMAGES, topics.RESULTS, topics.DEADLETTER],
+            partitions=cfg.partitions,
+        )
+        ensure_topics(settings, [topics.MODELS], partitions=1)
+        self.publish(motions_v1, settings)
+        self.publish(digits_v1, settings)
+
+        for plan in (MOTIONS, DIGITS):
+            self.agent_urls[plan.name] = [
+                self.start_agent(plan, i, settings) for i in range(cfg.agents_per_model)
+            ]
+        all_urls = [u for urls in self.agent_urls.values() for u in urls]
+        self.say(f"started {len(all_urls)} agents; waiting until they are ready")
+        self.wait_ready(all_urls)
+        self.say("agents ready; replaying BasicMotions (sensors) and digits (images)")
+
+        collector = ResultsCollector(settings=settings)
+        view = FleetView(all_urls)
+        sensors = self._replay(
+            "sensors",
+            replay_sensors,
+            settings=settings,
+            dataset="basic-motions",
+            topic=topics.SENSORS,
+            rate=cfg.sensor_rate,
+            split="test",
+            repeat=cfg.sensor_repeat,
+            partitions=None,
+        )
+        images = self._replay(
+            "images",
+            replay_images,
+            settings=settings,
+            dataset="digits",
+            topic=topics.IMAGES,
+            rate=cfg.image_rate,
+            split="test",
+            repeat=cfg.image_repeat,
+            partitions=None,
+        )
+        expected_images = 450 * cfg.image_repeat
+        expected_windows = 40 * cfg.sensor_repeat
+        swapped = False
+        deadline = time.monotonic() + cfg.timeout_s
+        while time.monotonic() < deadline:
+            collector.poll(timeout_ms=int(cfg.refresh_s * 1000))
+            if self._replay_errors:
+                raise self._replay_errors[0]
+            digits_stats = collector.per_model.get(DIGITS.name)
+            done_images = digits_stats.results if digits_stats else 0
+            if not swapped and done_images >= expected_images // 2:
+                self.say("midway: publishing retrained digits-cnn v2")
+                self.publish(digits_v2, settings)
+                swapped = True
+            self._draw(collector, view)
+            if (
+                not sensors.is_alive()
+                and not images.is_alive()
+                and self._complete(collector, expected_images, expected_windows)
+            ):
+                break
+        summary = self._summary(collector, expected_images, expected_windows, t_start)
+        collector.close()
+        return summary
+
+    def _complete(self, c: ResultsCollector, images: int, windows: int) -> bool:
+        img = c.per_source.get(topics.IMAGES)
+        sen = c.per_source.get(topics.SENSORS)
+        answered_images = len(img.answered) if img else 0
+        got_windows = sum(sen.windows_by_device.values()) if sen else 0
+        return answered_images >= images and got_windows >= windows
+
+    def _draw(self, c: ResultsCollector, view: FleetView) -> None:
+        rows = view.refresh()
+        lines = [render(rows, title=f"edgeinfer demo  ({time.strftime('%H:%M:%S')})"), ""]
+        lines.append(f"{'model':<14} {'results':>8} {'accuracy':>9} {'e2e p50':>8} {'e2e p99':>8}")
+        for name, s in sorted(c.per_model.items()):
+            lat = s.latency_percentiles("e2e")
+            acc = f"{s.accuracy:.3f}" if s.accuracy is not None else "-"
+            lines.append(
+                f"{name:<14} {s.results:>8} {acc:>9} {lat.get('p50', 0):>8.1f} "
+                f"{lat.get('p99', 0):>8.1f}"
+            )
+        lines.append(
+            f"dead letters: {c.stats.deadletters}  versions seen: {dict(c.stats.by_version)}"
+        )
+        text = "\n".join(lines)
+        if self.cfg.out.isatty():
+            self.cfg.out.write("\x1b[H\x1b[2J" + text + "\n")
+        else:
+            self.cfg.out.write(text + "\n\n")
+        self.cfg.out.flush()
+
+    def _summary(
+        self, c: ResultsCollector, images: int, windows: int, t_start: float
+    ) -> dict[str, Any]:
+        img = c.per_source.get(topics.IMAGES)
+        sen = c.per_source.get(topics.SENSORS)
+        answered_images = len(img.answered) if img else 0
+        per_device = dict(sen.windows_by_device) if sen else {}
+        missing_windows = (
+            sum(max(self.cfg.sensor_repeat - n, 0) for n in per_device.values())
+            + max(40 - len(per_device), 0) * self.cfg.sensor_repeat
+        )
+        summary: dict[str, Any] = {
+            "elapsed_s": round(time.monotonic() - t_start, 1),
+            "replayed": {
+                k: {"sent": v.sent, "seconds": round(v.seconds, 1)} for k, v in self.replays.items()
+            },
+            "expected": {"images": images, "sensor_windows": windows},
+            "lost": {
+                "images": max(images - answered_images, 0),
+                "sensor_windows": missing_windows,
+            },
+            "models": {name: s.summary() for name, s in c.per_model.items()},
+            "deadletters": c.stats.deadletters,
+            "versions": dict(c.stats.by_version),
+            "agent_versions": dict(c.stats.agent_version),
+            "reports": {
+                p.name: str(p / "report.md") for p in sorted((self.work / "train").iterdir())
+            },
+        }
+        (self.work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        out = self.cfg.out
+        out.write("\n=== edgeinfer demo summary ===\n")
+        out.write(
+            f"{'model':<14} {'results':>8} {'accuracy':>9} {'e2e p50 ms':>11} {'p99 ms':>8}\n"
+        )
+        for name, s in sorted(c.per_model.items()):
+            lat = s.latency_percentiles("e2e")
+            acc = f"{s.accuracy:.3f}" if s.accuracy is not None else "-"
+            out.write(
+                f"{name:<14} {s.results:>8} {acc:>9} {lat.get('p50', 0):>11.1f} "
+                f"{lat.get('p99', 0):>8.1f}\n"
+            )
+        out.write(f"versions served: {summary['versions']}\n")
+        out.write(f"lost: {summary['lost']}   dead letters: {summary['deadletters']}\n")
+        out.write(f"elapsed: {summary['elapsed_s']} s\n")
+        out.write(f"summary: {self.work / 'summary.json'}\n")
+        for name, path in summary["reports"].items():
+            out.write(f"report {name}: {path}\n")
+        out.flush()
+        return summary
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 15
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def run_demo_config(cfg: DemoConfig) -> dict[str, Any]:
+    demo = Demo(cfg)
+    try:
+        return demo.run()
+    finally:
+        demo.stop()

@@ -1,0 +1,472 @@
+"""Replay real datasets onto Kafka as a simulated fleet of devices.
+
+Sensors: each recording (e.g. one BasicMotions sample, 100 steps x 6 channels) becomes one
+device; its readings are sent one per message, keyed by the device id, and devices are
+interleaved round-robin so the topic looks like a live fleet (one device's readings stay
+in order in one partition). Images: each image is sent from one of ``devices`` simulated
+cameras. The true label travels in the ``label`` header so accuracy can be measured
+downstream. Every send is confirmed (acks=all) before the replay reports success.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from stream import topics
+from stream.datasets import Dataset, load_dataset
+from stream.exceptions import BrokerError, ConfigError, DatasetError
+from stream.kafka import ensure_topics, make_producer
+from stream.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+Split = Literal["train", "test", "all"]
+ImageFormat = Literal["png", "jpeg", "npy"]
+Headers = list[tuple[str, bytes]]
+#: ``progress(sent, total or None when endless, elapsed seconds)``
+ProgressFn = Callable[[int, int | None, float], None]
+
+SPLITS: tuple[str, ...] = ("train", "test", "all")
+IMAGE_FORMATS: tuple[str, ...] = ("png", "jpeg", "npy")
+DEFAULT_RATE = 100.0
+_PREFIXES = {"basic-motions": "bm", "digits": "digits"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayStats:
+    """What a replay sent: every ``sent`` message was acknowledged by the broker."""
+
+    topic: str
+    sent: int
+    devices: int
+    seconds: float
+    interrupted: bool = False
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self, unit: str = "messages") -> str:
+        how = "stopped by Ctrl-C after" if self.interrupted else "replayed"
+        return (
+            f"{how} {self.sent} {unit} from {self.devices} devices to {self.topic!r} in "
+            f"{self.seconds:.1f} s ({self.rate:.0f}/s), all acknowledged"
+        )
+
+
+@dataclass(frozen=True)
+class _Message:
+    key: str
+    value: bytes
+    headers: Headers
+
+
+class _Sender:
+    """Paced producing with delivery accounting and periodic progress."""
+
+    def __init__(
+        self,
+        producer: KafkaProducer,
+        topic: str,
+        *,
+        rate: float,
+        total: int | None,
+        progress: ProgressFn | None,
+        progress_interval_s: float,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.rate = rate
+        self.total = total
+        self.progress = progress
+        self.progress_interval_s = progress_interval_s
+        self.sent = 0
+        self._acked = 0
+        self._failed = 0
+        self._first_error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._next_progress = self._start + progress_interval_s
+
+    def _on_ok(self, _metadata: Any) -> None:
+        with self._lock:
+            self._acked += 1
+
+    def _on_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self._failed += 1
+            if self._first_error is None:
+                self._first_error = exc
+
+    def _raise_failed(self) -> None:
+        exc = self._first_error
+        msg = (
+            f"{self._failed} of {self.sent} messages to {self.topic!r} were not delivered; "
+            f"first error: {type(exc).__name__}: {exc}"
+        )
+        raise BrokerError(msg) from exc
+
+    def send(self, message: _Message) -> None:
+        if self.rate > 0:
+            delay = self._start + self.sent / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        try:
+            future = self.producer.send(
+                self.topic,
+                value=message.value,
+                key=message.key.encode(),
+                headers=message.headers,
+            )
+        except KafkaError as exc:
+            msg = f"sending to {self.topic!r} failed: {type(exc).__name__}: {exc}"
+            raise BrokerError(msg) from exc
+        future.add_callback(self._on_ok)
+        future.add_errback(self._on_error)
+        self.sent += 1
+        if self._failed:
+            self._raise_failed()
+        now = time.monotonic()
+        if self.progress is not None and now >= self._next_progress:
+            self._next_progress = now + self.progress_interval_s
+            self.progress(self.sent, self.total, now - self._start)
+
+    def finish(self, timeout_s: float) -> float:
+        """Flush, check every send was acknowledged; returns the elapsed seconds."""
+        try:
+            self.producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            msg = f"flushing {self.sent} messages to {self.topic!r} failed: {exc}"
+            raise BrokerError(msg) from exc
+        deadline = time.monotonic() + timeout_s
+        while self._acked + self._failed < self.sent and time.monotonic() < deadline:
+            time.sleep(0.01)  # callbacks run on the client's IO thread just after flush
+        if self._failed:
+            self._raise_failed()
+        if self._acked < self.sent:
+            msg = (
+                f"only {self._acked} of {self.sent} messages to {self.topic!r} were "
+                f"acknowledged within {timeout_s:.0f} s; is the broker still up?"
+            )
+            raise BrokerError(msg)
+        return time.monotonic() - self._start
+
+
+def _run(
+    settings: KafkaSettings,
+    messages: Iterator[_Message],
+    *,
+    topic: str,
+    rate: float,
+    total: int | None,
+    devices: int,
+    partitions: int | None,
+    producer: KafkaProducer | None,
+    progress: ProgressFn | None,
+    progress_interval_s: float,
+    flush_timeout_s: float,
+) -> ReplayStats:
+    if rate < 0:
+        msg = f"rate must be >= 0 messages/s (0 = as fast as possible), got {rate}"
+        raise ConfigError(msg)
+    if partitions is not None:
+        ensure_topics(settings, [topic], partitions=partitions)
+    own = producer is None
+    prod = make_producer(settings) if producer is None else producer
+    sender = _Sender(
+        prod,
+        topic,
+        rate=rate,
+        total=total,
+        progress=progress,
+        progress_interval_s=progress_interval_s,
+    )
+    interrupted = False
+    try:
+        try:
+            for message in messages:
+                sender.send(message)
+        except KeyboardInterrupt:
+            interrupted = True
+            logger.info('replay interrupted topic="%s" sent=%d', topic, sender.sent)
+        seconds = sender.finish(flush_timeout_s)
+    finally:
+        if own:
+            prod.close(timeout=flush_timeout_s)
+    stats = ReplayStats(
+        topic=topic, sent=sender.sent, devices=devices, seconds=seconds, interrupted=interrupted
+    )
+    logger.info(
+        'replay done topic="%s" sent=%d devices=%d seconds=%.2f',
+        topic,
+        stats.sent,
+        stats.devices,
+        stats.seconds,
+    )
+    return stats
+
+
+# ------------------------------------------------------------------ dataset handling
+
+
+def _load(dataset: str | Dataset, kind: str) -> Dataset:
+    ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    if ds.kind != kind:
+        other = "replay images" if ds.kind == "image" else "replay sensors"
+        msg = f"dataset {ds.name!r} holds {ds.kind} data, not {kind} data: use `edgeinfer {other}`"
+        raise DatasetError(msg)
+    return ds
+
+
+def _recordings(ds: Dataset, split: str, limit: int | None) -> list[tuple[str, np.ndarray, int]]:
+    """``[(split name, x, y)]`` of the chosen split(s), at most ``limit`` of them."""
+    if split not in SPLITS:
+        msg = f"split must be one of {', '.join(SPLITS)}, got {split!r}"
+        raise ConfigError(msg)
+    if limit is not None and limit < 1:
+        msg = f"limit must be >= 1, got {limit}"
+        raise ConfigError(msg)
+    parts = [("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)]
+    chosen = [p for p in parts if split in (p[0], "all")]
+    items = [(name, x[i], int(y[i])) for name, x, y in chosen for i in range(len(x))]
+    return items[:limit] if limit is not None else items
+
+
+def _prefix(ds: Dataset, device_prefix: str | None) -> str:
+    if device_prefix:
+        return device_prefix
+    return _PREFIXES.get(ds.name, ds.name.lower().replace(" ", "-") or "dev")
+
+
+def _repeats(repeat: int) -> Iterator[int]:
+    if repeat < 0:
+        msg = f"repeat must be >= 0 (0 = until Ctrl-C), got {repeat}"
+        raise ConfigError(msg)
+    r = 0
+    while repeat == 0 or r < repeat:
+        yield r
+        r += 1
+
+
+class _Clock:
+    """Per-device timestamps: wall-clock ms, strictly increasing for each device."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def __call__(self, device_id: str) -> int:
+        ts = max(int(time.time() * 1000), self._last.get(device_id, -1) + 1)
+        self._last[device_id] = ts
+        return ts
+
+
+# ------------------------------------------------------------------ sensors
+
+
+def _device_ids(recordings: list[tuple[str, np.ndarray, int]], prefix: str) -> list[str]:
+    counters: dict[str, int] = {}
+    ids = []
+    for name, _, _ in recordings:
+        index = counters.get(name, 0)
+        counters[name] = index + 1
+        ids.append(f"{prefix}-{name}-{index:03d}")
+    return ids
+
+
+def replay_sensors(
+    settings: KafkaSettings,
+    dataset: str | Dataset,
+    *,
+    topic: str = topics.SENSORS,
+    rate: float = DEFAULT_RATE,
+    split: Split = "test",
+    limit: int | None = None,
+    repeat: int = 1,
+    device_prefix: str | None = None,
+    partitions: int | None = 4,
+    producer: KafkaProducer | None = None,
+    progress: ProgressFn | None = None,
+    progress_interval_s: float = 2.0,
+    flush_timeout_s: float = 60.0,
+) -> ReplayStats:
+    """Replay a sequence dataset as a fleet of devices, one reading per message.
+
+    ``rate`` is readings per second over the whole fleet (0 = as fast as possible);
+    ``repeat`` 0 replays until Ctrl-C; ``partitions`` (when not None) creates the topic
+    with that many partitions if it does not exist yet.
+    """
+    ds = _load(dataset, "sequence")
+    recordings = _recordings(ds, split, limit)
+    readings = sum(len(x) for _, x, _ in recordings)
+    return _run(
+        settings,
+        _sensor_stream(ds, recordings, repeat=repeat, prefix=_prefix(ds, device_prefix)),
+        topic=topic,
+        rate=rate,
+        total=readings * repeat if repeat else None,
+        devices=len(recordings),
+        partitions=partitions,
+        producer=producer,
+        progress=progress,
+        progress_interval_s=progress_interval_s,
+        flush_timeout_s=flush_timeout_s,
+    )
+
+
+def _sensor_stream(
+    ds: Dataset,
+    recordings: list[tuple[str, np.ndarray, int]],
+    *,
+    repeat: int,
+    prefix: str,
+) -> Iterator[_Message]:
+    from stream.codecs import encode_reading, sensor_headers
+
+    ids = _device_ids(recordings, prefix)
+    devices = [(ids[i], x, ds.labels[y]) for i, (_, x, y) in enumerate(recordings)]
+    clock = _Clock()
+    steps = max((len(x) for _, x, _ in devices), default=0)
+    for _ in _repeats(repeat):
+        for t in range(steps):
+            for device_id, x, label in devices:
+                if t >= len(x):
+                    continue
+                ts = clock(device_id)
+                yield _Message(
+                    device_id,
+                    encode_reading(device_id, ts, x[t].tolist()),
+                    list(sensor_headers(device_id, ts, label=label)),
+                )
+
+
+# ------------------------------------------------------------------ images
+
+
+def _encoder(fmt: str) -> tuple[str, Callable[[np.ndarray], bytes]]:
+    from stream import codecs
+
+    encoders: dict[str, tuple[str, Callable[[np.ndarray], bytes]]] = {
+        "png": ("image/png", codecs.encode_png),
+        "jpeg": ("image/jpeg", codecs.encode_jpeg),
+        "npy": ("application/x-npy", codecs.encode_npy),
+    }
+    if fmt not in encoders:
+        msg = f"image format must be one of {', '.join(IMAGE_FORMATS)}, got {fmt!r}"
+        raise ConfigError(msg)
+    return encoders[fmt]
+
+
+def replay_images(
+    settings: KafkaSettings,
+    dataset: str | Dataset,
+    *,
+    topic: str = topics.IMAGES,
+    rate: float = DEFAULT_RATE,
+    split: Split = "test",
+    limit: int | None = None,
+    repeat: int = 1,
+    device_prefix: str | None = None,
+    devices: int = 4,
+    image_format: ImageFormat = "png",
+    partitions: int | None = 4,
+    producer: KafkaProducer | None = None,
+    progress: ProgressFn | None = None,
+    progress_interval_s: float = 2.0,
+    flush_timeout_s: float = 60.0,
+) -> ReplayStats:
+    """Replay an image dataset from ``devices`` simulated cameras (image i from camera
+    i mod devices), encoded as PNG, JPEG or .npy, with the true label in a header."""
+    if devices < 1:
+        msg = f"devices must be >= 1, got {devices}"
+        raise ConfigError(msg)
+    ds = _load(dataset, "image")
+    content_type, encode = _encoder(image_format)
+    recordings = _recordings(ds, split, limit)
+    prefix = _prefix(ds, device_prefix)
+    return _run(
+        settings,
+        _image_stream(ds, recordings, repeat, prefix, devices, content_type, encode),
+        topic=topic,
+        rate=rate,
+        total=len(recordings) * repeat if repeat else None,
+        devices=min(devices, len(recordings)),
+        partitions=partitions,
+        producer=producer,
+        progress=progress,
+        progress_interval_s=progress_interval_s,
+        flush_timeout_s=flush_timeout_s,
+    )
+
+
+def _image_stream(
+    ds: Dataset,
+    recordings: list[tuple[str, np.ndarray, int]],
+    repeat: int,
+    prefix: str,
+    devices: int,
+    content_type: str,
+    encode: Callable[[np.ndarray], bytes],
+) -> Iterator[_Message]:
+    from stream.codecs import image_headers
+
+    clock = _Clock()
+    for _ in _repeats(repeat):
+        for i, (_, pixels, y) in enumerate(recordings):
+            device_id = f"{prefix}-cam-{i % devices:02d}"
+            ts = clock(device_id)
+            headers = image_headers(content_type, device_id, ts, label=ds.labels[y])
+            yield _Message(device_id, encode(pixels), list(headers))
+
+
+# ------------------------------------------------------------------ CLI handler
+
+
+def _print_progress(unit: str) -> ProgressFn:
+    def report(sent: int, total: int | None, elapsed: float) -> None:
+        of = f"/{total}" if total is not None else ""
+        rate = sent / elapsed if elapsed > 0 else 0.0
+        print(f"replay: sent {sent}{of} {unit} ({rate:.0f}/s)", file=sys.stderr, flush=True)
+
+    return report
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """``edgeinfer replay sensors|images``."""
+    from stream.settings import settings_from_args
+
+    settings = settings_from_args(args)
+    common: dict[str, Any] = {
+        "topic": args.topic,
+        "rate": args.rate,
+        "split": args.split,
+        "limit": args.limit,
+        "repeat": args.repeat,
+        "device_prefix": args.device_prefix,
+        "partitions": args.partitions,
+    }
+    if args.kind == "sensors":
+        unit = "readings"
+        stats = replay_sensors(settings, args.dataset, progress=_print_progress(unit), **common)
+    else:
+        unit = "images"
+        stats = replay_images(
+            settings,
+            args.dataset,
+            devices=args.devices,
+            image_format=args.format,
+            progress=_print_progress(unit),
+            **common,
+        )
+    print(stats.summary(unit))
+    return 0

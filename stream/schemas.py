@@ -1,0 +1,92 @@
+"""Message schemas of wire contract v1 (docs/wire-format.md).
+
+These are the decoded, validated forms of what travels on the topics. The byte-level
+encoding lives in :mod:`stream.codecs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+#: The content types an image (or raw tensor) message may declare in its header.
+ContentType = Literal["application/json", "image/png", "image/jpeg", "application/x-npy"]
+CONTENT_TYPES: tuple[str, ...] = (
+    "application/json",
+    "image/png",
+    "image/jpeg",
+    "application/x-npy",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SensorChunk:
+    """One or more consecutive readings of one device.
+
+    ``samples`` is float32 shaped (n, channels); a single reading decodes to n=1.
+    ``ts`` is the epoch milliseconds of the first sample.
+    """
+
+    device_id: str
+    ts: int
+    samples: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageFrame:
+    """A decoded image: ``pixels`` is uint8 shaped (H, W, C) with C 1 (gray) or 3 (RGB)."""
+
+    device_id: str | None
+    ts: int | None
+    content_type: str
+    pixels: np.ndarray
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceResult:
+    """What an agent produces to ``inference.results`` for one input (or one window)."""
+
+    device_id: str
+    model: str
+    version: str
+    label: str
+    score: float
+    scores: dict[str, float]
+    #: ``{"topic", "partition", "offset"}``; for windows also ``"first_offset"``,
+    #: ``"last_offset"``.
+    source: dict[str, Any]
+    #: Milliseconds; keys ``"queue"``, ``"infer"``, ``"e2e"``.
+    latency_ms: dict[str, float]
+    #: The input's device timestamp (epoch ms), when it had one.
+    ts: int | None
+    #: Epoch ms when the agent produced the result.
+    produced_at: int
+    agent_id: str
+    #: The true label when the input carried a ``label`` header (replays of datasets).
+    true_label: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeadLetter:
+    """A message the agent could not process, as read back from ``inference.deadletter``."""
+
+    value: bytes | None
+    #: The original message's headers (without the dead-letter headers).
+    headers: dict[str, str]
+    error_type: str
+    error_message: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    agent_id: str

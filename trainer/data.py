@@ -1,0 +1,130 @@
+"""Training data: the dataset, the preprocessing learned from it, and the tf.data pipelines.
+
+Model inputs are built with the exact numpy code the agent runs
+(:meth:`ImagePreprocessing.apply` / :meth:`SequencePreprocessing.apply`), so the model sees
+the same numbers in training and on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stream.datasets import Dataset, load_dataset, stratified_split, validate
+from stream.exceptions import DatasetError
+from stream.preprocessing import ImagePreprocessing, Preprocessing, SequencePreprocessing
+
+logger = logging.getLogger(__name__)
+
+#: A channel whose spread is below this is not scaled (avoids dividing by ~0).
+MIN_STD = 1e-6
+
+
+def load_training_data(spec: str, *, seed: int = 0, **kafka_options: Any) -> Dataset:
+    """``load_dataset`` plus ``kafka:TOPIC`` (a topic written by ``edgeinfer replay``)."""
+    if spec.startswith("kafka:"):
+        from trainer.capture import capture_topic
+
+        ds = capture_topic(spec[len("kafka:") :], seed=seed, **kafka_options)
+        validate(ds)
+        return ds
+    return load_dataset(spec, seed=seed)
+
+
+def fit_preprocessing(ds: Dataset, *, stride: int | None = None) -> Preprocessing:
+    """Learn the preprocessing from the training split (per-channel mean and std)."""
+    x = ds.x_train
+    if ds.kind == "image":
+        if x.dtype != np.uint8:
+            msg = f"dataset {ds.name!r}: images must be uint8 (N, H, W, C), got {x.dtype}"
+            raise DatasetError(msg)
+        channels = int(x.shape[3])
+        if channels not in (1, 3):
+            msg = f"dataset {ds.name!r}: images need 1 (grey) or 3 (RGB) channels, got {channels}"
+            raise DatasetError(msg)
+        scaled = x.reshape(-1, channels).astype(np.float64) / 255.0
+        return ImagePreprocessing(
+            height=int(x.shape[1]),
+            width=int(x.shape[2]),
+            channels=channels,
+            color="L" if channels == 1 else "RGB",
+            mean=[float(v) for v in scaled.mean(axis=0)],
+            std=[float(max(v, MIN_STD)) for v in scaled.std(axis=0)],
+        )
+    window = int(x.shape[1])
+    if stride is not None and not 1 <= stride:
+        msg = f"--stride must be >= 1 (readings between inferences), got {stride}"
+        raise DatasetError(msg)
+    flat = x.reshape(-1, x.shape[2]).astype(np.float64)
+    return SequencePreprocessing(
+        window=window,
+        stride=int(stride or window),
+        channels=int(x.shape[2]),
+        mean=[float(v) for v in flat.mean(axis=0)],
+        std=[float(max(v, MIN_STD)) for v in flat.std(axis=0)],
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelData:
+    """Preprocessed float32 model inputs: train/validation for fit, test for evaluation."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def x_fit(self) -> np.ndarray:
+        """Every training input (train + validation): calibration data for int8."""
+        return np.concatenate([self.x_train, self.x_val])
+
+    @property
+    def y_fit(self) -> np.ndarray:
+        return np.concatenate([self.y_train, self.y_val])
+
+
+def model_data(
+    ds: Dataset, prep: Preprocessing, *, validation_fraction: float, seed: int
+) -> ModelData:
+    """Apply ``prep`` and split a stratified validation set off the training split."""
+    if not 0 < validation_fraction < 1:
+        msg = f"--validation-split must be between 0 and 1, got {validation_fraction}"
+        raise DatasetError(msg)
+    x_tr, y_tr, x_val, y_val = stratified_split(
+        ds.x_train, ds.y_train, test_fraction=validation_fraction, seed=seed
+    )
+    if len(x_val) == 0:
+        msg = (
+            f"dataset {ds.name!r}: too few training samples ({len(ds.x_train)}) to hold out a "
+            "validation split; every class needs at least 2 samples"
+        )
+        raise DatasetError(msg)
+    return ModelData(
+        x_train=prep.apply(x_tr),
+        y_train=y_tr,
+        x_val=prep.apply(x_val),
+        y_val=y_val,
+        x_test=prep.apply(ds.x_test),
+        y_test=ds.y_test,
+    )
+
+
+def tf_dataset(
+    x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int
+) -> Any:
+    """A batched, prefetched ``tf.data.Dataset`` (shuffled each epoch with a fixed seed)."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    if shuffle:
+        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)

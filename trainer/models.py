@@ -1,0 +1,191 @@
+"""Model builders sized for small devices: a CNN for images; LSTM, GRU and 1-D conv for windows.
+
+Every builder returns a functional Keras model whose input has a free batch dimension and
+whose output is a float32 softmax. :func:`export_clone` rebuilds a trained model with
+unrolled recurrent layers and float32 weights: the form that converts to LiteRT builtin ops
+for all four variants (a ``WHILE`` loop neither converts with a free batch nor calibrates).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Literal, get_args
+
+import keras
+
+from trainer.exceptions import TrainerConfigError
+
+logger = logging.getLogger(__name__)
+
+Arch = Literal["cnn", "lstm", "gru", "conv1d"]
+ARCHS: tuple[Arch, ...] = get_args(Arch)
+IMAGE_ARCHS: tuple[Arch, ...] = ("cnn",)
+SEQUENCE_ARCHS: tuple[Arch, ...] = ("lstm", "gru", "conv1d")
+
+#: A recurrent model's front end strides until at most this many time steps remain.
+MAX_RNN_STEPS = 32
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Architecture and size. Zero/empty fields take the per-architecture default."""
+
+    arch: Arch
+    filters: tuple[int, ...] = ()
+    units: int = 0
+    #: Stride of the Conv1D front end of lstm/gru (0 = auto, 1 = no front end).
+    conv_stride: int = 0
+    dropout: float = 0.2
+
+    def resolved(self, input_shape: tuple[int, ...]) -> ModelConfig:
+        """This config with the defaults filled in for ``input_shape``."""
+        if self.arch not in ARCHS:
+            msg = f"unknown --arch {self.arch!r}: use one of {', '.join(ARCHS)}"
+            raise TrainerConfigError(msg)
+        if self.arch == "cnn":
+            filters = self.filters or (16, 32, 64)
+            return replace(self, filters=filters, units=self.units or 64)
+        if self.arch == "conv1d":
+            return replace(self, filters=self.filters or (32, 64, 64), units=self.units or 0)
+        steps = input_shape[0]
+        stride = self.conv_stride or auto_stride(steps)
+        return replace(self, filters=self.filters or (32,), units=self.units or 32, conv_stride=stride)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "filters": list(self.filters),
+            "units": self.units,
+            "conv_stride": self.conv_stride,
+            "dropout": self.dropout,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return cls(
+            arch=data["arch"],
+            filters=tuple(int(f) for f in data.get("filters", ())),
+            units=int(data.get("units", 0)),
+            conv_stride=int(data.get("conv_stride", 0)),
+            dropout=float(data.get("dropout", 0.2)),
+        )
+
+
+def auto_stride(steps: int) -> int:
+    """The smallest power of two that leaves at most :data:`MAX_RNN_STEPS` time steps."""
+    stride = 1
+    while math.ceil(steps / stride) > MAX_RNN_STEPS:
+        stride *= 2
+    return stride
+
+
+def check_arch(arch: str, kind: str) -> None:
+    """Refuse an architecture that does not fit the data (cnn on sequences, ...)."""
+    allowed = IMAGE_ARCHS if kind == "image" else SEQUENCE_ARCHS
+    if arch not in allowed:
+        msg = (
+            f"--arch {arch} does not fit {kind} data: use "
+            f"{' or '.join(allowed)} for {kind}s"
+        )
+        raise TrainerConfigError(msg)
+
+
+def build_model(
+    config: ModelConfig,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    unroll: bool = False,
+) -> keras.Model:
+    """Build (uncompiled) the model ``config`` describes for inputs of ``input_shape``."""
+    cfg = config.resolved(input_shape)
+    inputs = keras.Input(shape=input_shape, name="input")
+    if cfg.arch == "cnn":
+        x = _cnn_body(inputs, cfg)
+    elif cfg.arch == "conv1d":
+        x = _conv1d_body(inputs, cfg)
+    else:
+        x = _rnn_body(inputs, cfg, unroll=unroll)
+    if cfg.dropout > 0:
+        x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", dtype="float32", name="probabilities"
+    )(x)
+    return keras.Model(inputs, outputs, name=f"{cfg.arch}_classifier")
+
+
+def _cnn_body(inputs: Any, cfg: ModelConfig) -> Any:
+    if len(inputs.shape) != 4:
+        msg = f"--arch cnn needs images (H, W, C), got inputs shaped {tuple(inputs.shape[1:])}"
+        raise TrainerConfigError(msg)
+    x = inputs
+    size = min(int(inputs.shape[1]), int(inputs.shape[2]))
+    # Large images: a strided stem brings them down to at most 64 pixels before the blocks.
+    stem = 0
+    while size > 64:
+        x = keras.layers.Conv2D(
+            cfg.filters[0], 3, strides=2, padding="same", activation="relu", name=f"stem{stem}"
+        )(x)
+        size = math.ceil(size / 2)
+        stem += 1
+    for i, f in enumerate(cfg.filters):
+        x = keras.layers.Conv2D(f, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        if size > 4:
+            x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
+            size //= 2
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    if cfg.units:
+        x = keras.layers.Dense(cfg.units, activation="relu", name="dense")(x)
+    return x
+
+
+def _conv1d_body(inputs: Any, cfg: ModelConfig) -> Any:
+    x = inputs
+    steps = int(inputs.shape[1])
+    for i, f in enumerate(cfg.filters):
+        x = keras.layers.Conv1D(f, 5, padding="same", activation="relu", name=f"conv{i}")(x)
+        if steps > 8:
+            x = keras.layers.MaxPooling1D(2, name=f"pool{i}")(x)
+            steps //= 2
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    if cfg.units:
+        x = keras.layers.Dense(cfg.units, activation="relu", name="dense")(x)
+    return x
+
+
+def _rnn_body(inputs: Any, cfg: ModelConfig, *, unroll: bool) -> Any:
+    x = inputs
+    if cfg.conv_stride > 1:
+        x = keras.layers.Conv1D(
+            cfg.filters[0],
+            max(3, cfg.conv_stride),
+            strides=cfg.conv_stride,
+            padding="same",
+            activation="relu",
+            name="frontend",
+        )(x)
+    layer = keras.layers.LSTM if cfg.arch == "lstm" else keras.layers.GRU
+    return layer(cfg.units, unroll=unroll, name=cfg.arch)(x)
+
+
+def export_clone(model: keras.Model) -> keras.Model:
+    """The same model with unrolled recurrent layers and float32 layers, weights copied.
+
+    ``unroll=True`` turns the recurrence into plain ops, so the converter emits no ``WHILE``
+    loop: the batch stays resizable and int8 calibration works. Mixed-precision layers are
+    rebuilt in float32 (their variables already are).
+    """
+
+    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        cfg = layer.get_config()
+        if "unroll" in cfg:
+            cfg["unroll"] = True
+        if "dtype" in cfg and not isinstance(layer, keras.layers.InputLayer):
+            cfg["dtype"] = "float32"
+        return layer.__class__.from_config(cfg)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
