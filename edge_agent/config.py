@@ -15,11 +15,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from edge_agent.exceptions import AgentConfigError
 from stream import topics
 from stream.env import edge_environment, env_name
 from stream.settings import KafkaSettings, kafka_settings, load_config_file
-
-from edge_agent.exceptions import AgentConfigError
 
 DEFAULT_METRICS_PORT = 9400
 
@@ -116,11 +115,17 @@ def _validate(c: AgentConfig) -> None:
     )
     for name in positive_ints:
         if getattr(c, name) < 1:
-            msg = f"{name} must be >= 1, got {getattr(c, name)}; fix --{_flag(name)} or {env_name(name)}"
+            msg = (
+                f"{name} must be >= 1, got {getattr(c, name)}; "
+                f"fix --{_flag(name)} or {env_name(name)}"
+            )
             raise AgentConfigError(msg)
     for name in ("max_latency_ms", "device_idle_s", "model_poll_s", "model_wait_s"):
         if getattr(c, name) < 0:
-            msg = f"{name} must be >= 0, got {getattr(c, name)}; fix --{_flag(name)} or {env_name(name)}"
+            msg = (
+                f"{name} must be >= 0, got {getattr(c, name)}; "
+                f"fix --{_flag(name)} or {env_name(name)}"
+            )
             raise AgentConfigError(msg)
     if not 0 <= c.metrics_port < 65536:
         msg = (

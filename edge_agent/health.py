@@ -66,7 +66,11 @@ class HealthServer:
             daemon=True,
         )
         self._thread.start()
-        logger.info('http listening host="%s" port=%d paths="/metrics /healthz /readyz"', self.host, self.port)
+        logger.info(
+            'http listening host="%s" port=%d paths="/metrics /healthz /readyz"',
+            self.host,
+            self.port,
+        )
         return self.port
 
     def stop(self) -> None:

@@ -34,10 +34,26 @@ INFERENCE_BUCKETS = (
     10.0,
 )
 #: Device timestamp -> result produced: 1 ms .. 60 s.
-E2E_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+E2E_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 #: Dead-letter reasons that are not decode failures.
-EXTRA_REASONS = ("inference_error",)
+EXTRA_REASONS = ("inference_error", "internal_error")
 SWAP_RESULTS = ("ok", "refused", "rollback")
 
 
@@ -124,6 +140,11 @@ class AgentMetrics:
             "edge_agent_delivery_errors_total",
             "Kafka failures that made the agent back off and replay from the last commit.",
             ["stage"],
+            registry=registry,
+        )
+        self.partitions_assigned = Gauge(
+            "edge_agent_partitions_assigned",
+            "Input partitions this agent owns in its consumer group.",
             registry=registry,
         )
         self.ready = Gauge(

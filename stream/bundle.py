@@ -113,7 +113,7 @@ class Manifest:
                 format_version=int(data.get("format_version", FORMAT_VERSION)),
                 signature=data.get("signature"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             msg = f"manifest is missing or has a malformed field: {exc!r}"
             raise BundleError(msg) from exc
 
@@ -156,6 +156,8 @@ def generate_keys(private_path: Path, public_path: Path) -> None:
         serialization.NoEncryption(),
     )
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # O_CREAT's mode only applies to a new file: an overwritten key must not keep 0644.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(private_pem)
     public_path.write_bytes(
@@ -253,7 +255,7 @@ def read_manifest(directory: Path) -> Manifest:
     except FileNotFoundError as exc:
         msg = f"{path} not found: a bundle folder holds {MODEL_FILE} and {MANIFEST_FILE}"
         raise BundleError(msg) from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSON, UTF-8
         msg = f"{path} is not valid JSON ({exc}); re-export the bundle"
         raise BundleError(msg) from exc
     if not isinstance(data, dict):

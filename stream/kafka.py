@@ -23,6 +23,20 @@ from stream.settings import KafkaSettings
 logger = logging.getLogger(__name__)
 
 
+def error_text(exc: BaseException) -> str:
+    """``str(exc)`` with the class name once (kafka-python 3 often includes it already)."""
+    text = str(exc)
+    name = type(exc).__name__
+    return text if text.startswith(name) or f"] {name}" in text else f"{name}: {text}"
+
+
+def quiet_kafka_logs() -> None:
+    """For short-lived CLI commands: keep kafka-python's connection-retry errors off the
+    terminal (our one-line error says what failed), unless the log level is DEBUG."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
 def _where(settings: KafkaSettings) -> str:
     return f"{settings.bootstrap_servers} ({settings.security_protocol})"
 
@@ -33,21 +47,27 @@ def kafka_errors(action: str, settings: KafkaSettings) -> Iterator[None]:
     try:
         yield
     except KafkaError as exc:
-        msg = f"{action} failed against {_where(settings)}: {type(exc).__name__}: {exc}"
+        msg = f"{action} failed against {_where(settings)}: {error_text(exc)}"
         raise BrokerError(msg) from exc
 
 
 def _unreachable(settings: KafkaSettings, what: str, exc: Exception) -> BrokerError:
     msg = (
         f"cannot create a Kafka {what}: no broker answered at {_where(settings)} "
-        f"({type(exc).__name__}: {exc}); start one with `edgeinfer broker` or fix "
+        f"({error_text(exc)}); start one with `edgeinfer broker` or fix "
         "--bootstrap-servers / EDGE_BOOTSTRAP_SERVERS"
     )
     return BrokerError(msg)
 
 
+def _bootstrap_timeout(settings: KafkaSettings, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Give up on an unreachable cluster after ``request_timeout_ms`` unless overridden."""
+    return {"bootstrap_timeout_ms": settings.request_timeout_ms, **overrides}
+
+
 def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     """A producer with the project's durable defaults (acks=all, idempotent, lz4)."""
+    overrides = _bootstrap_timeout(settings, overrides)
     try:
         return KafkaProducer(**settings.producer_config(**overrides))
     except KafkaError as exc:
@@ -58,6 +78,7 @@ def make_consumer(
     settings: KafkaSettings, *topics: str, group_id: str | None, **overrides: Any
 ) -> KafkaConsumer:
     """A consumer (manual commits), subscribed to ``topics`` when any are given."""
+    overrides = _bootstrap_timeout(settings, overrides)
     try:
         consumer = KafkaConsumer(**settings.consumer_config(group_id=group_id, **overrides))
     except KafkaError as exc:
@@ -69,6 +90,7 @@ def make_consumer(
 
 
 def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
+    overrides = _bootstrap_timeout(settings, overrides)
     try:
         return KafkaAdminClient(**settings.admin_config(**overrides))
     except KafkaError as exc:
@@ -85,7 +107,7 @@ def wait_for_broker(settings: KafkaSettings, timeout_s: float) -> None:
     except KafkaError as exc:
         msg = (
             f"no Kafka broker answered a metadata request at {_where(settings)} within "
-            f"{timeout_s:.1f} s ({type(exc).__name__}: {exc}); start one with "
+            f"{timeout_s:.1f} s ({error_text(exc)}); start one with "
             "`edgeinfer broker` or fix --bootstrap-servers / EDGE_BOOTSTRAP_SERVERS"
         )
         raise BrokerError(msg) from exc
@@ -145,7 +167,7 @@ def ensure_topics(
                 msg = (
                     f"creating topic {topic!r} ({partitions} partitions, replication "
                     f"{replication}) failed against {_where(settings)}: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{error_text(exc)}"
                 )
                 raise BrokerError(msg) from exc
             created.append(topic)
@@ -238,6 +260,7 @@ def run_topics(args: Any) -> int:
     from stream.topics import ALL_TOPICS
 
     settings = settings_from_args(args)
+    quiet_kafka_logs()
     if args.action == "ensure":
         wanted = args.topic or list(ALL_TOPICS)
         created = ensure_topics(settings, wanted, partitions=args.partitions)

@@ -302,7 +302,7 @@ def announce(
     """Produce the announcement of a bundle to ``topic`` keyed by the model name."""
     from kafka.errors import KafkaError
 
-    from stream.kafka import make_producer
+    from stream.kafka import error_text, make_producer
 
     bundle = verify_bundle(Path(bundle_dir), require_signature=False)
     value = announcement_value(bundle, inline_limit=inline_limit)
@@ -311,7 +311,7 @@ def announce(
         future = producer.send(topic, value=value, key=bundle.manifest.name.encode())
         future.get(timeout=timeout_s)
     except KafkaError as exc:
-        msg = f"announcing {bundle.manifest.name} on {topic!r} failed: {exc}"
+        msg = f"announcing {bundle.manifest.name} on {topic!r} failed: {error_text(exc)}"
         raise BrokerError(msg) from exc
     finally:
         producer.close(timeout=timeout_s)
@@ -377,7 +377,10 @@ def run_publish(args: argparse.Namespace) -> int:
     dest = Registry(registry_root(args.registry)).publish(bundle_dir)
     print(f"registry: {dest}")
     if not args.no_topic:
+        from stream.kafka import quiet_kafka_logs
+
         settings = settings_from_args(args)
+        quiet_kafka_logs()
         ann = announce(settings, dest, topic=args.topic, inline_limit=args.inline_limit)
         how = "inline" if ann.model_b64 is not None else f"by reference {ann.uri}"
         print(f"announced {ann.name} {ann.version} on {args.topic!r} ({how})")

@@ -26,7 +26,7 @@ from kafka.errors import KafkaError
 from stream import topics
 from stream.datasets import Dataset, load_dataset
 from stream.exceptions import BrokerError, ConfigError, DatasetError
-from stream.kafka import ensure_topics, make_producer
+from stream.kafka import ensure_topics, error_text, make_producer, quiet_kafka_logs
 from stream.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class _Sender:
         exc = self._first_error
         msg = (
             f"{self._failed} of {self.sent} messages to {self.topic!r} were not delivered; "
-            f"first error: {type(exc).__name__}: {exc}"
+            f"first error: {error_text(exc) if exc else '?'}"
         )
         raise BrokerError(msg) from exc
 
@@ -130,7 +130,7 @@ class _Sender:
                 headers=message.headers,
             )
         except KafkaError as exc:
-            msg = f"sending to {self.topic!r} failed: {type(exc).__name__}: {exc}"
+            msg = f"sending to {self.topic!r} failed: {error_text(exc)}"
             raise BrokerError(msg) from exc
         future.add_callback(self._on_ok)
         future.add_errback(self._on_error)
@@ -446,6 +446,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from stream.settings import settings_from_args
 
     settings = settings_from_args(args)
+    quiet_kafka_logs()
     common: dict[str, Any] = {
         "topic": args.topic,
         "rate": args.rate,

@@ -8,6 +8,7 @@ the project is built here, TLS and SASL included.
 from __future__ import annotations
 
 import argparse
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -170,6 +171,14 @@ def _validate(s: KafkaSettings) -> None:
     if s.session_timeout_ms < 1000:
         msg = f"session_timeout_ms must be >= 1000, got {s.session_timeout_ms}"
         raise ConfigError(msg)
+    # kafka-python's consumer refuses anything outside fetch_max_wait_ms (500) <
+    # request_timeout_ms < connections_max_idle_ms (540000) at construction.
+    if not 1000 <= s.request_timeout_ms < 540_000:
+        msg = (
+            f"request_timeout_ms must be in [1000, 540000), got {s.request_timeout_ms}; "
+            f"fix {env_name('request_timeout_ms')} or the config file"
+        )
+        raise ConfigError(msg)
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(KafkaSettings))
@@ -180,6 +189,8 @@ _BOOL_FIELDS = {"ssl_check_hostname"}
 def _coerce(name: str, value: Any, source: str) -> Any:
     if name in _INT_FIELDS:
         try:
+            if isinstance(value, bool | float):
+                raise TypeError(name)
             return int(value)
         except (TypeError, ValueError):
             msg = f"{name} from {source} must be an integer, got {value!r}"
@@ -194,9 +205,12 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return False
         msg = f"{name} from {source} must be true or false, got {value!r}"
         raise ConfigError(msg)
-    if name == "security_protocol" and isinstance(value, str):
-        return value.upper()
-    if name == "sasl_mechanism" and isinstance(value, str):
+    if isinstance(value, os.PathLike) and name.startswith("ssl_"):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        msg = f"{name} from {source} must be a string, got {value!r}"
+        raise ConfigError(msg)
+    if name in ("security_protocol", "sasl_mechanism"):
         return value.upper()
     return value
 
@@ -226,7 +240,11 @@ def kafka_settings(
 ) -> KafkaSettings:
     """Merge the sources (flag > env > config file ``[kafka]`` > default) and validate."""
     env = edge_environment(environ)
-    file_values = dict((config or {}).get("kafka", {}))
+    table = (config or {}).get("kafka", {})
+    if not isinstance(table, Mapping):
+        msg = f"the config file's 'kafka' entry must be a table ([kafka]), got {table!r}"
+        raise ConfigError(msg)
+    file_values = dict(table)
     unknown = set(file_values) - set(_FIELD_NAMES)
     if unknown:
         msg = (

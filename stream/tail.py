@@ -22,7 +22,13 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
 from stream import topics
 from stream.exceptions import DecodeError, EdgeInferError
-from stream.kafka import kafka_errors, make_consumer, seek_to_highwater, topic_partitions
+from stream.kafka import (
+    kafka_errors,
+    make_consumer,
+    quiet_kafka_logs,
+    seek_to_highwater,
+    topic_partitions,
+)
 from stream.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -203,6 +209,7 @@ def run_tail(args: argparse.Namespace) -> int:
     from stream.settings import settings_from_args
 
     settings = settings_from_args(args)
+    quiet_kafka_logs()
     with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGTERM, _raise_interrupt)
     tail(

@@ -1,3 +1,3 @@
 """Shared fixtures. Fixture modules are registered here (STYLE.md)."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.fixtures.broker"]

@@ -9,18 +9,29 @@ convert with a free batch and crash int8 calibration.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from trainer.exceptions import ExportError
+from stream.bundle import Manifest, TensorSpec, Variant, write_bundle
+from stream.preprocessing import Preprocessing
+from trainer import plots
+from trainer.evaluate import accuracy, confusion_matrix, evaluate_isolated, macro_f1
+from trainer.exceptions import EvaluationError, ExportError
 from trainer.models import export_clone
 from trainer.quantization import QuantizationConfig
+from trainer.report import build_report, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +45,7 @@ def convert(model: keras.Model, config: QuantizationConfig, *, clone: bool = Tru
         _refuse_while_loops(source)
     converter = config.apply(tf.lite.TFLiteConverter.from_keras_model(source))
     try:
-        with _quiet_converter():
+        with quiet_native_output():
             result = converter.convert()
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError
         first = str(exc).strip().splitlines()[0][:400] if str(exc).strip() else repr(exc)
@@ -71,22 +82,27 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return layers
 
 
-class _quiet_converter:
-    """Silence the converter's C++ chatter on stderr (MLIR dumps) while it runs."""
-
-    def __enter__(self) -> None:
-        self._saved = os.dup(2)
-        self._tmp = tempfile.TemporaryFile()
-        os.dup2(self._tmp.fileno(), 2)
-
-    def __exit__(self, *exc: Any) -> None:
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        if exc[0] is not None:
-            self._tmp.seek(0)
-            tail = self._tmp.read()[-4000:].decode(errors="replace")
-            logger.debug("converter stderr: %s", tail)
-        self._tmp.close()
+@contextlib.contextmanager
+def quiet_native_output() -> Iterator[None]:
+    """Silence what the converter prints on fds 1 and 2 (saved-artifact listings, MLIR
+    chatter) while it runs; the captured text goes to the debug log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            logger.debug("converter output: %s", sink.read()[-4000:].decode(errors="replace"))
 
 
 def representative_inputs(x: np.ndarray, y: np.ndarray, *, limit: int = 200) -> np.ndarray:
@@ -111,3 +127,181 @@ def write_model(path: Path, model: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model)
     return path
+
+
+# ------------------------------------------------------------------ export + evaluate
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundleInfo:
+    """What every bundle of one model shares."""
+
+    name: str
+    version: str
+    task: str
+    labels: list[str]
+    preprocessing: Preprocessing
+
+
+def keras_metrics(
+    model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, num_classes: int
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Accuracy and macro F1 of the Keras model on the test split, and its probabilities."""
+    probabilities = np.asarray(model.predict(x_test, batch_size=256, verbose=0), dtype=np.float32)
+    predicted = probabilities.argmax(axis=1)
+    metrics = {
+        "accuracy": accuracy(y_test, predicted),
+        "macro_f1": macro_f1(y_test, predicted, num_classes),
+        "params": int(model.count_params()),
+    }
+    return metrics, probabilities
+
+
+def export_all(
+    model: keras.Model,
+    *,
+    info: BundleInfo,
+    x_calibration: np.ndarray,
+    y_calibration: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    out_dir: Path,
+    variants: Sequence[Variant],
+    max_accuracy_drop: float = 0.01,
+    private_key: Ed25519PrivateKey | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Convert, test-invoke and evaluate every variant in LiteRT; write bundles and reports.
+
+    A variant that fails to convert or to run is reported with its error; the others go
+    on. Returns the report (also written to ``out_dir/report.json`` and ``report.md``).
+    """
+    num_classes = len(info.labels)
+    k_metrics, k_probs = keras_metrics(model, x_test, y_test, num_classes)
+    k_pred = k_probs.argmax(axis=1)
+    logger.info('keras accuracy=%.4f macro_f1=%.4f', k_metrics["accuracy"], k_metrics["macro_f1"])
+    plot_paths: dict[str, Path] = {}
+    if (out_dir / "plots" / "training_curves.png").exists():
+        plot_paths["training curves"] = out_dir / "plots" / "training_curves.png"
+    plot_paths["confusion matrix: keras"] = plots.confusion_matrix_plot(
+        confusion_matrix(y_test, k_pred, num_classes),
+        info.labels,
+        "keras",
+        out_dir / "plots" / "confusion_keras.png",
+    )
+    clone = export_clone(model)
+    calibration = representative_inputs(x_calibration, y_calibration)
+    entries: dict[str, dict[str, Any]] = {}
+    models: dict[str, bytes] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="edgeinfer-export-") as tmp:
+        for variant in variants:
+            started = time.perf_counter()
+            try:
+                config = QuantizationConfig.for_variant(variant, calibration)
+                blob = convert(clone, config, clone=False)
+                path = Path(tmp) / f"{variant}.tflite"
+                path.write_bytes(blob)
+                run = evaluate_isolated(path, x_test)
+            except (ExportError, EvaluationError) as exc:
+                logger.error('variant="%s" failed error="%s"', variant, exc)
+                entries[variant] = {
+                    "error": str(exc),
+                    "accuracy": None,
+                    "macro_f1": None,
+                    "size_bytes": None,
+                    "latency_ms": None,
+                    "ops": [],
+                }
+                continue
+            probs = np.asarray(run.pop("probabilities"), dtype=np.float32)
+            predicted = probs.argmax(axis=1)
+            entries[variant] = {
+                "accuracy": accuracy(y_test, predicted),
+                "macro_f1": macro_f1(y_test, predicted, num_classes),
+                "size_bytes": len(blob),
+                "latency_ms": run["latency_ms"],
+                "ops": run["ops"],
+                "agreement_with_keras": accuracy(k_pred, predicted),
+                "mean_abs_probability_diff": float(np.abs(probs - k_probs).mean()),
+                "input_dtype": run["input"]["dtype"],
+                "output_dtype": run["output"]["dtype"],
+                "use_default_delegates": run["use_default_delegates"],
+                "fallback_reason": run["fallback_reason"],
+                "resizable_batch": run["resizable_batch"],
+                "export_seconds": round(time.perf_counter() - started, 2),
+            }
+            models[variant] = blob
+            runs[variant] = run
+            plot_paths[f"confusion matrix: {variant}"] = plots.confusion_matrix_plot(
+                confusion_matrix(y_test, predicted, num_classes),
+                info.labels,
+                variant,
+                out_dir / "plots" / f"confusion_{variant}.png",
+            )
+            logger.info(
+                'variant="%s" accuracy=%.4f size_bytes=%d p50_ms=%.4f',
+                variant, entries[variant]["accuracy"], len(blob), run["latency_ms"]["p50"],
+            )  # fmt: skip
+    report = build_report(
+        meta={"name": info.name, "version": info.version, **(meta or {})},
+        keras=k_metrics,
+        variants=entries,
+        max_drop=max_accuracy_drop,
+        n_test=len(y_test),
+    )
+    for variant, blob in models.items():
+        write_variant_bundle(
+            out_dir / "bundles" / variant,
+            info=info,
+            variant=variant,
+            model=blob,
+            run=runs[variant],
+            report=report,
+            private_key=private_key,
+        )
+    write_report(out_dir, report, plot_paths)
+    return report
+
+
+def _summary(entry: dict[str, Any]) -> dict[str, Any]:
+    keys = ("accuracy", "macro_f1", "size_bytes", "latency_ms", "publishable", "error")
+    return {k: entry[k] for k in keys if k in entry}
+
+
+def write_variant_bundle(
+    directory: Path,
+    *,
+    info: BundleInfo,
+    variant: str,
+    model: bytes,
+    run: dict[str, Any],
+    report: dict[str, Any],
+    private_key: Ed25519PrivateKey | None,
+) -> Path:
+    """Write one signed (when a key is given) bundle with this variant's metrics."""
+    entry = report["variants"][variant]
+    metrics = {
+        **{k: v for k, v in entry.items() if k not in ("ops", "fallback_reason")},
+        "variant": variant,
+        "test_samples": report["test_samples"],
+        "keras": report["keras"],
+        "variants": {name: _summary(e) for name, e in report["variants"].items()},
+        "recommended": report["recommended"],
+        "max_accuracy_drop": report["max_accuracy_drop"],
+    }
+    manifest = Manifest(
+        name=info.name,
+        version=info.version,
+        variant=variant,
+        task=info.task,
+        input=TensorSpec(**run["input"]),
+        output=TensorSpec(**run["output"]),
+        preprocessing=info.preprocessing,
+        labels=list(info.labels),
+        metrics=metrics,
+        use_default_delegates=bool(run["use_default_delegates"]),
+    )
+    write_bundle(directory, manifest, model, private_key=private_key)
+    logger.info('bundle written variant="%s" path="%s"', variant, directory)
+    return directory

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -93,7 +94,9 @@ def test_reading_round_trip() -> None:
     assert (chunk.device_id, chunk.ts) == ("dev-1", 1_718_000_000_000)
     assert chunk.samples.dtype == np.float32
     assert chunk.samples.shape == (1, 4)
-    np.testing.assert_array_equal(chunk.samples[0], np.float32([0.1, -2.5, 3e-5, 7]))
+    np.testing.assert_array_equal(
+        chunk.samples[0], np.array([0.1, -2.5, 3e-5, 7], dtype=np.float32)
+    )
     assert (chunk.n, chunk.channels) == (1, 4)
 
 
@@ -126,15 +129,15 @@ def test_hand_written_json_from_other_languages_decodes() -> None:
     raw = b' { "values" : [ 1 , -2 , 3.5E2, 1e-3 ] , "ts":0, "device_id":"\\u00e9" } '
     chunk = decode_sensor(raw)
     assert chunk.device_id == "\u00e9"
-    np.testing.assert_array_equal(chunk.samples, np.float32([[1, -2, 350, 0.001]]))
+    np.testing.assert_array_equal(chunk.samples, np.array([[1, -2, 350, 0.001]], dtype=np.float32))
     big = decode_sensor(sensor(values=[10**26]))
     assert big.samples[0, 0] == np.float32(1e26)
 
 
 def test_decode_sensor_accepts_bytearray_and_memoryview() -> None:
     raw = encode_reading("d", 1, [1.0])
-    assert decode_sensor(bytearray(raw)).device_id == "d"
-    assert decode_sensor(memoryview(raw)).device_id == "d"
+    for view in (bytearray(raw), memoryview(raw)):
+        assert decode_sensor(view).device_id == "d"  # type: ignore[arg-type]
 
 
 def test_sensor_headers() -> None:
@@ -160,7 +163,7 @@ def test_sensor_headers() -> None:
         (lambda: encode_chunk("d", 1, [[1.0], [1.0, 2.0]]), "samples"),
     ],
 )
-def test_sensor_encoders_refuse_bad_input(call, fragment: str) -> None:  # noqa: ANN001
+def test_sensor_encoders_refuse_bad_input(call: Callable[[], object], fragment: str) -> None:
     with pytest.raises(ValueError, match=re.escape(fragment)):
         call()
 
@@ -272,7 +275,9 @@ def test_decode_error_pickles_with_reason() -> None:
     ("encode", "ctype"),
     [(encode_png, "image/png"), (encode_npy, "application/x-npy")],
 )
-def test_lossless_image_round_trip(encode, ctype: str, channels: int | None) -> None:  # noqa: ANN001
+def test_lossless_image_round_trip(
+    encode: Callable[[np.ndarray], bytes], ctype: str, channels: int | None
+) -> None:
     pixels = image(7, 9, channels)
     raw = encode(pixels)
     frame = decode_image(raw, image_headers(ctype, "cam-1", 1_718_000_000_000, label="3"))
@@ -393,7 +398,7 @@ def test_npy_version_2_header_decodes() -> None:
         (lambda: encode_npy(np.zeros((1, 2, 2, 3), np.uint8)), "(H, W, 1)"),
     ],
 )
-def test_image_encoders_refuse_bad_input(call, fragment: str) -> None:  # noqa: ANN001
+def test_image_encoders_refuse_bad_input(call: Callable[[], object], fragment: str) -> None:
     with pytest.raises(ValueError, match=re.escape(fragment)):
         call()
 
@@ -462,9 +467,7 @@ IMAGE_FAILURES = [
         ".npy",
         id="npy-header-keys",
     ),
-    pytest.param(
-        _npy_header("__import__('os')"), None, "corrupt_image", ".npy", id="npy-code"
-    ),
+    pytest.param(_npy_header("__import__('os')"), None, "corrupt_image", ".npy", id="npy-code"),
     pytest.param(
         _npy_header("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 2), }", b"\x03\x00"),
         None,
@@ -494,7 +497,7 @@ def test_decode_image_failures(
 
 
 @pytest.mark.parametrize("encode", [encode_png, encode_jpeg, encode_npy])
-def test_pixel_limit_is_checked(encode) -> None:  # noqa: ANN001
+def test_pixel_limit_is_checked(encode: Callable[[np.ndarray], bytes]) -> None:
     raw = encode(np.zeros((40, 50), np.uint8))
     assert decode_image(raw, max_pixels=2000).pixels.shape == (40, 50, 1)
     with pytest.raises(DecodeError) as info:
@@ -604,9 +607,7 @@ RESULT_FAILURES = [
     pytest.param(_result_json(produced_at=...), "missing_field", "'produced_at'", id="no-at"),
     pytest.param(_result_json(headers={"a": 1}), "wrong_type", "'headers'", id="int-header"),
     pytest.param(_result_json(true_label=3), "wrong_type", "'true_label'", id="int-label"),
-    pytest.param(
-        b'{"score": NaN}', "non_finite", "NaN", id="nan"
-    ),
+    pytest.param(b'{"score": NaN}', "non_finite", "NaN", id="nan"),
 ]
 
 
@@ -734,7 +735,8 @@ def test_decode_dead_letter_failures(
 def test_headers_dict_is_tolerant() -> None:
     assert headers_dict(None) == {}
     assert headers_dict([]) == {}
-    assert headers_dict([("a", b"1"), ("b", None), ("c", b"\xff"), ("a", b"2")]) == {
+    confluent_style = [("a", b"1"), ("b", None), ("c", b"\xff"), ("a", b"2")]
+    assert headers_dict(confluent_style) == {  # type: ignore[arg-type]
         "a": "2",
         "b": "",
         "c": "\ufffd",
@@ -745,6 +747,11 @@ def test_headers_dict_is_tolerant() -> None:
 
 
 def test_content_types_and_constants() -> None:
-    assert set(CONTENT_TYPES) == {"application/json", "image/png", "image/jpeg", "application/x-npy"}
+    assert set(CONTENT_TYPES) == {
+        "application/json",
+        "image/png",
+        "image/jpeg",
+        "application/x-npy",
+    }
     assert DEFAULT_MAX_PIXELS == 4096 * 4096
     assert DEFAULT_MAX_MESSAGE_BYTES == 1_048_576

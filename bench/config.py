@@ -1,0 +1,111 @@
+"""How big each benchmark case is: the full preset (real numbers) and the quick one (a check)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+Case = Literal[
+    "model_bound",
+    "client_bound",
+    "naive",
+    "client_library",
+    "latency",
+    "footprint",
+    "scale_out",
+    "quantization",
+]
+CASES: tuple[Case, ...] = (
+    "model_bound",
+    "client_bound",
+    "naive",
+    "client_library",
+    "latency",
+    "footprint",
+    "scale_out",
+    "quantization",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """Sizes and durations of one benchmark run (see :meth:`quick` and :meth:`full`)."""
+
+    quick: bool
+    #: Preloaded JPEG frames per MobileNetV2 agent run (model-bound, scale-out).
+    image_frames: int
+    #: Preloaded messages per client-bound run (digits PNGs, sensor chunks).
+    small_messages: int
+    #: Preloaded small JSON readings per client-library run.
+    json_messages: int
+    #: Preloaded messages for the naive Keras loop (it is slow: it stops at the time cap).
+    naive_messages: int
+    #: A run stops when its results are all in or after this many seconds of results.
+    measure_cap_s: float
+    #: Seconds of raw ``invoke()`` per batch size.
+    raw_seconds: float
+    #: Offered rates for latency under load, as fractions of one agent's measured capacity.
+    load_fractions: tuple[float, ...]
+    #: Seconds each offered rate is produced.
+    load_seconds: float
+    #: Cold starts measured (the median is reported).
+    footprint_repeats: int
+    #: Seconds of py-spy sampling when a goal is missed (0 = no profile).
+    profile_seconds: float
+    #: Trainer epochs for the quantization table (None = the trainer's default).
+    train_epochs: int | None
+    threads: int = 1
+    max_batch: int = 32
+    max_latency_ms: float = 5.0
+    #: Commit every N messages in the naive loop.
+    naive_commit_every: int = 100
+    cases: tuple[Case, ...] = CASES
+
+    @classmethod
+    def full(cls) -> BenchConfig:
+        return cls(
+            quick=False,
+            image_frames=3000,
+            small_messages=20_000,
+            json_messages=50_000,
+            naive_messages=3000,
+            measure_cap_s=45.0,
+            raw_seconds=6.0,
+            load_fractions=(0.25, 0.5, 0.75, 0.9, 1.0, 1.25),
+            load_seconds=12.0,
+            footprint_repeats=3,
+            profile_seconds=10.0,
+            train_epochs=None,
+        )
+
+    @classmethod
+    def quick_preset(cls) -> BenchConfig:
+        return cls(
+            quick=True,
+            image_frames=400,
+            small_messages=3000,
+            json_messages=6000,
+            naive_messages=300,
+            measure_cap_s=12.0,
+            raw_seconds=2.0,
+            load_fractions=(0.5, 1.0, 1.25),
+            load_seconds=4.0,
+            footprint_repeats=1,
+            profile_seconds=4.0,
+            train_epochs=3,
+        )
+
+    def only(self, cases: tuple[Case, ...]) -> BenchConfig:
+        return replace(self, cases=cases)
+
+
+def parse_cases(text: str | None) -> tuple[Case, ...]:
+    """``"latency,footprint"`` -> the cases, in the canonical order; all when empty."""
+    if not text:
+        return CASES
+    wanted = {part.strip().replace("-", "_") for part in text.split(",") if part.strip()}
+    unknown = sorted(wanted - set(CASES))
+    if unknown:
+        msg = f"unknown case(s) {unknown} in --only; choose from {', '.join(CASES)}"
+        raise ValueError(msg)
+    return tuple(c for c in CASES if c in wanted)

@@ -1,0 +1,214 @@
+"""Feeding topics and reading what the contenders produced.
+
+The bench preloads a fresh topic before a contender starts (so the contender, not the
+producer, is the bottleneck) or produces at a fixed rate (latency under load). Every
+contender writes one result per input; :class:`ResultsReader` collects each result's time
+(``produced_at`` in the result, else the record's timestamp) and end-to-end latency.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import TopicPartition
+
+from bench.exceptions import BenchError
+from bench.messages import Message
+from stream.kafka import ensure_topics, make_consumer, make_producer, topic_partitions
+from stream.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+def unique_topic(prefix: str) -> str:
+    return f"bench.{prefix}.{uuid.uuid4().hex[:8]}"
+
+
+def fresh_topics(settings: KafkaSettings, names: Sequence[str], partitions: int = 1) -> None:
+    ensure_topics(settings, list(names), partitions=partitions)
+
+
+def preload(
+    settings: KafkaSettings,
+    topic: str,
+    messages: Sequence[Message],
+    *,
+    partitions: int = 1,
+    progress: Progress | None = None,
+) -> float:
+    """Produce every message (round-robin over ``partitions``), flush; returns seconds taken."""
+    producer = make_producer(settings, linger_ms=20, batch_size=512 * 1024, acks=1, enable_idempotence=False)
+    started = time.perf_counter()
+    futures = []
+    try:
+        for i, m in enumerate(messages):
+            futures.append(
+                producer.send(
+                    topic, value=m.value, key=m.key, headers=m.headers, partition=i % partitions
+                )
+            )
+            if progress is not None and i and i % 5000 == 0:
+                progress(f"preloaded {i}/{len(messages)}")
+        producer.flush(timeout=120)
+    finally:
+        producer.close(timeout=10)
+    failed = [f.exception for f in futures if f.is_done and f.exception is not None]
+    if failed:
+        msg = f"preloading {topic!r} failed for {len(failed)} messages: {failed[0]}"
+        raise BenchError(msg)
+    return time.perf_counter() - started
+
+
+def produce_paced(
+    settings: KafkaSettings,
+    topic: str,
+    make: Callable[[int, int], Message],
+    *,
+    rate: float,
+    seconds: float,
+    partitions: int = 1,
+) -> tuple[int, float]:
+    """Send ``make(i, ts_ms)`` at ``rate`` per second for ``seconds``; returns (sent, real rate).
+
+    ``ts`` is taken when the message is sent, so a result's ``produced_at - ts`` is the
+    latency a device sees. Sends are paced on an absolute schedule (no drift); when the
+    producer falls behind it sends without sleeping.
+    """
+    producer = make_producer(settings, linger_ms=0, acks=1, enable_idempotence=False)
+    interval = 1.0 / rate
+    total = max(int(rate * seconds), 1)
+    started = time.perf_counter()
+    try:
+        for i in range(total):
+            due = started + i * interval
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            m = make(i, int(time.time() * 1000))
+            producer.send(topic, value=m.value, key=m.key, headers=m.headers, partition=i % partitions)
+        elapsed = time.perf_counter() - started
+        producer.flush(timeout=60)
+    finally:
+        producer.close(timeout=10)
+    return total, total / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass(slots=True)
+class Observation:
+    produced_at: float
+    #: The input's device timestamp (epoch ms), when the result carries it.
+    ts: float | None
+    e2e_ms: float | None
+    agent_id: str | None
+    partition: int
+
+
+@dataclass
+class ResultsReader:
+    """Reads a results topic from the beginning without a group; call :meth:`poll`."""
+
+    settings: KafkaSettings
+    topic: str
+    observations: list[Observation] = field(default_factory=list)
+    undecodable: int = 0
+
+    def __post_init__(self) -> None:
+        self._consumer = make_consumer(self.settings, group_id=None, auto_offset_reset="earliest")
+        parts = [TopicPartition(self.topic, p) for p in topic_partitions(self._consumer, self.topic)]
+        self._consumer.assign(parts)
+        self._consumer.seek_to_beginning(*parts)
+
+    def poll(self, timeout_ms: int = 200) -> int:
+        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=10_000)
+        n = 0
+        for records in batches.values():
+            for rec in records:
+                n += 1
+                self.observations.append(_observe(rec))
+        return n
+
+    @property
+    def count(self) -> int:
+        return len(self.observations)
+
+    def wait_for(
+        self,
+        count: int,
+        *,
+        cap_s: float,
+        idle_s: float = 30.0,
+        check: Callable[[], None] | None = None,
+        progress: Progress | None = None,
+        label: str = "",
+    ) -> None:
+        """Poll until ``count`` results, ``cap_s`` seconds after the first one, or no result
+        for ``idle_s`` (a stalled or dead contender: :class:`BenchError`)."""
+        first: float | None = None
+        last_new = time.monotonic()
+        next_report = time.monotonic() + 2.0
+        while self.count < count:
+            if check is not None:
+                check()
+            if self.poll(timeout_ms=200):
+                last_new = time.monotonic()
+                first = first if first is not None else last_new
+            now = time.monotonic()
+            if first is not None and now - first >= cap_s:
+                logger.info('%s stopped at the time cap results=%d cap_s=%.0f', label, self.count, cap_s)
+                return
+            if now - last_new > idle_s:
+                msg = f"{label}: no result for {idle_s:.0f} s ({self.count}/{count} in)"
+                raise BenchError(msg)
+            if progress is not None and now >= next_report:
+                next_report = now + 2.0
+                progress(f"{label}: {self.count}/{count} results")
+
+    def times(self) -> list[float]:
+        return [o.produced_at for o in self.observations]
+
+    def e2e(self, since_ms: float | None = None) -> list[float]:
+        return [
+            o.e2e_ms
+            for o in self.observations
+            if o.e2e_ms is not None and (since_ms is None or o.produced_at >= since_ms)
+        ]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> ResultsReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _observe(rec: Any) -> Observation:
+    produced_at = float(rec.timestamp)
+    e2e: float | None = None
+    ts: float | None = None
+    agent: str | None = None
+    try:
+        obj = json.loads(rec.value)
+    except (TypeError, ValueError):
+        obj = None
+    if isinstance(obj, dict):
+        if isinstance(obj.get("produced_at"), int | float):
+            produced_at = float(obj["produced_at"])
+        if isinstance(obj.get("ts"), int | float):
+            ts = float(obj["ts"])
+        lat = obj.get("latency_ms")
+        if isinstance(lat, dict) and isinstance(lat.get("e2e"), int | float):
+            e2e = float(lat["e2e"])
+        elif ts is not None:
+            e2e = produced_at - ts
+        agent = obj.get("agent_id") if isinstance(obj.get("agent_id"), str) else None
+    return Observation(produced_at=produced_at, ts=ts, e2e_ms=e2e, agent_id=agent, partition=rec.partition)

@@ -1,0 +1,130 @@
+"""The inputs every contender gets: encoded once, identical bytes for everyone.
+
+* camera frames: structured synthetic RGB images (gradients, shapes, noise) as JPEG,
+* digits: the scikit-learn test images as PNG (what ``edgeinfer replay`` sends),
+* sensor chunks: BasicMotions windows, one full window per message,
+* small JSON readings: one 6-channel reading per message (the client-library case).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream.codecs import (
+    encode_chunk,
+    encode_jpeg,
+    encode_png,
+    encode_reading,
+    image_headers,
+    sensor_headers,
+)
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def synthetic_frames(n: int, *, size: int = 96, seed: int = 0) -> np.ndarray:
+    """``n`` uint8 RGB frames (n, size, size, 3) that look like a scene, not white noise.
+
+    Smooth gradients with a few bright rectangles and mild noise: JPEG compresses them
+    about as well as a camera frame (noise alone would make every frame a worst case).
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    frames = np.empty((n, size, size, 3), dtype=np.uint8)
+    for i in range(n):
+        base = np.stack(
+            [
+                rng.uniform(40, 200) + 50 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + rng.random())),
+                rng.uniform(40, 200) + 50 * np.cos(2 * np.pi * (yy * rng.uniform(0.5, 2) + rng.random())),
+                rng.uniform(40, 200) + 40 * (xx - yy),
+            ],
+            axis=-1,
+        )
+        for _ in range(3):
+            x0, y0 = rng.integers(0, size - 16, size=2)
+            w, h = rng.integers(8, 32, size=2)
+            base[y0 : y0 + h, x0 : x0 + w] = rng.uniform(0, 255, size=3)
+        base += rng.normal(0, 6, size=base.shape)
+        frames[i] = np.clip(base, 0, 255).astype(np.uint8)
+    return frames
+
+
+def jpeg_messages(frames: np.ndarray, count: int, *, devices: int = 8) -> list[Message]:
+    """``count`` JPEG frame messages cycling over ``frames`` (encoded once each)."""
+    encoded = [encode_jpeg(f, quality=85) for f in frames]
+    return _image_messages(encoded, "image/jpeg", count, devices=devices)
+
+
+def png_messages(images: np.ndarray, count: int, *, devices: int = 8) -> list[Message]:
+    """``count`` PNG messages cycling over uint8 ``images`` (digits: (n, 8, 8, 1))."""
+    encoded = [encode_png(im) for im in images]
+    return _image_messages(encoded, "image/png", count, devices=devices)
+
+
+def _image_messages(encoded: list[bytes], ctype: str, count: int, *, devices: int) -> list[Message]:
+    ts = now_ms()
+    out = []
+    for i in range(count):
+        device = f"cam-{i % devices:03d}"
+        out.append(
+            Message(device.encode(), encoded[i % len(encoded)], image_headers(ctype, device, ts))
+        )
+    return out
+
+
+def image_message_at(encoded: bytes, ctype: str, i: int, ts: int, *, devices: int = 8) -> Message:
+    device = f"cam-{i % devices:03d}"
+    return Message(device.encode(), encoded, image_headers(ctype, device, ts))
+
+
+def chunk_messages(windows: np.ndarray, count: int, *, devices: int = 16) -> list[Message]:
+    """``count`` chunks each holding one full window (n_windows, steps, channels).
+
+    Each device's ``ts`` increases by one window per message, so the agent never sees a
+    reading out of order.
+    """
+    encoded_rows = [w.astype(np.float32) for w in windows]
+    start = now_ms()
+    steps = int(windows.shape[1])
+    out = []
+    for i in range(count):
+        d = i % devices
+        device = f"watch-{d:03d}"
+        ts = start + (i // devices) * steps * 10  # 100 Hz readings
+        value = encode_chunk(device, ts, encoded_rows[i % len(encoded_rows)])
+        out.append(Message(device.encode(), value, sensor_headers(device, ts)))
+    return out
+
+
+def reading_messages(count: int, *, channels: int = 6, devices: int = 16, seed: int = 0) -> list[Message]:
+    """``count`` small JSON readings ``{"device_id", "ts", "values": [6 floats]}``."""
+    rng = np.random.default_rng(seed)
+    values = rng.normal(0, 1, size=(min(count, 1000), channels)).astype(np.float32)
+    start = now_ms()
+    out = []
+    for i in range(count):
+        device = f"sensor-{i % devices:03d}"
+        ts = start + i
+        value = encode_reading(device, ts, values[i % len(values)].tolist())
+        out.append(Message(device.encode(), value, sensor_headers(device, ts)))
+    return out
+
+
+def cycle(messages: list[Message]) -> Iterator[Message]:
+    while True:
+        yield from messages

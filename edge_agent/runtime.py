@@ -1,0 +1,384 @@
+"""The inference runtime: one small interface over the LiteRT interpreter.
+
+:func:`load_runtime` picks the first interpreter that is available: ``ai_edge_litert``
+(LiteRT), then ``tflite_runtime``, then ``tf.lite`` -- the last only when TensorFlow is
+already imported or neither of the others is installed, so a device never pays for
+importing TensorFlow. The model is test-invoked once at load; a model whose first invoke
+fails under the default delegates (XNNPACK; seen with an int8 unrolled LSTM) is reloaded
+without them (``uses_default_delegates`` becomes False, a warning is logged, the caller
+counts ``edge_agent_runtime_fallback_total``).
+
+:meth:`Runtime.run` takes a float32 batch already preprocessed, quantizes it for integer
+inputs, resizes the batch dimension only when the batch size changes (or loops over
+samples when the model has a fixed batch dimension), dequantizes integer outputs and
+returns a float32 copy: never a view into the interpreter's buffers.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.exceptions import AgentConfigError, ModelLoadError
+from stream.bundle import Manifest, TensorSpec
+from stream.exceptions import DecodeError
+from stream.preprocessing import dequantize, quantize
+
+logger = logging.getLogger(__name__)
+
+#: Batch size tried at load for models whose signature fixes the batch dimension.
+_PROBE_BATCH = 2
+_INT_DTYPES = ("int8", "uint8", "int16")
+
+
+class Runtime(ABC):
+    """A loaded model that turns a float32 batch into float32 scores."""
+
+    #: "ai_edge_litert" | "tflite_runtime" | "tf.lite"
+    name: str
+    #: Input and output as the model file declares them (batch dimension None).
+    input_spec: TensorSpec
+    output_spec: TensorSpec
+    #: True when the input's batch dimension can be resized (one invoke per batch).
+    batchable: bool
+    #: False when the model runs without the default delegates (XNNPACK fallback).
+    uses_default_delegates: bool
+    num_threads: int
+
+    @abstractmethod
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Scores for a preprocessed float32 batch ``(N, ...)``: float32 ``(N, classes)``."""
+
+    def close(self) -> None:  # noqa: B027  optional for implementations
+        """Release the interpreter (the object must not be used afterwards)."""
+
+
+# ------------------------------------------------------------------ interpreters
+
+
+@dataclass(frozen=True)
+class _Backend:
+    """An interpreter implementation with the ``tf.lite.Interpreter`` API."""
+
+    name: str
+    interpreter_cls: Any
+    #: Op resolver enum with BUILTIN_WITHOUT_DEFAULT_DELEGATES, or None if unsupported.
+    resolver_type: Any
+
+
+def _litert() -> _Backend | None:
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        return None
+    return _Backend("ai_edge_litert", Interpreter, OpResolverType)
+
+
+def _tflite_runtime() -> _Backend | None:
+    try:
+        from tflite_runtime.interpreter import (  # type: ignore[import-not-found]
+            Interpreter,
+            OpResolverType,
+        )
+    except ImportError:
+        return None
+    return _Backend("tflite_runtime", Interpreter, OpResolverType)
+
+
+def _tf_lite() -> _Backend | None:
+    try:
+        import tensorflow as tf  # the last resort; see select_backend()
+    except ImportError:
+        return None
+    return _Backend("tf.lite", tf.lite.Interpreter, tf.lite.experimental.OpResolverType)
+
+
+def select_backend() -> _Backend:
+    """LiteRT, else tflite_runtime, else tf.lite (only if TF is imported or nothing else)."""
+    backend = _litert() or _tflite_runtime()
+    if backend is None:
+        if "tensorflow" not in sys.modules:
+            logger.warning("neither ai_edge_litert nor tflite_runtime is installed; trying tf.lite")
+        backend = _tf_lite()
+    if backend is None:
+        msg = (
+            "no TFLite interpreter is installed: install LiteRT with "
+            "`pip install 'edgeinfer[agent]'` (ai-edge-litert) or tflite-runtime"
+        )
+        raise ModelLoadError(msg)
+    return backend
+
+
+def _spec(detail: dict[str, Any]) -> TensorSpec:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    return TensorSpec(
+        shape=[None, *(int(d) for d in detail["shape"][1:])],
+        dtype=np.dtype(detail["dtype"]).name,
+        scale=float(scale),
+        zero_point=int(zero_point),
+    )
+
+
+class InterpreterRuntime(Runtime):
+    """A :class:`Runtime` over any interpreter with the ``tf.lite.Interpreter`` API."""
+
+    def __init__(
+        self,
+        *,
+        backend: _Backend,
+        model_path: Path | None,
+        model_content: bytes | None,
+        num_threads: int,
+        use_default_delegates: bool,
+    ) -> None:
+        self.name = backend.name
+        self.num_threads = num_threads
+        self._backend = backend
+        self._source = {"model_path": model_path, "model_content": model_content}
+        self._what = str(model_path) if model_path is not None else "model bytes"
+        self.uses_default_delegates = use_default_delegates
+        try:
+            self._open(default_delegates=use_default_delegates)
+        except ModelLoadError as first:
+            if not use_default_delegates or backend.resolver_type is None:
+                raise
+            try:
+                self._open(default_delegates=False)
+            except ModelLoadError:
+                raise first from None
+            self.uses_default_delegates = False
+            logger.warning(
+                'model failed its first invoke with the default delegates (XNNPACK); running '
+                'without them runtime="%s" model="%s" error="%s"',
+                self.name,
+                self._what,
+                first,
+            )
+        self._check_batching()
+
+    # -------------------------------------------------------------- loading
+
+    def _new_interpreter(self, *, default_delegates: bool) -> Any:
+        kwargs: dict[str, Any] = {"num_threads": self.num_threads}
+        path, content = self._source["model_path"], self._source["model_content"]
+        if path is not None:
+            kwargs["model_path"] = str(path)
+        else:
+            kwargs["model_content"] = content
+        if not default_delegates:
+            resolver = self._backend.resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            kwargs["experimental_op_resolver_type"] = resolver
+        return self._backend.interpreter_cls(**kwargs)
+
+    def _open(self, *, default_delegates: bool) -> None:
+        """Create, allocate and test-invoke the interpreter; ModelLoadError on failure."""
+        stage = "parse"
+        try:
+            interp = self._new_interpreter(default_delegates=default_delegates)
+            stage = "allocate"
+            interp.allocate_tensors()
+            inputs, outputs = interp.get_input_details(), interp.get_output_details()
+            if len(inputs) != 1 or len(outputs) != 1:
+                msg = (
+                    f"{self._what} has {len(inputs)} inputs and {len(outputs)} outputs; the "
+                    "agent runs classifiers with one input and one output"
+                )
+                raise ModelLoadError(msg)
+            inp, out = inputs[0], outputs[0]
+            stage = "invoke"
+            interp.set_tensor(inp["index"], np.zeros(inp["shape"], dtype=inp["dtype"]))
+            interp.invoke()
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001  LiteRT raises ValueError/RuntimeError
+            delegates = "default delegates" if default_delegates else "no default delegates"
+            msg = (
+                f"{self.name} cannot {stage} {self._what} ({delegates}): "
+                f"{type(exc).__name__}: {str(exc).strip()[:500]}"
+            )
+            raise ModelLoadError(msg) from exc
+        self._interp = interp
+        self._in = inp
+        self._out = out
+        self.input_spec = _spec(inp)
+        self.output_spec = _spec(out)
+        self._in_dtype = np.dtype(inp["dtype"])
+        self._fixed_batch = int(inp["shape"][0])
+        self._batch = self._fixed_batch
+        self._default_delegates = default_delegates
+
+    def _check_batching(self) -> None:
+        """Batchable when the signature has a free batch dim or a resize test succeeds."""
+        signature = self._in.get("shape_signature")
+        if signature is not None and len(signature) and int(signature[0]) == -1:
+            self.batchable = True
+            return
+        try:
+            self._resize(_PROBE_BATCH)
+            self._interp.set_tensor(
+                self._in["index"], np.zeros(self._in_shape(_PROBE_BATCH), dtype=self._in_dtype)
+            )
+            self._interp.invoke()
+            out = self._interp.get_tensor(self._out["index"])
+            if out.shape[0] != _PROBE_BATCH:
+                msg = f"output batch {out.shape[0]} != input batch {_PROBE_BATCH}"
+                raise ValueError(msg)
+            self.batchable = True
+        except Exception as exc:  # noqa: BLE001  a failed resize leaves the interpreter unusable
+            logger.info(
+                'model has a fixed batch dimension; looping over samples model="%s" batch=%d '
+                'reason="%s"',
+                self._what,
+                self._fixed_batch,
+                exc,
+            )
+            self._open(default_delegates=self._default_delegates)
+            self.batchable = False
+
+    def _in_shape(self, n: int) -> list[int]:
+        return [n, *(int(d) for d in self._in["shape"][1:])]
+
+    def _resize(self, n: int) -> None:
+        self._interp.resize_tensor_input(self._in["index"], self._in_shape(n), strict=False)
+        self._interp.allocate_tensors()
+        self._batch = n
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        expected = tuple(int(d) for d in self._in["shape"][1:])
+        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+            msg = f"model input must be shaped (N, {', '.join(map(str, expected))}), got {x.shape}"
+            raise DecodeError("wrong_shape", msg)
+        n = int(x.shape[0])
+        if n == 0:
+            return np.zeros((0, *self._out["shape"][1:]), dtype=np.float32)
+        if self.input_spec.quantized:
+            q = quantize(
+                x, self.input_spec.scale, self.input_spec.zero_point, self.input_spec.dtype
+            )
+        else:
+            q = x.astype(self._in_dtype, copy=False)
+        if self.batchable:
+            if n != self._batch:
+                self._resize(n)
+            raw = self._invoke(q)
+        else:
+            raw = self._run_fixed(q)
+        if self.output_spec.quantized:
+            return dequantize(raw, self.output_spec.scale, self.output_spec.zero_point)
+        return np.array(raw, dtype=np.float32, copy=True)
+
+    def _invoke(self, q: np.ndarray) -> np.ndarray:
+        self._interp.set_tensor(self._in["index"], q)
+        self._interp.invoke()
+        # get_tensor returns a copy (tensor() would return a view); run() copies again for
+        # float outputs, so results never alias the interpreter's buffers.
+        out: np.ndarray = self._interp.get_tensor(self._out["index"])
+        return out
+
+    def _run_fixed(self, q: np.ndarray) -> np.ndarray:
+        """Chunks of the model's fixed batch size, the last one zero-padded; no reallocation."""
+        size = self._fixed_batch
+        n = q.shape[0]
+        parts = []
+        for start in range(0, n, size):
+            chunk = q[start : start + size]
+            if chunk.shape[0] < size:
+                pad = np.zeros((size - chunk.shape[0], *q.shape[1:]), dtype=q.dtype)
+                chunk = np.concatenate([chunk, pad])
+            parts.append(self._invoke(chunk))
+        return np.concatenate(parts)[:n]
+
+    def close(self) -> None:
+        self._interp = None
+
+
+# -------------------------------------------------------------------- loading
+
+
+def load_runtime(
+    *,
+    model_path: Path | None = None,
+    model_content: bytes | None = None,
+    num_threads: int = 1,
+    use_default_delegates: bool = True,
+) -> Runtime:
+    """Load a ``.tflite`` model from exactly one of ``model_path`` or ``model_content``.
+
+    Raises :class:`~edge_agent.exceptions.ModelLoadError` naming what failed. A corrupt
+    file can crash LiteRT itself: untrusted models go through :mod:`edge_agent.probe` first.
+    """
+    if (model_path is None) == (model_content is None):
+        msg = "load_runtime needs exactly one of model_path or model_content"
+        raise ModelLoadError(msg)
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        msg = f"num_threads must be an integer >= 1, got {num_threads!r}; fix --threads"
+        raise AgentConfigError(msg)
+    if model_path is not None:
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            msg = f"model file {model_path} does not exist or is not a file"
+            raise ModelLoadError(msg)
+    elif not model_content:
+        msg = "model_content is empty: pass the bytes of a .tflite file"
+        raise ModelLoadError(msg)
+    backend = select_backend()
+    runtime = InterpreterRuntime(
+        backend=backend,
+        model_path=model_path,
+        model_content=model_content,
+        num_threads=num_threads,
+        use_default_delegates=use_default_delegates,
+    )
+    logger.info(
+        'model loaded runtime="%s" input="%s %s" output="%s %s" batchable=%s '
+        "default_delegates=%s threads=%d",
+        runtime.name,
+        runtime.input_spec.dtype,
+        runtime.input_spec.shape,
+        runtime.output_spec.dtype,
+        runtime.output_spec.shape,
+        runtime.batchable,
+        runtime.uses_default_delegates,
+        num_threads,
+    )
+    return runtime
+
+
+def check_against_manifest(runtime: Runtime, manifest: Manifest) -> list[str]:
+    """Compare the model file's tensors with the manifest's.
+
+    A shape or dtype mismatch raises :class:`ModelLoadError` (the agent would feed the model
+    the wrong tensors). Differing quantization parameters are returned as warnings: the
+    model file's parameters are the ones used.
+    """
+    warnings: list[str] = []
+    for which, actual, declared in (
+        ("input", runtime.input_spec, manifest.input),
+        ("output", runtime.output_spec, manifest.output),
+    ):
+        if list(actual.shape[1:]) != list(declared.shape[1:]) or actual.dtype != declared.dtype:
+            msg = (
+                f"{manifest.name} {manifest.version}: the model's {which} is {actual.dtype} "
+                f"{actual.shape} but the manifest says {declared.dtype} {declared.shape}; "
+                "re-export the bundle"
+            )
+            raise ModelLoadError(msg)
+        if actual.dtype in _INT_DTYPES and (
+            not np.isclose(actual.scale, declared.scale, rtol=1e-5, atol=0.0)
+            or actual.zero_point != declared.zero_point
+        ):
+            warnings.append(
+                f"{which} quantization in the manifest (scale={declared.scale}, "
+                f"zero_point={declared.zero_point}) differs from the model file's "
+                f"(scale={actual.scale}, zero_point={actual.zero_point}); using the model's"
+            )
+    return warnings

@@ -1,0 +1,112 @@
+"""``edgeinfer train`` and ``edgeinfer export``: argument declarations only.
+
+Nothing here imports TensorFlow: the handlers in :mod:`trainer.train` are imported only
+when one of these subcommands runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from stream.bundle import VARIANTS
+from stream.settings import add_kafka_arguments
+
+ARCH_CHOICES = ("cnn", "lstm", "gru", "conv1d")
+_DATASETS = "digits | basic-motions | npz:PATH | images:DIR | kafka:TOPIC"
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("export")
+    g.add_argument("--name", help="model name in the bundles (default <dataset>-<arch>)")
+    g.add_argument("--version", help="bundle version (default: UTC time YYYYMMDDHHMMSS)")
+    g.add_argument("--key", metavar="PRIVATE_KEY", help="Ed25519 private key (PEM) to sign with")
+    g.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)",
+    )
+    g.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=0.01,
+        help="a variant losing more test accuracy than this against the Keras model is "
+        "marked not publishable (default 0.01)",
+    )
+    g.add_argument(
+        "--stride",
+        type=int,
+        help="sequences: readings between two inferences on the device (default: the window)",
+    )
+
+
+def _capture_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("kafka:TOPIC datasets (a topic written by `edgeinfer replay`)")
+    g.add_argument(
+        "--window",
+        type=int,
+        help="sensor readings per training window (default: all readings of a device, "
+        "up to --max-window)",
+    )
+    g.add_argument("--max-window", type=int, default=512, help="cap on a window (default 512)")
+    g.add_argument(
+        "--max-messages", type=int, default=200_000, help="stop capturing after this many"
+    )
+    g.add_argument(
+        "--capture-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the topic to be read to its end (default 30)",
+    )
+    add_kafka_arguments(p)
+
+
+def register(subparsers: Any) -> None:
+    """Declare ``train`` and ``export``."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a model, export four LiteRT variants, evaluate them, write bundles",
+        description="Train a Keras model, export float32/float16/dynamic/int8 LiteRT "
+        "variants, evaluate each in LiteRT against the Keras model, write report and bundles.",
+    )
+    p.add_argument("--dataset", required=True, help=_DATASETS)
+    p.add_argument("--arch", required=True, choices=ARCH_CHOICES)
+    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
+    p.add_argument("--batch-size", type=int, help="global batch size (split over GPUs)")
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    p.add_argument(
+        "--validation-split", type=float, default=0.2, help="share of training data (0.2)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed; same seed, same test metrics on CPU")
+    p.add_argument("--out", help="output folder (default runs/<name>)")
+    p.add_argument("--no-export", action="store_true", help="train and save only")
+    p.add_argument("--cpu", action="store_true", help="ignore GPUs")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
+    m = p.add_argument_group("model size (defaults fit small devices)")
+    m.add_argument("--filters", help="conv filters per block, e.g. 16,32,64")
+    m.add_argument("--units", type=int, help="LSTM/GRU units or dense units")
+    m.add_argument(
+        "--conv-stride",
+        type=int,
+        help="stride of the Conv1D front end of lstm/gru (default: down to <= 32 steps; 1 = none)",
+    )
+    m.add_argument("--dropout", type=float, default=0.2)
+    _export_arguments(p)
+    _capture_arguments(p)
+    p.set_defaults(handler="trainer.train:train_command")
+
+    e = subparsers.add_parser(
+        "export",
+        help="export a saved .keras model to the four LiteRT variants, evaluate, bundle",
+        description="Export DIR/model.keras (written by `train`) to LiteRT variants, "
+        "evaluate each in LiteRT, write report.json/report.md and bundles/<variant>/.",
+    )
+    e.add_argument("--model", required=True, help="DIR/model.keras from `edgeinfer train`")
+    e.add_argument(
+        "--dataset", help=f"{_DATASETS} (default: the one in run.json next to the model)"
+    )
+    e.add_argument("--out", help="output folder (default: the model's folder)")
+    _export_arguments(e)
+    _capture_arguments(e)
+    e.set_defaults(handler="trainer.train:export_command")

@@ -1,0 +1,66 @@
+"""PNG plots: training curves and one confusion matrix per variant (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(history: dict[str, list[float]], path: Path) -> Path:
+    """Loss and accuracy per epoch, training and validation."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+            if key in history:
+                epochs = np.arange(1, len(history[key]) + 1)
+                ax.plot(epochs, history[key], style, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix_plot(cm: np.ndarray, labels: list[str], title: str, path: Path) -> Path:
+    """A confusion matrix with counts in the cells (rows: true class, columns: predicted)."""
+    plt = _pyplot()
+    n = len(labels)
+    size = max(3.5, min(12.0, 0.45 * n + 2))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=90 if n > 6 else 0)
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 30:
+        threshold = cm.max() / 2 if cm.size else 0
+        for i in range(n):
+            for j in range(n):
+                ax.text(
+                    j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if cm[i, j] > threshold else "black",
+                )  # fmt: skip
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

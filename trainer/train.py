@@ -1,0 +1,426 @@
+"""Training: data -> preprocessing -> model -> fit (under a distribution strategy) -> run folder.
+
+:func:`train` is the API (used by the CLI and by the test fixtures); :func:`train_command`
+and :func:`export_command` are the handlers of ``edgeinfer train`` and ``edgeinfer export``.
+The run folder receives ``model.keras``, ``history.json``, ``run.json`` (what export needs
+to rebuild the inputs), plots, ``report.json``/``report.md`` and ``bundles/<variant>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.bundle import VARIANTS, Variant, load_private_key, now_version
+from stream.datasets import Dataset
+from stream.preprocessing import Preprocessing, preprocessing_from_dict
+from trainer.data import ModelData, fit_preprocessing, load_training_data, model_data, tf_dataset
+from trainer.exceptions import TrainerConfigError
+from trainer.models import ModelConfig, build_model, check_arch
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.json"
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hyperparameters:
+    """Training settings; zero means the architecture's default (:data:`DEFAULTS`)."""
+
+    epochs: int = 0
+    batch_size: int = 0
+    learning_rate: float = 0.0
+    patience: int = 0
+    validation_fraction: float = 0.2
+    seed: int = 0
+
+    def resolved(self, arch: str) -> Hyperparameters:
+        d = DEFAULTS[arch]
+        return replace(
+            self,
+            epochs=self.epochs or int(d["epochs"]),
+            batch_size=self.batch_size or int(d["batch_size"]),
+            learning_rate=self.learning_rate or float(d["learning_rate"]),
+            patience=self.patience or int(d["patience"]),
+        )
+
+
+#: Per-architecture defaults, sized so each trains + exports in 1-2 min on 2 CPU cores.
+DEFAULTS: dict[str, dict[str, float]] = {
+    "cnn": {"epochs": 40, "batch_size": 32, "learning_rate": 3e-3, "patience": 6},
+    "conv1d": {"epochs": 120, "batch_size": 16, "learning_rate": 3e-3, "patience": 20},
+    "lstm": {"epochs": 150, "batch_size": 16, "learning_rate": 5e-3, "patience": 25},
+    "gru": {"epochs": 150, "batch_size": 16, "learning_rate": 5e-3, "patience": 25},
+}
+
+
+@dataclass
+class TrainResult:
+    """A trained model and everything needed to export it."""
+
+    model: Any  # keras.Model
+    dataset: Dataset
+    preprocessing: Preprocessing
+    data: ModelData
+    config: ModelConfig
+    hyperparameters: Hyperparameters
+    history: dict[str, list[float]]
+    device: str
+    out_dir: Path
+    seconds: float
+    report: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_path(self) -> Path:
+        return self.out_dir / MODEL_FILE
+
+
+def task_of(kind: str) -> str:
+    return "image-classification" if kind == "image" else "sequence-classification"
+
+
+def train(
+    dataset: str | Dataset,
+    config: ModelConfig,
+    *,
+    hyperparameters: Hyperparameters | None = None,
+    out_dir: Path,
+    stride: int | None = None,
+    verbose: int | str = 2,
+    allow_gpu: bool = True,
+    device: Any = None,
+    deterministic: bool = True,
+    dataset_spec: str | None = None,
+    kafka_options: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``config`` on ``dataset`` (a spec such as ``digits`` or a loaded Dataset).
+
+    Writes ``model.keras``, ``history.json``, ``run.json`` and the training-curve plot into
+    ``out_dir``. With ``deterministic`` the run is reproducible from ``hyperparameters.seed``.
+    """
+    import keras
+
+    from trainer import plots
+    from trainer.device import make_deterministic, select_device
+
+    hp = (hyperparameters or Hyperparameters()).resolved(config.arch)
+    if hp.epochs < 1 or hp.batch_size < 1:
+        msg = f"--epochs and --batch-size must be >= 1, got {hp.epochs} and {hp.batch_size}"
+        raise TrainerConfigError(msg)
+    if deterministic:
+        make_deterministic(hp.seed)
+    spec = dataset_spec or (dataset if isinstance(dataset, str) else dataset.name)
+    ds = (
+        load_training_data(dataset, seed=hp.seed, **(kafka_options or {}))
+        if isinstance(dataset, str)
+        else dataset
+    )
+    check_arch(config.arch, ds.kind)
+    config = config.resolved(ds.input_shape)
+    prep = fit_preprocessing(ds, stride=stride)
+    data = model_data(ds, prep, validation_fraction=hp.validation_fraction, seed=hp.seed)
+    if device is None:
+        device = select_device(allow_gpu=allow_gpu)
+    logger.info(device.describe())
+    logger.info(
+        'dataset="%s" kind=%s train=%d validation=%d test=%d classes=%d input=%s',
+        ds.name, ds.kind, len(data.x_train), len(data.x_val), len(data.x_test),
+        ds.num_classes, ds.input_shape,
+    )  # fmt: skip
+    with device.strategy.scope():
+        model = build_model(config, ds.input_shape, ds.num_classes)
+        model.compile(
+            optimizer=keras.optimizers.Adam(hp.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    train_ds = tf_dataset(
+        data.x_train, data.y_train, batch_size=hp.batch_size, shuffle=True, seed=hp.seed
+    )
+    val_ds = tf_dataset(data.x_val, data.y_val, batch_size=hp.batch_size, shuffle=False, seed=0)
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=hp.patience, restore_best_weights=True
+    )
+    started = time.perf_counter()
+    fit = model.fit(
+        train_ds, validation_data=val_ds, epochs=hp.epochs, callbacks=[stop], verbose=verbose
+    )
+    seconds = time.perf_counter() - started
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / MODEL_FILE)
+    (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
+    plots.training_curves(history, out_dir / "plots" / "training_curves.png")
+    run_info = {
+        "dataset": spec,
+        "dataset_name": ds.name,
+        "kind": ds.kind,
+        "labels": ds.labels,
+        "model_config": config.to_dict(),
+        "hyperparameters": asdict(hp),
+        "preprocessing": prep.to_dict(),
+        "device": device.describe(),
+        "epochs_run": len(history.get("loss", [])),
+        "best_epoch": int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else 0,
+        "train_seconds": round(seconds, 2),
+    }
+    (out_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+    logger.info('trained epochs=%d seconds=%.1f out="%s"', run_info["epochs_run"], seconds, out_dir)
+    return TrainResult(
+        model=model,
+        dataset=ds,
+        preprocessing=prep,
+        data=data,
+        config=config,
+        hyperparameters=hp,
+        history=history,
+        device=device.describe(),
+        out_dir=out_dir,
+        seconds=seconds,
+        extra=run_info,
+    )
+
+
+def export(
+    result: TrainResult,
+    *,
+    name: str,
+    version: str | None = None,
+    variants: Sequence[Variant] = VARIANTS,
+    max_accuracy_drop: float = 0.01,
+    private_key_path: Path | None = None,
+) -> dict[str, Any]:
+    """Export, evaluate and bundle every variant of a trained model (see ``export_all``)."""
+    from trainer.export import BundleInfo, export_all
+
+    key = load_private_key(private_key_path) if private_key_path else None
+    info = BundleInfo(
+        name=name,
+        version=version or now_version(),
+        task=task_of(result.dataset.kind),
+        labels=result.dataset.labels,
+        preprocessing=result.preprocessing,
+    )
+    report = export_all(
+        result.model,
+        info=info,
+        x_calibration=result.data.x_fit,
+        y_calibration=result.data.y_fit,
+        x_test=result.data.x_test,
+        y_test=result.data.y_test,
+        out_dir=result.out_dir,
+        variants=variants,
+        max_accuracy_drop=max_accuracy_drop,
+        private_key=key,
+        meta={
+            "dataset": result.extra.get("dataset", result.dataset.name),
+            "arch": result.config.arch,
+            "device": result.device,
+            "signed": key is not None,
+            "train_seconds": round(result.seconds, 2),
+            "epochs_run": len(result.history.get("loss", [])),
+        },
+    )
+    result.report = report
+    return report
+
+
+def load_trained(
+    model_path: Path,
+    *,
+    dataset: str | None = None,
+    stride: int | None = None,
+    kafka_options: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Reload a saved ``.keras`` model with the data and preprocessing it was trained with.
+
+    ``run.json`` next to the model (written by ``train``) supplies the dataset spec, the
+    seed and the preprocessing; ``dataset`` overrides the spec (then the preprocessing is
+    learned again unless run.json has it and the shapes match).
+    """
+    import keras
+
+    if not model_path.is_file():
+        msg = f"--model {model_path} does not exist; pass the model.keras that `train` wrote"
+        raise TrainerConfigError(msg)
+    run_path = model_path.parent / RUN_FILE
+    run: dict[str, Any] = json.loads(run_path.read_text()) if run_path.is_file() else {}
+    spec = dataset or run.get("dataset")
+    if not spec:
+        msg = f"no {RUN_FILE} next to {model_path}: pass --dataset to export it"
+        raise TrainerConfigError(msg)
+    hp = Hyperparameters(**run["hyperparameters"]) if "hyperparameters" in run else Hyperparameters()
+    ds = load_training_data(spec, seed=hp.seed, **(kafka_options or {}))
+    prep = fit_preprocessing(ds, stride=stride)
+    if "preprocessing" in run and spec == run.get("dataset"):
+        saved = preprocessing_from_dict(run["preprocessing"])
+        prep = replace(saved, stride=stride) if stride and hasattr(saved, "stride") else saved
+    model = keras.models.load_model(model_path)
+    expected = tuple(int(d) for d in model.input_shape[1:])
+    if expected != ds.input_shape:
+        msg = (
+            f"--model {model_path} expects inputs shaped {expected} but dataset {spec!r} "
+            f"has samples shaped {ds.input_shape}"
+        )
+        raise TrainerConfigError(msg)
+    config = (
+        ModelConfig.from_dict(run["model_config"]) if "model_config" in run else _guess(model)
+    )
+    data = model_data(ds, prep, validation_fraction=hp.validation_fraction, seed=hp.seed)
+    return TrainResult(
+        model=model,
+        dataset=ds,
+        preprocessing=prep,
+        data=data,
+        config=config,
+        hyperparameters=hp,
+        history=json.loads((model_path.parent / HISTORY_FILE).read_text())
+        if (model_path.parent / HISTORY_FILE).is_file()
+        else {},
+        device=str(run.get("device", "?")),
+        out_dir=model_path.parent,
+        seconds=float(run.get("train_seconds", 0.0)),
+        extra={**run, "dataset": spec},
+    )
+
+
+def _guess(model: Any) -> ModelConfig:
+    names = {layer.name for layer in model.layers}
+    arch = next((a for a in ("lstm", "gru") if a in names), "cnn" if len(model.input_shape) == 4 else "conv1d")
+    return ModelConfig(arch=arch)
+
+
+# ------------------------------------------------------------------------ CLI handlers
+
+
+def parse_variants(text: str) -> list[Variant]:
+    chosen = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        msg = f"--variants {text!r}: choose from {','.join(VARIANTS)}"
+        raise TrainerConfigError(msg)
+    return [v for v in VARIANTS if v in chosen]  # type: ignore[misc]
+
+
+def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
+    if not str(getattr(args, "dataset", "") or "").startswith("kafka:"):
+        return {}
+    from stream.settings import settings_from_args
+
+    return {
+        "settings": settings_from_args(args),
+        "window": args.window,
+        "max_messages": args.max_messages,
+        "timeout_s": args.capture_timeout,
+    }
+
+
+def _print_report(report: dict[str, Any], out_dir: Path) -> None:
+    keras_acc = report["keras"]["accuracy"]
+    print(f"keras accuracy {keras_acc:.4f} on {report['test_samples']} test samples")
+    print(f"{'variant':<9} {'accuracy':>8} {'macro_f1':>8} {'size_B':>9} {'p50_ms':>8} {'p99_ms':>8}  publishable")
+    for name, v in report["variants"].items():
+        if v.get("error"):
+            print(f"{name:<9} failed: {v['error']}")
+            continue
+        print(
+            f"{name:<9} {v['accuracy']:>8.4f} {v['macro_f1']:>8.4f} {v['size_bytes']:>9,} "
+            f"{v['latency_ms']['p50']:>8.4f} {v['latency_ms']['p99']:>8.4f}  "
+            f"{'yes' if v['publishable'] else 'NO'}"
+        )
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"report: {out_dir / 'report.md'}  bundles: {out_dir / 'bundles'}")
+
+
+def _config_from_args(args: argparse.Namespace) -> ModelConfig:
+    filters = tuple(int(f) for f in args.filters.split(",")) if args.filters else ()
+    return ModelConfig(
+        arch=args.arch,
+        filters=filters,
+        units=args.units or 0,
+        conv_stride=args.conv_stride or 0,
+        dropout=args.dropout,
+    )
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """``edgeinfer train``."""
+    variants = parse_variants(args.variants)
+    if args.key and not Path(args.key).is_file():
+        msg = f"--key {args.key} does not exist; make a pair with `edgeinfer keys generate`"
+        raise TrainerConfigError(msg)
+    config = _config_from_args(args)
+    hp = Hyperparameters(
+        epochs=args.epochs or 0,
+        batch_size=args.batch_size or 0,
+        learning_rate=args.learning_rate or 0.0,
+        patience=args.patience or 0,
+        validation_fraction=args.validation_split,
+        seed=args.seed,
+    )
+    from trainer.device import select_device
+
+    device = select_device(allow_gpu=not args.cpu)
+    print(device.describe(), flush=True)
+    ds = load_training_data(args.dataset, seed=args.seed, **_kafka_options(args))
+    name = args.name or f"{ds.name}-{config.arch}".lower().replace("_", "-")
+    out_dir = Path(args.out) if args.out else Path("runs") / name
+    result = train(
+        ds,
+        config,
+        hyperparameters=hp,
+        out_dir=out_dir,
+        stride=args.stride,
+        verbose=0 if args.quiet else 2,
+        device=device,
+        dataset_spec=args.dataset,
+    )
+    print(f"trained in {result.seconds:.1f} s ({result.extra['epochs_run']} epochs); model: {result.model_path}")
+    if args.no_export:
+        return 0
+    report = export(
+        result,
+        name=name,
+        version=args.version,
+        variants=variants,
+        max_accuracy_drop=args.max_accuracy_drop,
+        private_key_path=Path(args.key) if args.key else None,
+    )
+    _print_report(report, out_dir)
+    return 0 if report["recommended"] else 1
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """``edgeinfer export``."""
+    variants = parse_variants(args.variants)
+    model_path = Path(args.model)
+    result = load_trained(
+        model_path, dataset=args.dataset, stride=args.stride, kafka_options=_kafka_options(args)
+    )
+    if args.out:
+        result.out_dir = Path(args.out)
+    name = args.name or f"{result.dataset.name}-{result.config.arch}".lower().replace("_", "-")
+    report = export(
+        result,
+        name=name,
+        version=args.version,
+        variants=variants,
+        max_accuracy_drop=args.max_accuracy_drop,
+        private_key_path=Path(args.key) if args.key else None,
+    )
+    _print_report(report, result.out_dir)
+    if report["recommended"]:
+        print(f"recommended variant: {report['recommended']}")
+    return 0 if report["recommended"] else 1
