@@ -26,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="small sizes and fewer rates: a check in a few minutes, not real numbers",
     )
     p.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
-    p.add_argument("--only", default=None, metavar="CASE,...", help=f"run only these cases: {cases}")
+    p.add_argument(
+        "--only", default=None, metavar="CASE,...", help=f"run only these cases: {cases}"
+    )
     p.add_argument(
         "--report",
         action="append",

@@ -44,6 +44,8 @@ class BenchConfig:
     measure_cap_s: float
     #: Seconds of raw ``invoke()`` per batch size.
     raw_seconds: float
+    #: Agent runs per model-bound variant, interleaved with raw runs (raw, agent, raw, ...).
+    repeats: int
     #: Offered rates for latency under load, as fractions of one agent's measured capacity.
     load_fractions: tuple[float, ...]
     #: Seconds each offered rate is produced.
@@ -70,7 +72,8 @@ class BenchConfig:
             json_messages=50_000,
             naive_messages=3000,
             measure_cap_s=45.0,
-            raw_seconds=6.0,
+            raw_seconds=5.0,
+            repeats=2,
             load_fractions=(0.25, 0.5, 0.75, 0.9, 1.0, 1.25),
             load_seconds=12.0,
             footprint_repeats=3,
@@ -88,6 +91,7 @@ class BenchConfig:
             naive_messages=300,
             measure_cap_s=12.0,
             raw_seconds=2.0,
+            repeats=1,
             load_fractions=(0.5, 1.0, 1.25),
             load_seconds=4.0,
             footprint_repeats=1,

@@ -45,7 +45,9 @@ def preload(
     progress: Progress | None = None,
 ) -> float:
     """Produce every message (round-robin over ``partitions``), flush; returns seconds taken."""
-    producer = make_producer(settings, linger_ms=20, batch_size=512 * 1024, acks=1, enable_idempotence=False)
+    producer = make_producer(
+        settings, linger_ms=20, batch_size=512 * 1024, acks=1, enable_idempotence=False
+    )
     started = time.perf_counter()
     futures = []
     try:
@@ -93,7 +95,9 @@ def produce_paced(
             if wait > 0:
                 time.sleep(wait)
             m = make(i, int(time.time() * 1000))
-            producer.send(topic, value=m.value, key=m.key, headers=m.headers, partition=i % partitions)
+            producer.send(
+                topic, value=m.value, key=m.key, headers=m.headers, partition=i % partitions
+            )
         elapsed = time.perf_counter() - started
         producer.flush(timeout=60)
     finally:
@@ -122,7 +126,9 @@ class ResultsReader:
 
     def __post_init__(self) -> None:
         self._consumer = make_consumer(self.settings, group_id=None, auto_offset_reset="earliest")
-        parts = [TopicPartition(self.topic, p) for p in topic_partitions(self._consumer, self.topic)]
+        parts = [
+            TopicPartition(self.topic, p) for p in topic_partitions(self._consumer, self.topic)
+        ]
         self._consumer.assign(parts)
         self._consumer.seek_to_beginning(*parts)
 
@@ -162,7 +168,9 @@ class ResultsReader:
                 first = first if first is not None else last_new
             now = time.monotonic()
             if first is not None and now - first >= cap_s:
-                logger.info('%s stopped at the time cap results=%d cap_s=%.0f', label, self.count, cap_s)
+                logger.info(
+                    "%s stopped at the time cap results=%d cap_s=%.0f", label, self.count, cap_s
+                )
                 return
             if now - last_new > idle_s:
                 msg = f"{label}: no result for {idle_s:.0f} s ({self.count}/{count} in)"
@@ -211,4 +219,6 @@ def _observe(rec: Any) -> Observation:
         elif ts is not None:
             e2e = produced_at - ts
         agent = obj.get("agent_id") if isinstance(obj.get("agent_id"), str) else None
-    return Observation(produced_at=produced_at, ts=ts, e2e_ms=e2e, agent_id=agent, partition=rec.partition)
+    return Observation(
+        produced_at=produced_at, ts=ts, e2e_ms=e2e, agent_id=agent, partition=rec.partition
+    )

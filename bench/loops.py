@@ -34,7 +34,7 @@ from edge_agent.inputs import fit_image
 from edge_agent.windows import DeviceWindows
 from stream import topics
 from stream.bundle import Manifest, read_manifest
-from stream.codecs import decode_image, decode_sensor, encode_result, headers_dict
+from stream.codecs import decode_image, decode_sensor, encode_result
 from stream.kafka import make_consumer, make_producer
 from stream.preprocessing import ImagePreprocessing, SequencePreprocessing
 from stream.schemas import InferenceResult
@@ -75,7 +75,15 @@ class Decoder:
                 window=self.prep.window, stride=self.prep.stride, channels=self.prep.channels
             )
 
-    def decode(self, value: bytes, headers: Any, key: bytes | None, partition: int, offset: int, kafka_ts: int) -> list[Input]:
+    def decode(
+        self,
+        value: bytes,
+        headers: Any,
+        key: bytes | None,
+        partition: int,
+        offset: int,
+        kafka_ts: int,
+    ) -> list[Input]:
         if self.windows is None:
             assert isinstance(self.prep, ImagePreprocessing)
             frame = decode_image(value, headers)
@@ -155,13 +163,24 @@ def run_passthrough(args: argparse.Namespace, settings: KafkaSettings) -> int:
                     continue
                 items: list[Input] = []
                 for r in records:
-                    items.extend(decoder.decode(r.value, r.headers, r.key, tp.partition, r.offset, r.timestamp))
+                    items.extend(
+                        decoder.decode(
+                            r.value, r.headers, r.key, tp.partition, r.offset, r.timestamp
+                        )
+                    )
                 assert manifest is not None
-                for start, _batch in zip(range(0, len(items), args.max_batch), decoder.preprocess(items), strict=True):
+                for start, _batch in zip(
+                    range(0, len(items), args.max_batch), decoder.preprocess(items), strict=True
+                ):
                     for it in items[start : start + args.max_batch]:
                         value = result_bytes(manifest, it, uniform, args.input, "passthrough", 0.0)
                         futures.append(
-                            producer.send(args.output, value=value, key=it.device_id.encode(), headers=RESULT_HEADERS)
+                            producer.send(
+                                args.output,
+                                value=value,
+                                key=it.device_id.encode(),
+                                headers=RESULT_HEADERS,
+                            )
                         )
             producer.flush(timeout=15)
             for f in futures:
@@ -223,20 +242,28 @@ def run_confluent(args: argparse.Namespace, settings: KafkaSettings) -> int:
                 if r.error() is not None:
                     continue
                 if decoder is None:
-                    producer.produce(args.output, value=r.value(), key=r.key(), on_delivery=on_delivery)
+                    producer.produce(
+                        args.output, value=r.value(), key=r.key(), on_delivery=on_delivery
+                    )
                     continue
-                ts_type, ts = r.timestamp()
-                items.extend(decoder.decode(r.value(), r.headers(), r.key(), r.partition(), r.offset(), ts))
+                _ts_type, ts = r.timestamp()
+                items.extend(
+                    decoder.decode(
+                        r.value() or b"", r.headers(), r.key(), r.partition() or 0, r.offset() or 0, ts
+                    )
+                )
             if decoder is not None:
                 assert manifest is not None
-                for start, _batch in zip(range(0, len(items), args.max_batch), decoder.preprocess(items), strict=True):
+                for start, _batch in zip(
+                    range(0, len(items), args.max_batch), decoder.preprocess(items), strict=True
+                ):
                     for it in items[start : start + args.max_batch]:
                         value = result_bytes(manifest, it, uniform, args.input, "confluent", 0.0)
                         producer.produce(
                             args.output,
                             value=value,
                             key=it.device_id.encode(),
-                            headers=RESULT_HEADERS,
+                            headers=list(RESULT_HEADERS),  # type: ignore[arg-type]
                             on_delivery=on_delivery,
                         )
             producer.flush(15)
@@ -261,19 +288,25 @@ def run_naive(args: argparse.Namespace, settings: KafkaSettings) -> int:
     manifest = read_manifest(Path(args.bundle))
     decoder = Decoder(manifest, max_batch=1)
     model = keras.models.load_model(args.keras, compile=False)
-    consumer = make_consumer(settings, args.input, group_id=args.group, consumer_timeout_ms=200, client_id="bench-naive")
+    consumer = make_consumer(
+        settings, args.input, group_id=args.group, consumer_timeout_ms=200, client_id="bench-naive"
+    )
     producer = make_producer(settings, client_id="bench-naive")
     done = 0
     try:
         while not _STOP and done < args.count:
             for r in consumer:  # one message at a time; StopIteration after 200 ms idle
-                for it in decoder.decode(r.value, r.headers, r.key, r.partition, r.offset, r.timestamp):
+                for it in decoder.decode(
+                    r.value, r.headers, r.key, r.partition, r.offset, r.timestamp
+                ):
                     x = decoder.prep.apply(it.x[None])
                     t0 = time.perf_counter()
                     y = np.asarray(model.predict(x, verbose=0), dtype=np.float32)
                     infer_ms = (time.perf_counter() - t0) * 1000.0
                     value = result_bytes(manifest, it, y[0].tolist(), args.input, "naive", infer_ms)
-                    producer.send(args.output, value=value, key=it.device_id.encode(), headers=RESULT_HEADERS)
+                    producer.send(
+                        args.output, value=value, key=it.device_id.encode(), headers=RESULT_HEADERS
+                    )
                 done += 1
                 if done % args.commit_every == 0:
                     consumer.commit()
@@ -292,7 +325,7 @@ def run_naive(args: argparse.Namespace, settings: KafkaSettings) -> int:
 
 
 def run_tf_footprint(args: argparse.Namespace) -> int:
-    """Import TensorFlow, load the Keras model, predict once, say "ready", wait for stdin."""
+    """Import TensorFlow, load the Keras model, predict once, say "ready", wait for SIGTERM."""
     import keras
     import tensorflow  # noqa: F401  (what a TF-based agent imports)
 
@@ -300,7 +333,8 @@ def run_tf_footprint(args: argparse.Namespace) -> int:
     shape = [1, *[int(d) for d in model.inputs[0].shape[1:]]]
     model.predict(np.zeros(shape, dtype=np.float32), verbose=0)
     print("ready", flush=True)
-    sys.stdin.read()
+    while not _STOP:
+        time.sleep(0.1)
     return 0
 
 
@@ -323,7 +357,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     signal.signal(signal.SIGTERM, _on_term)
     if args.mode == "tf-footprint":
         return run_tf_footprint(args)

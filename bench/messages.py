@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,8 +49,10 @@ def synthetic_frames(n: int, *, size: int = 96, seed: int = 0) -> np.ndarray:
     for i in range(n):
         base = np.stack(
             [
-                rng.uniform(40, 200) + 50 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + rng.random())),
-                rng.uniform(40, 200) + 50 * np.cos(2 * np.pi * (yy * rng.uniform(0.5, 2) + rng.random())),
+                rng.uniform(40, 200)
+                + 50 * np.sin(2 * np.pi * (xx * rng.uniform(0.5, 2) + rng.random())),
+                rng.uniform(40, 200)
+                + 50 * np.cos(2 * np.pi * (yy * rng.uniform(0.5, 2) + rng.random())),
                 rng.uniform(40, 200) + 40 * (xx - yy),
             ],
             axis=-1,
@@ -87,9 +89,49 @@ def _image_messages(encoded: list[bytes], ctype: str, count: int, *, devices: in
     return out
 
 
-def image_message_at(encoded: bytes, ctype: str, i: int, ts: int, *, devices: int = 8) -> Message:
-    device = f"cam-{i % devices:03d}"
-    return Message(device.encode(), encoded, image_headers(ctype, device, ts))
+def jpeg_maker(frames: np.ndarray, *, devices: int = 8) -> Callable[[int, int], Message]:
+    """``make(i, ts)`` for paced production: frame ``i`` (cycled) stamped with ``ts``."""
+    encoded = [encode_jpeg(f, quality=85) for f in frames]
+
+    def make(i: int, ts: int) -> Message:
+        device = f"cam-{i % devices:03d}"
+        return Message(
+            device.encode(), encoded[i % len(encoded)], image_headers("image/jpeg", device, ts)
+        )
+
+    return make
+
+
+def chunk_maker(windows: np.ndarray, *, devices: int = 16) -> Callable[[int, int], Message]:
+    """``make(i, ts)`` for paced production: one full window per chunk, stamped with ``ts``."""
+    rows = [w.astype(np.float32) for w in windows]
+
+    def make(i: int, ts: int) -> Message:
+        device = f"watch-{i % devices:03d}"
+        value = encode_chunk(device, ts, rows[i % len(rows)])
+        return Message(device.encode(), value, sensor_headers(device, ts))
+
+    return make
+
+
+def fit_windows(windows: np.ndarray, length: int) -> np.ndarray:
+    """Windows cut or tiled along time to ``length`` readings (the model's window)."""
+    steps = windows.shape[1]
+    if steps >= length:
+        return windows[:, :length]
+    reps = -(-length // steps)
+    return np.concatenate([windows] * reps, axis=1)[:, :length]
+
+
+def expected_windows(count: int, *, devices: int, chunk: int, window: int, stride: int) -> int:
+    """Windows the agent emits for ``count`` chunks of ``chunk`` readings over ``devices``."""
+    total = 0
+    for d in range(devices):
+        n_chunks = len(range(d, count, devices))
+        samples = n_chunks * chunk
+        if samples >= window:
+            total += 1 + (samples - window) // stride
+    return total
 
 
 def chunk_messages(windows: np.ndarray, count: int, *, devices: int = 16) -> list[Message]:
@@ -111,7 +153,9 @@ def chunk_messages(windows: np.ndarray, count: int, *, devices: int = 16) -> lis
     return out
 
 
-def reading_messages(count: int, *, channels: int = 6, devices: int = 16, seed: int = 0) -> list[Message]:
+def reading_messages(
+    count: int, *, channels: int = 6, devices: int = 16, seed: int = 0
+) -> list[Message]:
     """``count`` small JSON readings ``{"device_id", "ts", "values": [6 floats]}``."""
     rng = np.random.default_rng(seed)
     values = rng.normal(0, 1, size=(min(count, 1000), channels)).astype(np.float32)

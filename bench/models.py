@@ -21,7 +21,14 @@ import numpy as np
 
 from bench.exceptions import BenchError
 from bench.procs import Child
-from stream.bundle import MANIFEST_FILE, MODEL_FILE, Manifest, TensorSpec, read_manifest, write_bundle
+from stream.bundle import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    Manifest,
+    TensorSpec,
+    read_manifest,
+    write_bundle,
+)
 from stream.preprocessing import ImagePreprocessing
 
 logger = logging.getLogger(__name__)
@@ -81,7 +88,12 @@ def mobilenet(cache: Path, frames: np.ndarray) -> ModelSet:
         from trainer.export import convert
         from trainer.quantization import QuantizationConfig
 
-        logger.info('building MobileNetV2 %dx%dx3 (random weights) into "%s"', MOBILENET_SIZE, MOBILENET_SIZE, root)
+        logger.info(
+            'building MobileNetV2 %dx%dx3 (random weights) into "%s"',
+            MOBILENET_SIZE,
+            MOBILENET_SIZE,
+            root,
+        )
         keras.utils.set_random_seed(0)
         model = keras.applications.MobileNetV2(
             input_shape=(MOBILENET_SIZE, MOBILENET_SIZE, 3),
@@ -104,7 +116,9 @@ def mobilenet(cache: Path, frames: np.ndarray) -> ModelSet:
             write_bundle(bundles[variant], _manifest(blob, variant, prep, labels), blob)
     if not inputs_path.is_file():
         np.save(inputs_path, prep.apply(frames[:64]))
-    return ModelSet(name=MOBILENET_NAME, keras_path=keras_path, bundles=bundles, inputs_path=inputs_path)
+    return ModelSet(
+        name=MOBILENET_NAME, keras_path=keras_path, bundles=bundles, inputs_path=inputs_path
+    )
 
 
 def _manifest(blob: bytes, variant: str, prep: ImagePreprocessing, labels: list[str]) -> Manifest:
@@ -134,7 +148,7 @@ def trained(
 ) -> ModelSet:
     """Train ``dataset``/``arch`` with ``edgeinfer train`` once; reuse the run folder after."""
     name = f"{dataset}-{arch}"
-    root = cache / "train" / name
+    root = cache / "train" / (f"{name}-e{epochs}" if epochs else name)
     report = root / "report.json"
     if not (report.is_file() and (root / "model.keras").is_file()):
         cmd = [

@@ -25,7 +25,9 @@ def _interpreter(model_path: str, threads: int) -> Any:
     return Interpreter(model_path=model_path, num_threads=threads)
 
 
-def measure(model_path: str, x: np.ndarray, *, threads: int, batch: int, seconds: float) -> dict[str, float]:
+def measure(
+    model_path: str, x: np.ndarray, *, threads: int, batch: int, seconds: float
+) -> dict[str, float]:
     """Samples per second of invoke() at ``batch`` over ``seconds`` (after a warm-up)."""
     interp = _interpreter(model_path, threads)
     inp = interp.get_input_details()[0]
@@ -77,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     x = np.load(args.inputs).astype(np.float32)
     out: dict[str, Any] = {"batch": {}}
     for b in (int(s) for s in args.batches.split(",")):
-        out["batch"][str(b)] = measure(args.model, x, threads=args.threads, batch=b, seconds=args.seconds)
+        out["batch"][str(b)] = measure(
+            args.model, x, threads=args.threads, batch=b, seconds=args.seconds
+        )
     out["best_per_s"] = max(v["per_s"] for v in out["batch"].values())
     print(json.dumps(out))
     return 0

@@ -152,7 +152,9 @@ def judge_goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def knee(points: Sequence[dict[str, Any]], *, keep_up: float = 0.95, p99_growth: float = 3.0) -> float | None:
+def knee(
+    points: Sequence[dict[str, Any]], *, keep_up: float = 0.95, p99_growth: float = 3.0
+) -> float | None:
     """The highest offered rate the system still keeps up with, on a latency-vs-load curve.
 
     ``points`` are dicts with ``offered`` (msg/s), ``achieved`` (msg/s) and ``p99`` (ms),

@@ -148,7 +148,8 @@ def install_signal_handlers(agent: Agent) -> None:
     def handle(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
         if len(received) == 1:
-            logger.info("signal %s: draining (send it again to exit at once)", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            logger.info("signal %s: draining (send it again to exit at once)", name)
             agent.stop()
         else:
             logger.warning("second signal: exiting without draining")

@@ -28,7 +28,6 @@ import numpy as np
 from edge_agent.exceptions import AgentConfigError, ModelLoadError
 from stream.bundle import Manifest, TensorSpec
 from stream.exceptions import DecodeError
-from stream.preprocessing import dequantize, quantize
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ def _tf_lite() -> _Backend | None:
 
 
 def select_backend() -> _Backend:
-    """LiteRT, else tflite_runtime, else tf.lite (only if TF is imported or nothing else)."""
+    """LiteRT, else tflite_runtime, else tf.lite (imported only when nothing else is there)."""
     backend = _litert() or _tflite_runtime()
     if backend is None:
         if "tensorflow" not in sys.modules:
@@ -154,7 +153,7 @@ class InterpreterRuntime(Runtime):
                 raise first from None
             self.uses_default_delegates = False
             logger.warning(
-                'model failed its first invoke with the default delegates (XNNPACK); running '
+                "model failed its first invoke with the default delegates (XNNPACK); running "
                 'without them runtime="%s" model="%s" error="%s"',
                 self.name,
                 self._what,
@@ -209,6 +208,24 @@ class InterpreterRuntime(Runtime):
         self.input_spec = _spec(inp)
         self.output_spec = _spec(out)
         self._in_dtype = np.dtype(inp["dtype"])
+        self._sample_shape = tuple(int(d) for d in inp["shape"][1:])
+        self._ndim = len(self._sample_shape) + 1
+        # Quantization parameters from the model file, precomputed for run().
+        self._in_q: tuple[np.float32, np.float32, int, int] | None = None
+        if self.input_spec.quantized:
+            info = np.iinfo(self._in_dtype)
+            self._in_q = (
+                np.float32(1.0 / self.input_spec.scale),
+                np.float32(self.input_spec.zero_point),
+                int(info.min),
+                int(info.max),
+            )
+        self._out_q: tuple[np.float32, np.float32] | None = None
+        if self.output_spec.quantized:
+            self._out_q = (
+                np.float32(self.output_spec.scale),
+                np.float32(self.output_spec.zero_point),
+            )
         self._fixed_batch = int(inp["shape"][0])
         self._batch = self._fixed_batch
         self._default_delegates = default_delegates
@@ -242,7 +259,7 @@ class InterpreterRuntime(Runtime):
             self.batchable = False
 
     def _in_shape(self, n: int) -> list[int]:
-        return [n, *(int(d) for d in self._in["shape"][1:])]
+        return [n, *self._sample_shape]
 
     def _resize(self, n: int) -> None:
         self._interp.resize_tensor_input(self._in["index"], self._in_shape(n), strict=False)
@@ -253,17 +270,16 @@ class InterpreterRuntime(Runtime):
 
     def run(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
-        expected = tuple(int(d) for d in self._in["shape"][1:])
-        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
-            msg = f"model input must be shaped (N, {', '.join(map(str, expected))}), got {x.shape}"
+        if x.shape[1:] != self._sample_shape or x.ndim != self._ndim:
+            shape = ", ".join(map(str, self._sample_shape))
+            msg = f"model input must be shaped (N, {shape}), got {x.shape}"
             raise DecodeError("wrong_shape", msg)
-        n = int(x.shape[0])
+        n = x.shape[0]
         if n == 0:
             return np.zeros((0, *self._out["shape"][1:]), dtype=np.float32)
-        if self.input_spec.quantized:
-            q = quantize(
-                x, self.input_spec.scale, self.input_spec.zero_point, self.input_spec.dtype
-            )
+        if self._in_q is not None:
+            inv_scale, zero_point, lo, hi = self._in_q
+            q = np.clip(np.rint(x * inv_scale) + zero_point, lo, hi).astype(self._in_dtype)
         else:
             q = x.astype(self._in_dtype, copy=False)
         if self.batchable:
@@ -272,8 +288,9 @@ class InterpreterRuntime(Runtime):
             raw = self._invoke(q)
         else:
             raw = self._run_fixed(q)
-        if self.output_spec.quantized:
-            return dequantize(raw, self.output_spec.scale, self.output_spec.zero_point)
+        if self._out_q is not None:
+            scale, zero_point = self._out_q
+            return (raw.astype(np.float32) - zero_point) * scale
         return np.array(raw, dtype=np.float32, copy=True)
 
     def _invoke(self, q: np.ndarray) -> np.ndarray:

@@ -17,9 +17,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-import weakref
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO
@@ -32,7 +32,8 @@ _INSTALL_HINT = "pip install 'edgeinfer[broker]'"
 _LOG_TAIL_LINES = 20
 
 # Brokers still running when the interpreter exits are stopped by the atexit guard.
-_LIVE: weakref.WeakSet[EmbeddedBroker] = weakref.WeakSet()
+_LIVE: set[EmbeddedBroker] = set()
+_PR_SET_PDEATHSIG = 1
 
 
 def _stop_all_at_exit() -> None:
@@ -41,6 +42,21 @@ def _stop_all_at_exit() -> None:
 
 
 atexit.register(_stop_all_at_exit)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): get SIGTERM when the parent dies, even by SIGKILL.
+
+    The kernel ties this to the thread that started the child, so start brokers from a
+    thread that lives as long as they should (the main thread, typically).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def resolve_binary() -> str:
@@ -124,11 +140,16 @@ class EmbeddedBroker:
 
     @property
     def bootstrap(self) -> str:
-        """``host:port`` for ``bootstrap_servers`` (valid once started)."""
+        """``host:port`` for ``bootstrap_servers`` (valid once started).
+
+        A wildcard listening address (0.0.0.0) is reached locally through 127.0.0.1;
+        clients on other machines need ``advertised`` set to a name they can resolve.
+        """
         if self.port is None:
             msg = "the broker has no port yet: call start() first"
             raise BrokerError(msg)
-        return f"{self.host}:{self.port}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"{host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -183,6 +204,7 @@ class EmbeddedBroker:
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         except OSError as exc:
             self._close_log()

@@ -57,13 +57,16 @@ def _check_component(kind: str, value: str) -> str:
     return value
 
 
-def _version_key(version: str) -> tuple[Any, ...]:
+def version_key(version: str) -> tuple[Any, ...]:
     """Natural order: ``2`` < ``10``, ``1.2`` < ``1.10``, timestamps in time order."""
     return tuple(
         (0, int(part), "") if part.isdigit() else (1, 0, part)
         for part in re.split(r"(\d+)", version)
         if part
     )
+
+
+_version_key = version_key  # the old private name, still imported elsewhere
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -98,7 +101,7 @@ class Registry:
             for p in folder.iterdir()
             if p.is_dir() and _is_visible(p) and (p / MANIFEST_FILE).is_file()
         ]
-        return sorted(found, key=_version_key)
+        return sorted(found, key=version_key)
 
     def latest(self, name: str) -> str | None:
         versions = self.versions(name)

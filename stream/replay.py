@@ -207,7 +207,7 @@ def _run(
     stats = ReplayStats(
         topic=topic, sent=sender.sent, devices=devices, seconds=seconds, interrupted=interrupted
     )
-    logger.info(
+    logger.debug(
         'replay done topic="%s" sent=%d devices=%d seconds=%.2f',
         topic,
         stats.sent,
@@ -249,10 +249,13 @@ def _prefix(ds: Dataset, device_prefix: str | None) -> str:
     return _PREFIXES.get(ds.name, ds.name.lower().replace(" ", "-") or "dev")
 
 
-def _repeats(repeat: int) -> Iterator[int]:
+def _check_repeat(repeat: int) -> None:
     if repeat < 0:
         msg = f"repeat must be >= 0 (0 = until Ctrl-C), got {repeat}"
         raise ConfigError(msg)
+
+
+def _repeats(repeat: int) -> Iterator[int]:
     r = 0
     while repeat == 0 or r < repeat:
         yield r
@@ -306,6 +309,7 @@ def replay_sensors(
     ``repeat`` 0 replays until Ctrl-C; ``partitions`` (when not None) creates the topic
     with that many partitions if it does not exist yet.
     """
+    _check_repeat(repeat)
     ds = _load(dataset, "sequence")
     recordings = _recordings(ds, split, limit)
     readings = sum(len(x) for _, x, _ in recordings)
@@ -390,6 +394,7 @@ def replay_images(
     if devices < 1:
         msg = f"devices must be >= 1, got {devices}"
         raise ConfigError(msg)
+    _check_repeat(repeat)
     ds = _load(dataset, "image")
     content_type, encode = _encoder(image_format)
     recordings = _recordings(ds, split, limit)

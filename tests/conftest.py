@@ -1,3 +1,3 @@
 """Shared fixtures. Fixture modules are registered here (STYLE.md)."""
 
-pytest_plugins: list[str] = ["tests.fixtures.broker"]
+pytest_plugins: list[str] = ["tests.fixtures.broker", "tests.fixtures.agent"]

@@ -26,6 +26,8 @@ SEQUENCE_ARCHS: tuple[Arch, ...] = ("lstm", "gru", "conv1d")
 
 #: A recurrent model's front end strides until at most this many time steps remain.
 MAX_RNN_STEPS = 32
+#: A CNN flattens its last feature map when it has at most this many values, else averages.
+FLATTEN_MAX = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +47,8 @@ class ModelConfig:
             msg = f"unknown --arch {self.arch!r}: use one of {', '.join(ARCHS)}"
             raise TrainerConfigError(msg)
         if self.arch == "cnn":
-            filters = self.filters or (16, 32, 64)
+            small = len(input_shape) == 3 and min(input_shape[0], input_shape[1]) <= 16
+            filters = self.filters or ((32, 64) if small else (16, 32, 64))
             return replace(self, filters=filters, units=self.units or 64)
         if self.arch == "conv1d":
             return replace(self, filters=self.filters or (32, 64, 64), units=self.units or 0)
@@ -132,10 +135,14 @@ def _cnn_body(inputs: Any, cfg: ModelConfig) -> Any:
         stem += 1
     for i, f in enumerate(cfg.filters):
         x = keras.layers.Conv2D(f, 3, padding="same", activation="relu", name=f"conv{i}")(x)
-        if size > 4:
+        if size > 2:
             x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
             size //= 2
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    # Small feature maps keep their layout (digits: 2x2x64); large ones are averaged.
+    if math.prod(int(d) for d in x.shape[1:]) <= FLATTEN_MAX:
+        x = keras.layers.Flatten(name="flatten")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     if cfg.units:
         x = keras.layers.Dense(cfg.units, activation="relu", name="dense")(x)
     return x

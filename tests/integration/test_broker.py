@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from stream.settings import KafkaSettings
 from tests.fixtures.broker import ConsumerFactory, ProducerFactory, UniqueTopic, consume
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _alive(pid: int) -> bool:
@@ -191,3 +194,30 @@ def test_highwater_lag_and_seek_to_highwater(
     producer.flush(timeout=10)
     after = consume(consumer, 1)
     assert [(r.offset, r.value) for r in after] == [(10, b"after")]
+
+
+def test_broker_dies_with_a_killed_parent() -> None:
+    """SIGKILL skips atexit; the kernel's parent-death signal still stops the broker."""
+    code = (
+        "import sys, time\n"
+        "from stream.broker import EmbeddedBroker\n"
+        "b = EmbeddedBroker().start()\n"
+        "print(b.port, b.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        port_text, pid_text = proc.stdout.readline().split()
+        port, pid = int(port_text), int(pid_text)
+        assert _alive(pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+    assert port_is_free("127.0.0.1", port)

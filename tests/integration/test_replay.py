@@ -170,6 +170,10 @@ def test_wrong_dataset_kind_names_the_right_command(kafka_settings: KafkaSetting
 def test_bad_arguments_are_config_errors(kafka_settings: KafkaSettings) -> None:
     with pytest.raises(ConfigError, match="split must be one of train, test, all"):
         replay_sensors(kafka_settings, _basic_motions(), split="dev")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"repeat must be >= 0 \(0 = until Ctrl-C\), got -1"):
+        replay_sensors(kafka_settings, _basic_motions(), repeat=-1)
+    with pytest.raises(ConfigError, match="rate must be >= 0 messages/s"):
+        replay_images(kafka_settings, _digits(), rate=-5)
     with pytest.raises(ConfigError, match="image format must be one of png, jpeg, npy"):
         replay_images(kafka_settings, _digits(), image_format="gif")  # type: ignore[arg-type]
 

@@ -158,7 +158,8 @@ def test_metric_table_is_read_from_the_architecture_doc() -> None:
     ("expr", "names"),
     [
         (
-            'histogram_quantile(0.99, sum by (le, model) (rate(edge_agent_e2e_latency_seconds_bucket{job="$job"}[$__rate_interval])))',
+            "histogram_quantile(0.99, sum by (le, model) "
+            '(rate(edge_agent_e2e_latency_seconds_bucket{job="$job"}[$__rate_interval])))',
             {"edge_agent_e2e_latency_seconds_bucket"},
         ),
         (

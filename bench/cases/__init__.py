@@ -1,0 +1,1 @@
+"""The benchmark cases; each ``run(h)`` fills ``h.summary`` and ``h.details[<case>]``."""

@@ -1,0 +1,80 @@
+"""Latency under load: one agent, MobileNetV2 int8 frames offered at fractions of its capacity.
+
+The capacity is the agent's steady rate measured by the model-bound case in this run (or
+measured here when that case was skipped). Each rate is produced for a fixed time with the
+device timestamp taken at send; e2e = result ``produced_at`` - ``ts``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.assets import frames, mobilenet_models
+from bench.cases.throughput import agent_starter
+from bench.harness import Harness
+from bench.kafka_io import ResultsReader
+from bench.messages import jpeg_maker, jpeg_messages
+from bench.stats import knee, rounded
+
+
+def run(h: Harness) -> None:
+    c = h.config
+    bundle = mobilenet_models(h).bundles["int8"]
+    capacity = h.capacity.get("mobilenet-int8")
+    if capacity is None:
+        probe = h.run_preloaded(
+            label="agent mobilenet int8 (capacity)",
+            prefix="latency-capacity",
+            messages=jpeg_messages(frames(), c.image_frames),
+            start=agent_starter(h, "agent-latency-capacity", bundle),
+        )
+        capacity = probe.per_s
+    if not capacity:
+        h.errors["latency"] = "the agent's capacity could not be measured"
+        return
+    make = jpeg_maker(frames())
+    topics = h.topics("latency")
+    points: list[dict[str, Any]] = []
+    with ResultsReader(h.settings, topics.output) as reader:
+        agent = h.agent(name="agent-latency", bundle=bundle, topics=topics)
+        try:
+            agent.wait_ready()
+            h.warm(reader, topics, make, child=agent.child)
+            for fraction in c.load_fractions:
+                rate = capacity * fraction
+                h.progress(
+                    f"latency: offering {rate:.1f}/s ({fraction:.0%} of {capacity:.1f}/s) for {c.load_seconds:.0f} s"
+                )
+                step = h.paced_step(
+                    reader,
+                    topics,
+                    make,
+                    rate=rate,
+                    seconds=c.load_seconds,
+                    check=agent.child.check_alive,
+                )
+                step["fraction"] = fraction
+                points.append(step)
+                h.progress(
+                    f"latency {fraction:.0%}: achieved {step['achieved']}/s, e2e p50 {step['p50']} ms, "
+                    f"p99 {step['p99']} ms"
+                )
+        finally:
+            agent.child.stop()
+    k = knee(points)
+    h.summary["e2e_latency_ms"] = {
+        "model": "mobilenetv2-96 int8",
+        "capacity_per_s": rounded(capacity, 1),
+        "knee_per_s": rounded(k, 1),
+        "points": [
+            {
+                "offered_per_s": p["offered"],
+                "fraction": p["fraction"],
+                "achieved_per_s": p["achieved"],
+                "p50": p["p50"],
+                "p99": p["p99"],
+            }
+            for p in points
+        ],
+    }
+    h.details["latency"] = {"capacity_per_s": capacity, "knee_per_s": k, "points": points}

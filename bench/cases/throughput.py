@@ -1,0 +1,343 @@
+"""Throughput cases: agent vs raw LiteRT, vs passthrough, vs the naive Keras loop; clients.
+
+Each ratio's two sides run one after the other on the same core with the same preloaded
+messages (raw LiteRT runs before and after the agent, and its mean is used, so a load
+change on the machine during the case shifts both sides).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.assets import (
+    digits_images,
+    digits_models,
+    frames,
+    mobilenet_models,
+    sensor_models,
+    sensor_windows,
+)
+from bench.harness import AgentChild, Harness, Run, Topics, median
+from bench.kafka_io import ResultsReader
+from bench.messages import (
+    Message,
+    chunk_maker,
+    chunk_messages,
+    expected_windows,
+    fit_windows,
+    jpeg_maker,
+    jpeg_messages,
+    png_messages,
+    reading_messages,
+)
+from bench.models import window_of
+from bench.procs import Child, python_command, run_json
+from bench.stats import ratio, rounded
+from stream.bundle import MODEL_FILE
+
+logger = logging.getLogger(__name__)
+
+SENSOR_DEVICES = 16
+
+
+def raw_litert(h: Harness, model: Path, inputs: Path, label: str) -> dict[str, Any]:
+    c = h.config
+    result = run_json(
+        name=f"raw LiteRT {label}",
+        cmd=python_command(
+            "bench.raw",
+            "--model",
+            str(model),
+            "--inputs",
+            str(inputs),
+            "--threads",
+            str(c.threads),
+            "--batches",
+            f"1,{c.max_batch}",
+            "--seconds",
+            str(c.raw_seconds),
+        ),
+        log_path=h.logs / f"raw-{label}.log",
+        cpus=[h.cpu],
+        timeout_s=c.raw_seconds * 4 + 120,
+    )
+    best = float(result["best_per_s"])
+    h.progress(f"raw LiteRT {label}: {best:,.1f} inferences/s (best of batch 1 and {c.max_batch})")
+    return result
+
+
+def agent_starter(h: Harness, name: str, bundle: Path) -> Callable[[Topics], AgentChild]:
+    return lambda t: h.agent(name=name, bundle=bundle, topics=t)
+
+
+def loop_starter(
+    h: Harness,
+    name: str,
+    mode: str,
+    *,
+    bundle: Path | None = None,
+    keras: Path | None = None,
+    work: str = "decode",
+) -> Callable[[Topics], Child]:
+    return lambda t: h.loop(name=name, mode=mode, topics=t, bundle=bundle, keras=keras, work=work)
+
+
+# ---------------------------------------------------------------------- 1. model-bound
+
+
+def model_bound(h: Harness) -> None:
+    """Raw LiteRT and the agent alternate (raw, agent, raw[, agent, raw]): medians compared."""
+    ms = mobilenet_models(h)
+    assert ms.inputs_path is not None
+    msgs = jpeg_messages(frames(), h.config.image_frames)
+    out: dict[str, Any] = {"frames": len(msgs), "input": "JPEG 96x96 RGB, quality 85"}
+    for variant in ("int8", "float32"):
+        bundle = ms.bundles[variant]
+        model = bundle / MODEL_FILE
+        raws = [raw_litert(h, model, ms.inputs_path, f"mobilenet-{variant}-0")]
+        agents: list[Run] = []
+        for i in range(h.config.repeats):
+            agents.append(
+                h.run_preloaded(
+                    label=f"agent mobilenet {variant} #{i + 1}",
+                    prefix=f"mobilenet-{variant}",
+                    messages=msgs,
+                    start=agent_starter(h, f"agent-mobilenet-{variant}-{i + 1}", bundle),
+                )
+            )
+            if not h.config.quick:
+                raws.append(raw_litert(h, model, ms.inputs_path, f"mobilenet-{variant}-{i + 1}"))
+        raw_best = median([float(r["best_per_s"]) for r in raws])
+        agent_rate = median([a.per_s for a in agents if a.per_s])
+        r = ratio(agent_rate, raw_best)
+        shares = [a.extra["inference_share"] for a in agents if a.extra.get("inference_share")]
+        share = median(shares)
+        h.summary[f"agent_vs_raw_mobilenet_{variant}"] = rounded(r)
+        h.summary[f"mobilenet_{variant}_agent_per_s"] = rounded(agent_rate, 1)
+        h.summary[f"mobilenet_{variant}_raw_per_s"] = rounded(raw_best, 1)
+        h.summary[f"mobilenet_{variant}_agent_inference_share"] = rounded(share)
+        out[variant] = {
+            "raw": raws,
+            "raw_per_s": rounded(raw_best, 1),
+            "agents": [a.as_dict() for a in agents],
+            "agent": {"per_s": rounded(agent_rate, 1), "inference_share": rounded(share)},
+            "ratio": rounded(r),
+        }
+        if variant == "int8" and agent_rate:
+            h.capacity["mobilenet-int8"] = agent_rate
+        h.progress(
+            f"agent/raw mobilenet {variant}: {_r(r)} (agent spent {_pct(share)} of its time in inference)"
+        )
+    h.details["model_bound"] = out
+
+
+# ---------------------------------------------------------------------- 2. client-bound
+
+
+def sensor_messages(bundle: Path, count: int) -> tuple[list[Message], int]:
+    """Chunks holding one full model window each, and the number of results they yield."""
+    window, stride, _channels = window_of(bundle)
+    windows = fit_windows(sensor_windows(), window)
+    msgs = chunk_messages(windows, count, devices=SENSOR_DEVICES)
+    expected = expected_windows(
+        count, devices=SENSOR_DEVICES, chunk=window, window=window, stride=stride
+    )
+    return msgs, expected
+
+
+def client_bound(h: Harness) -> None:
+    n = h.config.small_messages
+    digits = digits_models(h).bundles["float32"]
+    sensor = sensor_models(h).bundles["float32"]
+    s_msgs, s_expected = sensor_messages(sensor, n)
+    cases = (
+        (
+            "digits",
+            digits,
+            png_messages(digits_images(), n),
+            n,
+            "PNG 8x8 gray (scikit-learn digits)",
+        ),
+        ("sensor", sensor, s_msgs, s_expected, "JSON chunks, one BasicMotions window (100x6) each"),
+    )
+    out: dict[str, Any] = {}
+    for name, bundle, msgs, expected, what in cases:
+        pt = h.run_preloaded(
+            label=f"passthrough {name}",
+            prefix=f"passthrough-{name}",
+            messages=msgs,
+            expected=expected,
+            start=loop_starter(h, f"passthrough-{name}", "passthrough", bundle=bundle),
+        )
+        ag = h.run_preloaded(
+            label=f"agent {name}",
+            prefix=f"agent-{name}",
+            messages=msgs,
+            expected=expected,
+            start=agent_starter(h, f"agent-{name}", bundle),
+        )
+        r = ratio(ag.per_s, pt.per_s)
+        h.summary[f"agent_vs_passthrough_{name}"] = rounded(r)
+        out[name] = {
+            "messages": len(msgs),
+            "input": what,
+            "bundle": str(bundle),
+            "passthrough": pt.as_dict(),
+            "agent": ag.as_dict(),
+            "ratio": rounded(r),
+        }
+        h.progress(f"agent/passthrough {name}: {_r(r)}")
+    h.details["client_bound"] = out
+
+
+# ---------------------------------------------------------------------- 3. naive loop
+
+
+def paced_latency(
+    h: Harness,
+    *,
+    label: str,
+    prefix: str,
+    start: Callable[[Topics], Child | AgentChild],
+    make: Callable[[int, int], Message],
+    rate: float,
+    seconds: float,
+) -> dict[str, Any]:
+    """End-to-end latency of one contender at one offered rate (after warming it)."""
+    topics = h.topics(prefix)
+    with ResultsReader(h.settings, topics.output) as reader:
+        handle = start(topics)
+        child = handle.child if isinstance(handle, AgentChild) else handle
+        try:
+            if isinstance(handle, AgentChild):
+                handle.wait_ready()
+            h.warm(reader, topics, make, child=child)
+            step = h.paced_step(
+                reader, topics, make, rate=rate, seconds=seconds, check=child.check_alive
+            )
+        finally:
+            child.stop()
+    h.progress(f"{label} at {rate:.1f}/s: e2e p50 {step['p50']} ms, p99 {step['p99']} ms")
+    return step
+
+
+def naive(h: Harness) -> None:
+    c = h.config
+    out: dict[str, Any] = {}
+    sensor = sensor_models(h)
+    mobile = mobilenet_models(h)
+    s_bundle = sensor.bundles["float32"]
+    window, _stride, _ch = window_of(s_bundle)
+    s_windows = fit_windows(sensor_windows(), window)
+    cases = (
+        (
+            "sensor",
+            s_bundle,
+            sensor.keras_path,
+            "sensor",
+            chunk_maker(s_windows, devices=SENSOR_DEVICES),
+        ),
+        ("image", mobile.bundles["float32"], mobile.keras_path, "image", jpeg_maker(frames())),
+    )
+    for name, bundle, keras_path, kind, make in cases:
+        if kind == "sensor":
+            n_msgs, n_expected = sensor_messages(bundle, c.naive_messages)
+            a_msgs, a_expected = sensor_messages(bundle, c.small_messages)
+        else:
+            n_msgs = jpeg_messages(frames(), c.naive_messages)
+            a_msgs = jpeg_messages(frames(), c.image_frames)
+            n_expected, a_expected = len(n_msgs), len(a_msgs)
+        nv = h.run_preloaded(
+            label=f"naive keras {name}",
+            prefix=f"naive-{name}",
+            messages=n_msgs,
+            expected=n_expected,
+            start=loop_starter(h, f"naive-{name}", "naive", bundle=bundle, keras=keras_path),
+            idle_s=180.0,
+        )
+        ag = h.run_preloaded(
+            label=f"agent {name} (float32)",
+            prefix=f"agent-naive-{name}",
+            messages=a_msgs,
+            expected=a_expected,
+            start=agent_starter(h, f"agent-naive-{name}", bundle),
+        )
+        r = ratio(ag.per_s, nv.per_s)
+        h.summary[f"agent_vs_naive_{name}"] = rounded(r)
+        entry: dict[str, Any] = {
+            "naive": nv.as_dict(),
+            "agent": ag.as_dict(),
+            "throughput_ratio": rounded(r),
+        }
+        if nv.per_s:
+            rate = max(nv.per_s * 0.5, 1.0)
+            lat_n = paced_latency(
+                h,
+                label=f"naive keras {name}",
+                prefix=f"naive-lat-{name}",
+                start=loop_starter(
+                    h, f"naive-lat-{name}", "naive", bundle=bundle, keras=keras_path
+                ),
+                make=make,
+                rate=rate,
+                seconds=c.load_seconds,
+            )
+            lat_a = paced_latency(
+                h,
+                label=f"agent {name}",
+                prefix=f"agent-lat-{name}",
+                start=agent_starter(h, f"agent-lat-{name}", bundle),
+                make=make,
+                rate=rate,
+                seconds=c.load_seconds,
+            )
+            p99_ratio = ratio(lat_n.get("p99"), lat_a.get("p99"))
+            entry.update(
+                {
+                    "latency_rate_per_s": round(rate, 2),
+                    "naive_latency": lat_n,
+                    "agent_latency": lat_a,
+                    "p99_naive_over_agent": rounded(p99_ratio),
+                }
+            )
+            h.summary[f"naive_over_agent_p99_{name}"] = rounded(p99_ratio)
+        out[name] = entry
+        h.progress(
+            f"agent/naive {name}: throughput {_r(r)}, p99 naive/agent {_r(entry.get('p99_naive_over_agent'))}"
+        )
+    h.details["naive"] = out
+
+
+# ---------------------------------------------------------------------- 4. client library
+
+
+def client_library(h: Harness) -> None:
+    msgs = reading_messages(h.config.json_messages)
+    runs: dict[str, Run] = {}
+    for lib, mode in (("kafka-python", "passthrough"), ("confluent-kafka", "confluent")):
+        runs[lib] = h.run_preloaded(
+            label=f"{lib} echo",
+            prefix=f"client-{mode}",
+            messages=msgs,
+            start=loop_starter(h, f"client-{lib}", mode, work="echo"),
+        )
+    r = ratio(runs["confluent-kafka"].per_s, runs["kafka-python"].per_s)
+    h.summary["confluent_vs_kafka_python"] = rounded(r)
+    h.details["client_library"] = {
+        "messages": len(msgs),
+        "input": "small JSON readings (6 floats), echoed: consume, produce, flush, commit per poll",
+        "runs": {k: v.as_dict() for k, v in runs.items()},
+        "ratio": rounded(r),
+    }
+    h.progress(f"confluent-kafka / kafka-python: {_r(r)}")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _r(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"

@@ -1,0 +1,520 @@
+"""What every case shares: the broker, the cores, the model cache, and one way to measure.
+
+A *contender* is a child process that consumes an input topic and writes one result per
+input to an output topic. :meth:`Harness.run_preloaded` preloads the input, starts the
+contender and measures its steady-state rate from the results' timestamps;
+:meth:`Harness.run_paced` warms a contender with probes, then produces at a fixed rate and
+measures end-to-end latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.config import BenchConfig
+from bench.exceptions import BenchError
+from bench.kafka_io import ResultsReader, fresh_topics, preload, produce_paced, unique_topic
+from bench.messages import Message
+from bench.models import ModelSet
+from bench.procs import Child, http_status, pin_command, pin_tree, python_command, status_kb
+from bench.stats import percentile, rounded, steady_rate
+from stream.broker import free_port
+from stream.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Topics:
+    input: str
+    output: str
+    deadletter: str
+    group: str
+
+
+@dataclass
+class Run:
+    """One measured run of one contender."""
+
+    label: str
+    per_s: float | None
+    results: int
+    expected: int
+    seconds: float
+    peak_rss_mb: float | None = None
+    cold_start_s: float | None = None
+    e2e_p50_ms: float | None = None
+    e2e_p99_ms: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "per_s": rounded(self.per_s, 1),
+            "results": self.results,
+            "expected": self.expected,
+            "seconds": rounded(self.seconds, 2),
+            "peak_rss_mb": rounded(self.peak_rss_mb, 1),
+            "cold_start_s": rounded(self.cold_start_s, 3),
+            "e2e_p50_ms": rounded(self.e2e_p50_ms, 2),
+            "e2e_p99_ms": rounded(self.e2e_p99_ms, 2),
+            **self.extra,
+        }
+
+
+@dataclass
+class AgentChild:
+    child: Child
+    port: int
+
+    @property
+    def readyz(self) -> str:
+        return f"http://127.0.0.1:{self.port}/readyz"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
+    def scrape(self) -> dict[str, float]:
+        """Sums over label sets of the agent's counters and histograms ({} if unreachable)."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310
+                text = resp.read().decode()
+        except (OSError, ValueError):
+            return {}
+        return parse_metrics(text)
+
+    def wait_ready(
+        self, timeout_s: float = 90.0, poll_s: float = 0.005
+    ) -> tuple[float, float | None]:
+        """(seconds to /readyz 200, seconds to the first HTTP answer of any status)."""
+        deadline = time.perf_counter() + timeout_s
+        first_answer: float | None = None
+        while time.perf_counter() < deadline:
+            self.child.check_alive()
+            status = http_status(self.readyz, timeout_s=0.5)
+            if status is not None and first_answer is None:
+                first_answer = time.perf_counter() - self.child.started_at
+            if status == 200:
+                return time.perf_counter() - self.child.started_at, first_answer
+            time.sleep(poll_s)
+        msg = (
+            f"{self.child.name} was not ready ({self.readyz}) within {timeout_s:.0f} s; its log "
+            f"({self.child.log_path}) ends with:\n{self.child.log_tail()}"
+        )
+        raise BenchError(msg)
+
+
+@dataclass
+class Harness:
+    config: BenchConfig
+    out: Path
+    settings: KafkaSettings
+    cpu: int
+    other_cpus: list[int]
+    progress: Progress
+    broker_pid: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    cache_models: dict[str, ModelSet] = field(default_factory=dict)
+    capacity: dict[str, float] = field(default_factory=dict)
+    _agent_help: str | None = None
+
+    @property
+    def logs(self) -> Path:
+        return self.out / "logs"
+
+    @property
+    def cache(self) -> Path:
+        return self.out / "cache"
+
+    # ------------------------------------------------------------------ cores
+
+    def pin_background(self, cpus: Sequence[int] | None) -> None:
+        """Pin the broker and this process (every thread) to ``cpus`` (None: all cores)."""
+        import os
+
+        target = (
+            list(cpus)
+            if cpus
+            else sorted(os.sched_getaffinity(0) | set(self.other_cpus) | {self.cpu})
+        )
+        if self.broker_pid is not None:
+            pin_tree(self.broker_pid, target)
+        pin_tree(os.getpid(), target)
+
+    # ------------------------------------------------------------------ topics
+
+    def topics(self, prefix: str, partitions: int = 1) -> Topics:
+        t = Topics(
+            input=unique_topic(f"{prefix}.in"),
+            output=unique_topic(f"{prefix}.out"),
+            deadletter=unique_topic(f"{prefix}.dl"),
+            group=unique_topic(f"{prefix}.group"),
+        )
+        fresh_topics(self.settings, [t.input], partitions=partitions)
+        fresh_topics(self.settings, [t.output, t.deadletter], partitions=1)
+        return t
+
+    # ------------------------------------------------------------------ contenders
+
+    def agent_help(self) -> str:
+        if self._agent_help is None:
+            proc = subprocess.run(
+                python_command("stream", "agent", "--help"),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            if proc.returncode != 0:
+                msg = (
+                    "`edgeinfer agent --help` failed: the agent is not installed or broken "
+                    f"({proc.stderr.strip()[-400:]})"
+                )
+                raise BenchError(msg)
+            self._agent_help = proc.stdout
+        return self._agent_help
+
+    def agent(
+        self,
+        *,
+        name: str,
+        bundle: Path,
+        topics: Topics,
+        cpus: Sequence[int] | None = None,
+        wrap: Sequence[str] = (),
+        agent_id: str | None = None,
+    ) -> AgentChild:
+        """Start ``edgeinfer agent`` (``python -m stream agent``) pinned to ``cpus``."""
+        help_text = self.agent_help()
+        port = free_port()
+        cmd = python_command(
+            "stream",
+            "agent",
+            "--bundle",
+            str(bundle),
+            "--input",
+            topics.input,
+            "--output",
+            topics.output,
+            "--deadletter",
+            topics.deadletter,
+            "--group",
+            topics.group,
+            "--metrics-port",
+            str(port),
+            "--threads",
+            str(self.config.threads),
+            "--max-batch",
+            str(self.config.max_batch),
+            "--max-latency-ms",
+            str(self.config.max_latency_ms),
+            "--bootstrap-servers",
+            self.settings.bootstrap_servers,
+        )
+        if "--metrics-host" in help_text:
+            cmd += ["--metrics-host", "127.0.0.1"]
+        if "--state-dir" in help_text:
+            cmd += ["--state-dir", str(self.cache / "agent-state" / topics.group)]
+        if agent_id and "--agent-id" in help_text:
+            cmd += ["--agent-id", agent_id]
+        pinned = pin_command(cmd, [self.cpu] if cpus is None else cpus)
+        child = Child(
+            name=name, cmd=[*wrap, *pinned], log_path=self.logs / f"{_slug(name)}.log"
+        ).start()
+        return AgentChild(child=child, port=port)
+
+    def loop(
+        self,
+        *,
+        name: str,
+        mode: str,
+        topics: Topics,
+        bundle: Path | None = None,
+        keras: Path | None = None,
+        work: str = "decode",
+        cpus: Sequence[int] | None = None,
+    ) -> Child:
+        """Start a ``bench.loops`` contender (passthrough, confluent, naive)."""
+        args = [
+            mode,
+            "--bootstrap-servers",
+            self.settings.bootstrap_servers,
+            "--input",
+            topics.input,
+            "--output",
+            topics.output,
+            "--group",
+            topics.group,
+            "--work",
+            work,
+            "--max-batch",
+            str(self.config.max_batch),
+            "--commit-every",
+            str(self.config.naive_commit_every),
+        ]
+        if bundle is not None:
+            args += ["--bundle", str(bundle)]
+        if keras is not None:
+            args += ["--keras", str(keras)]
+        return Child(
+            name=name,
+            cmd=python_command("bench.loops", *args),
+            log_path=self.logs / f"{_slug(name)}.log",
+            cpus=[self.cpu] if cpus is None else cpus,
+        ).start()
+
+    # ------------------------------------------------------------------ measurements
+
+    def run_preloaded(
+        self,
+        *,
+        label: str,
+        prefix: str,
+        messages: Sequence[Message],
+        start: Callable[[Topics], Child | AgentChild],
+        partitions: int = 1,
+        expected: int | None = None,
+        cap_s: float | None = None,
+        idle_s: float = 60.0,
+    ) -> Run:
+        """Preload ``messages``, start the contender, measure its steady-state rate."""
+        topics = self.topics(prefix, partitions)
+        preload(self.settings, topics.input, messages, partitions=partitions)
+        want = expected if expected is not None else len(messages)
+        self.progress(f"{label}: {len(messages)} messages preloaded, starting")
+        started = time.perf_counter()
+        with ResultsReader(self.settings, topics.output) as reader:
+            handle = start(topics)
+            child = handle.child if isinstance(handle, AgentChild) else handle
+            cold: float | None = None
+            scraped: dict[str, float] = {}
+            try:
+                if isinstance(handle, AgentChild):
+                    cold, _ = handle.wait_ready()
+                reader.wait_for(
+                    want,
+                    cap_s=cap_s or self.config.measure_cap_s,
+                    idle_s=idle_s,
+                    check=child.check_alive,
+                    progress=self.progress,
+                    label=label,
+                )
+                rss = child.peak_rss_mb()
+                if isinstance(handle, AgentChild):
+                    scraped = handle.scrape()
+            finally:
+                child.stop()
+            times = reader.times()
+            e2e = reader.e2e()
+        per_s = steady_rate(times)
+        extra = agent_efficiency(scraped, per_s) if scraped else {}
+        run = Run(
+            label=label,
+            per_s=per_s,
+            results=len(times),
+            expected=want,
+            seconds=time.perf_counter() - started,
+            peak_rss_mb=rss,
+            cold_start_s=cold,
+            e2e_p50_ms=percentile(e2e, 50),
+            e2e_p99_ms=percentile(e2e, 99),
+            extra=extra,
+        )
+        share = extra.get("inference_share")
+        note = f", {share:.0%} of its time in inference" if share else ""
+        self.progress(f"{label}: {_fmt_rate(per_s)} ({len(times)} results{note})")
+        return run
+
+    def warm(
+        self,
+        reader: ResultsReader,
+        topics: Topics,
+        make: Callable[[int, int], Message],
+        *,
+        child: Child,
+        partitions: int = 1,
+        agents: int = 1,
+        timeout_s: float = 120.0,
+    ) -> int:
+        """Send probes (one per partition, every 0.5 s) until results come back from
+        ``agents`` distinct contenders; returns how many probes were sent."""
+        deadline = time.monotonic() + timeout_s
+        sent = 0
+        while time.monotonic() < deadline:
+            child.check_alive()
+            msgs = [make(1_000_000 + sent + p, int(time.time() * 1000)) for p in range(partitions)]
+            _send(self.settings, topics.input, msgs, partitions)
+            sent += partitions
+            until = time.monotonic() + 0.5
+            while time.monotonic() < until:
+                reader.poll(timeout_ms=100)
+            seen = {o.agent_id for o in reader.observations}
+            if reader.count and len(seen) >= agents:
+                return sent
+        msg = f"no result from {agents} contender(s) within {timeout_s:.0f} s of probes; log: {child.log_path}"
+        raise BenchError(msg)
+
+    def paced_step(
+        self,
+        reader: ResultsReader,
+        topics: Topics,
+        make: Callable[[int, int], Message],
+        *,
+        rate: float,
+        seconds: float,
+        check: Callable[[], None],
+        partitions: int = 1,
+        drain_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Produce at ``rate`` for ``seconds``; wait for the step's results; latency stats."""
+        t0 = time.time() * 1000.0
+        before = reader.count
+        sent, real_rate = produce_paced(
+            self.settings, topics.input, make, rate=rate, seconds=seconds, partitions=partitions
+        )
+        t1 = time.time() * 1000.0
+        deadline = time.monotonic() + (drain_s if drain_s is not None else max(seconds * 2, 10.0))
+        while time.monotonic() < deadline:
+            check()
+            reader.poll(timeout_ms=200)
+            got = [o for o in reader.observations[before:] if o.ts is not None and t0 <= o.ts <= t1]
+            if len(got) >= sent:
+                break
+        got = [o for o in reader.observations[before:] if o.ts is not None and t0 <= o.ts <= t1]
+        e2e = [o.e2e_ms for o in got if o.e2e_ms is not None]
+        achieved = steady_rate([o.produced_at for o in got], trim=0.05)
+        return {
+            "offered": round(rate, 2),
+            "sent_rate": round(real_rate, 2),
+            "sent": sent,
+            "answered": len(got),
+            "achieved": rounded(min(achieved, real_rate * 1.5) if achieved else None, 2),
+            "p50": rounded(percentile(e2e, 50), 2),
+            "p90": rounded(percentile(e2e, 90), 2),
+            "p99": rounded(percentile(e2e, 99), 2),
+            "max": rounded(max(e2e), 2) if e2e else None,
+        }
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> {metric name: value summed over its label sets}."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_labels, _, value = line.rpartition(" ")
+        name = name_labels.split("{", 1)[0]
+        try:
+            out[name] = out.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def agent_efficiency(m: dict[str, float], per_s: float | None) -> dict[str, Any]:
+    """From the agent's own metrics: time in inference per input, mean batch, and the share
+    of its wall time spent in inference at the measured rate (1.0 = no pipeline overhead).
+
+    ``edge_agent_inference_duration_seconds`` covers preprocessing + LiteRT per batch, so
+    this share does not depend on how busy the machine was: both sides slow down together.
+    """
+    infer_s = m.get("edge_agent_inference_duration_seconds_sum")
+    samples = m.get("edge_agent_batch_size_sum")
+    batches = m.get("edge_agent_batch_size_count")
+    if not infer_s or not samples:
+        return {}
+    per_input_ms = infer_s / samples * 1000.0
+    out: dict[str, Any] = {
+        "agent_infer_ms_per_input": round(per_input_ms, 4),
+        "agent_mean_batch": round(samples / batches, 2) if batches else None,
+        "agent_infer_per_s": round(1000.0 / per_input_ms, 1),
+    }
+    if per_s:
+        out["inference_share"] = round(per_s * per_input_ms / 1000.0, 4)
+    return out
+
+
+def _send(settings: KafkaSettings, topic: str, msgs: list[Message], partitions: int) -> None:
+    from stream.kafka import make_producer
+
+    producer = make_producer(settings, linger_ms=0, acks=1, enable_idempotence=False)
+    try:
+        for i, m in enumerate(msgs):
+            producer.send(
+                topic, value=m.value, key=m.key, headers=m.headers, partition=i % partitions
+            )
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=5)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-")
+
+
+def _fmt_rate(per_s: float | None) -> str:
+    return "no rate" if per_s is None else f"{per_s:,.1f} msg/s"
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all threads), in seconds."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def smaps_top(pid: int, top: int = 8) -> list[dict[str, Any]]:
+    """The largest resident mappings of ``pid`` grouped by file ([anon] for the heap)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return []
+    sizes: dict[str, int] = {}
+    current = "[anon]"
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if "-" in parts[0] and len(parts) >= 5 and not parts[0].endswith(":"):
+            path = parts[5] if len(parts) >= 6 else "[anon]"
+            current = path.rsplit("/", 1)[-1] if path.startswith("/") else path
+        elif parts[0] == "Rss:":
+            sizes[current] = sizes.get(current, 0) + int(parts[1])
+    ordered = sorted(sizes.items(), key=lambda kv: kv[1], reverse=True)[:top]
+    return [{"mapping": k, "rss_mb": round(v / 1024, 1)} for k, v in ordered]
+
+
+def rss_split(pid: int) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+        kb = status_kb(pid, key)
+        out[key] = None if kb is None else round(kb / 1024, 1)
+    return out
+
+
+def python_version() -> str:
+    return sys.version.split()[0]
+
+
+def median(values: Sequence[float]) -> float | None:
+    return float(np.median(values)) if values else None

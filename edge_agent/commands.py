@@ -1,0 +1,218 @@
+"""Subcommands of ``edgeinfer`` contributed by the edge agent: ``agent`` and ``rollback``.
+
+Only argument declarations live here (and the tiny rollback handler); the agent's modules
+are imported when ``edgeinfer agent`` runs (see stream/cli.py). Every flag defaults to
+None so that the precedence flag > ``EDGE_*`` > config file > default is applied in
+:mod:`edge_agent.config`; help texts show the defaults and variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from stream import topics
+from stream.env import env_name
+from stream.settings import add_kafka_arguments
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        msg = f"{text!r} is not an integer"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        msg = f"{text!r} is not a number"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _opt(group: Any, flag: str, setting: str, help_text: str, **kwargs: Any) -> None:
+    if "type" in kwargs and "metavar" not in kwargs:
+        kwargs["metavar"] = "N" if kwargs["type"] is _int else "X"
+    group.add_argument(flag, dest=setting, help=f"{help_text} [env: {env_name(setting)}]", **kwargs)
+
+
+def register(sub: Any) -> None:
+    """Add ``agent`` and ``rollback`` to ``sub`` (an argparse subparsers action)."""
+    _agent(sub)
+    _rollback(sub)
+
+
+def _agent(sub: Any) -> None:
+    p = sub.add_parser(
+        "agent",
+        help="run the edge agent: LiteRT inference on a Kafka topic",
+        description="Consume sensor readings or images from Kafka, run the model with LiteRT "
+        "(no TensorFlow), produce results and dead letters, expose /metrics, /healthz and "
+        "/readyz. Settings: flag > EDGE_* variable > --config file ([agent] and [kafka] "
+        "tables) > default. SIGTERM drains (finish the batch, produce, commit) and exits 0. "
+        "See docs/agent.md.",
+    )
+    m = p.add_argument_group("model (choose exactly one source)")
+    _opt(m, "--bundle", "bundle", "a bundle folder (model.tflite + manifest.json)", metavar="DIR")
+    _opt(m, "--registry", "registry", "a registry folder to follow (with --model)", metavar="DIR")
+    _opt(
+        m,
+        "--models-topic",
+        "models_topic",
+        f"follow model announcements on this topic (with --model), e.g. {topics.MODELS}",
+        metavar="TOPIC",
+    )
+    _opt(m, "--model", "model", "model name to follow in the registry or models topic")
+    _opt(m, "--pin", "pin", "serve only this version (no automatic upgrades)", metavar="VERSION")
+    _opt(
+        m,
+        "--public-key",
+        "public_key",
+        "Ed25519 public key (PEM): bundles must be signed by it, unsigned ones are refused",
+        metavar="PATH",
+    )
+    _opt(
+        m,
+        "--state-dir",
+        "state_dir",
+        "where the agent keeps models it received and its previous version "
+        "(default ~/.local/state/edgeinfer)",
+        metavar="DIR",
+    )
+    _opt(
+        m,
+        "--model-poll-s",
+        "model_poll_s",
+        "how often to look for a new model version, seconds (default 2)",
+        type=_float,
+    )
+    _opt(
+        m,
+        "--model-wait-s",
+        "model_wait_s",
+        "how long to wait for the first model at start, seconds (default 60)",
+        type=_float,
+    )
+    t = p.add_argument_group("topics and group")
+    _opt(
+        t,
+        "--input",
+        "input_topic",
+        f"input topic (default {topics.SENSORS} or {topics.IMAGES} by the model's task)",
+        metavar="TOPIC",
+    )
+    _opt(
+        t, "--output", "output_topic", f"results topic (default {topics.RESULTS})", metavar="TOPIC"
+    )
+    _opt(
+        t,
+        "--deadletter",
+        "deadletter_topic",
+        f"dead-letter topic (default {topics.DEADLETTER})",
+        metavar="TOPIC",
+    )
+    _opt(t, "--group", "group", "consumer group (default edgeinfer-<model name>)")
+    _opt(t, "--agent-id", "agent_id", "id in results and dead letters (default hostname-pid)")
+    i = p.add_argument_group("inference")
+    _opt(i, "--threads", "threads", "LiteRT interpreter threads (default 1)", type=_int)
+    _opt(i, "--max-batch", "max_batch", "largest inference batch (default 32)", type=_int)
+    _opt(
+        i,
+        "--max-latency-ms",
+        "max_latency_ms",
+        "longest an input waits for its batch to fill, ms (default 5)",
+        type=_float,
+    )
+    w = p.add_argument_group("sensor windows")
+    _opt(
+        w,
+        "--max-devices",
+        "max_devices",
+        "devices with a window in memory; the least recently seen is evicted (default 10000)",
+        type=_int,
+    )
+    _opt(
+        w,
+        "--device-idle-s",
+        "device_idle_s",
+        "drop the window of a device silent this long, seconds (default 600; 0 = never)",
+        type=_float,
+    )
+    c = p.add_argument_group("consumer")
+    _opt(
+        c,
+        "--max-poll-records",
+        "max_poll_records",
+        "records handled per poll: bounds the work between polls (default 256)",
+        type=_int,
+    )
+    _opt(
+        c,
+        "--max-poll-interval-ms",
+        "max_poll_interval_ms",
+        "the group drops a member that does not poll for this long (default 300000)",
+        type=_int,
+    )
+    _opt(
+        c,
+        "--max-message-bytes",
+        "max_message_bytes",
+        "larger inputs are dead-lettered as too_large (default 4194304)",
+        type=_int,
+    )
+    h = p.add_argument_group("metrics and health")
+    _opt(
+        h,
+        "--metrics-port",
+        "metrics_port",
+        "port of /metrics, /healthz, /readyz (default 9400; 0 = a free port, printed)",
+        type=_int,
+    )
+    _opt(h, "--metrics-host", "metrics_host", "address to listen on (default 0.0.0.0)")
+    add_kafka_arguments(p)
+    p.set_defaults(handler="edge_agent.agent:run_agent_command")
+
+
+def _rollback(sub: Any) -> None:
+    p = sub.add_parser(
+        "rollback",
+        help="pin a model to its previous (or a given) version in a registry",
+        description="Write the registry's pin so every agent following it (--registry DIR "
+        "--model NAME) switches to that version within --model-poll-s. Without --to, pins "
+        "the version before the one currently served (the pinned one, else the latest).",
+    )
+    p.add_argument(
+        "--registry",
+        help=f"registry folder (default ./registry) [env: {env_name('registry')}]",
+    )
+    p.add_argument("--model", required=True, help="model name")
+    p.add_argument("--to", metavar="VERSION", help="the version to pin (default: the previous)")
+    p.set_defaults(handler="edge_agent.commands:run_rollback")
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    """``edgeinfer rollback --registry DIR --model NAME [--to VERSION]``."""
+    from edge_agent.exceptions import AgentConfigError
+    from stream.registry import Registry, registry_root
+
+    registry = Registry(registry_root(args.registry))
+    name = args.model
+    versions = registry.versions(name)
+    if not versions:
+        msg = f"model {name!r} has no published versions in {registry.root}; check --registry"
+        raise AgentConfigError(msg)
+    current = registry.current(name)
+    target = args.to
+    if target is None:
+        if current not in versions or versions.index(current) == 0:
+            msg = (
+                f"model {name!r} serves {current}, the oldest published version: there is no "
+                f"previous one (published: {', '.join(versions)}); pass --to VERSION"
+            )
+            raise AgentConfigError(msg)
+        target = versions[versions.index(current) - 1]
+    registry.pin(name, target)
+    print(f"{name}: pinned {target} (was {current}); agents following {registry.root} switch to it")
+    return 0

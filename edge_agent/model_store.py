@@ -1,0 +1,416 @@
+"""The model store: which model the agent serves, and safe switches between versions.
+
+A candidate version goes through, in order: fetch from the source, sha256 and Ed25519
+signature (:func:`stream.bundle.verify_bundle`; with a public key, unsigned bundles are
+refused), name/task/shape checks, a test load in a child process
+(:mod:`edge_agent.probe`: a corrupt model that crashes LiteRT kills the child, not the
+agent), then the load in this process from the very bytes that were verified. Anything that
+fails is refused: logged, counted (``edge_agent_model_swaps_total{result="refused"}``),
+remembered so it is not retried on every poll, and the current model keeps serving.
+
+Which version: a pin wins (``--pin``, then an in-process :meth:`ModelStore.rollback`, then
+the registry's ``pinned`` file written by ``edgeinfer rollback``/``pin``), else the newest
+version that was not refused. :meth:`ModelStore.poll` is cheap and never blocks on a
+candidate: the checks run on a worker thread and the ready model is handed over at a later
+poll, for the caller to switch to between batches. See docs/models.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_agent.exceptions import AgentError, ModelLoadError, ModelRefusedError, NoModelError
+from edge_agent.probe import DEFAULT_TIMEOUT_S, probe_model
+from edge_agent.runtime import Runtime, check_against_manifest, load_runtime
+from edge_agent.sources import BundleDirSource, ModelSource
+from stream.bundle import MODEL_FILE, Manifest, sha256_hex, verify_bundle
+from stream.exceptions import BundleError
+from stream.preprocessing import ImagePreprocessing, Preprocessing
+from stream.registry import _version_key as version_key
+
+logger = logging.getLogger(__name__)
+
+#: How long load_initial waits for a source to finish reading (the models topic) before it
+#: takes the best version seen so far.
+READY_GRACE_S = 10.0
+_WAIT_STEP_S = 0.25
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified bundle loaded into a runtime, ready to serve."""
+
+    manifest: Manifest
+    runtime: Runtime
+    path: Path
+    preprocessing: Preprocessing
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+
+class ModelStore:
+    """Loads, verifies, swaps and rolls back the agent's model (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        source: ModelSource,
+        model_name: str | None,
+        public_key: Ed25519PublicKey | None,
+        num_threads: int,
+        pinned_version: str | None,
+        metrics: Any | None,
+        state_dir: Path,
+        probe_timeout_s: float = DEFAULT_TIMEOUT_S,
+        keep: int = 2,
+    ) -> None:
+        self.source = source
+        self.model_name = model_name
+        self.public_key = public_key
+        self.num_threads = num_threads
+        self.metrics = metrics
+        self.state_dir = Path(state_dir)
+        self.probe_timeout_s = probe_timeout_s
+        self.keep = max(keep, 1)
+        self._pin = pinned_version
+        self._rollback_pin: str | None = None
+        self._lock = threading.RLock()
+        self._current: LoadedModel | None = None
+        self._previous: LoadedModel | None = None
+        #: The model the serving loop was last given (by load_initial or poll).
+        self._handed: LoadedModel | None = None
+        self._fingerprints: dict[str, str] = {}  # version -> fingerprint, of loaded models
+        self._refused: dict[str, tuple[str, str]] = {}  # fingerprint -> (version, reason)
+        self._pending: Future[LoadedModel | None] | None = None
+        self._pending_version: str | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-store")
+        self._warned_pin: str | None = None
+        self.refused_count = 0
+
+    # ------------------------------------------------------------- public API
+
+    def load_initial(self, timeout_s: float) -> LoadedModel:
+        """Block until a model is loaded; :class:`NoModelError` at the deadline.
+
+        A ``--bundle`` source is not waited on: a refused bundle raises
+        :class:`ModelRefusedError` at once.
+        """
+        start = time.monotonic()
+        deadline = start + timeout_s
+        ready_by = start + min(READY_GRACE_S, timeout_s / 2)
+        while True:
+            self.source.refresh()
+            if self.source.ready() or time.monotonic() >= ready_by:
+                with self._lock:
+                    target = self._target()
+                    while target is not None:
+                        model = self._prepare(target, self.source.fingerprint(target))
+                        if model is not None:
+                            self._handed = self._switch(model, result=None)
+                            return model
+                        target = self._target()
+                if isinstance(self.source, BundleDirSource) and self._refused:
+                    reasons = "; ".join(r for _, r in self._refused.values())
+                    msg = f"the model in {self.source.description} was refused: {reasons}"
+                    raise ModelRefusedError(msg)
+            now = time.monotonic()
+            if now >= deadline:
+                raise NoModelError(self._no_model_message(timeout_s))
+            time.sleep(min(_WAIT_STEP_S, deadline - now))
+
+    def current(self) -> LoadedModel:
+        """The model being served."""
+        with self._lock:
+            if self._current is None:
+                msg = "no model is loaded yet: call load_initial() first"
+                raise NoModelError(msg)
+            return self._current
+
+    @property
+    def previous(self) -> LoadedModel | None:
+        """The model served before the current one (kept loaded for :meth:`rollback`)."""
+        return self._previous
+
+    @property
+    def refused(self) -> dict[str, str]:
+        """``{version: reason}`` of every refused candidate."""
+        with self._lock:
+            return {version: reason for version, reason in self._refused.values()}
+
+    def poll(self, *, block: bool = False) -> LoadedModel | None:
+        """A newly loaded model to switch to, or None (cheap; call it between batches).
+
+        Checks of a new candidate run on a worker thread; the model is returned by the poll
+        after they finish (``block=True`` waits for them). The returned model is already the
+        store's current one: the caller must switch to it before its next batch.
+        """
+        model = self._poll_once()
+        pending = self._pending
+        if model is None and block and pending is not None:
+            pending.exception()  # waits for the checks, outside the lock
+            model = self._poll_once()
+        return model
+
+    def _poll_once(self) -> LoadedModel | None:
+        with self._lock:
+            model = self._poll_locked()
+            if model is None and self._current is not None and self._current is not self._handed:
+                model = self._current  # switched outside poll(), e.g. by rollback()
+            if model is not None:
+                self._handed = model
+            return model
+
+    def _poll_locked(self) -> LoadedModel | None:
+        self.source.refresh()
+        target = self._target()
+        pending = self._pending
+        if pending is not None:
+            if not pending.done():
+                return None
+            self._pending, version = None, self._pending_version
+            model = pending.result()
+            if model is not None and target == version and self._current_version() != version:
+                return self._switch(model, result=self._swap_result(model))
+            if model is not None:
+                model.runtime.close()
+        if target is None or target == self._current_version():
+            return None
+        fingerprint = self.source.fingerprint(target)
+        previous = self._previous
+        if (
+            previous is not None
+            and previous.version == target
+            and self._fingerprints.get(target) == fingerprint
+        ):
+            return self._switch(previous, result=self._swap_result(previous))
+        self._pending_version = target
+        self._pending = self._executor.submit(self._prepare, target, fingerprint)
+        return None
+
+    def rollback(self) -> LoadedModel:
+        """Serve the previous version again (kept loaded), and stay on it: it becomes pinned
+        in this process until :meth:`unpin` (the registry's pin file is not touched).
+
+        The serving loop gets the rolled-back model from its next :meth:`poll`.
+        """
+        with self._lock:
+            if self._previous is None or self._current is None:
+                msg = "no previous model version to roll back to: only one was ever loaded"
+                raise NoModelError(msg)
+            target = self._previous
+            self._rollback_pin = target.version
+            logger.warning(
+                'rolling back model="%s" from_version="%s" to_version="%s"',
+                target.name,
+                self._current.version,
+                target.version,
+            )
+            return self._switch(target, result="rollback")
+
+    def pin(self, version: str) -> None:
+        """Pin this process to ``version`` (as ``--pin``); the next poll switches to it."""
+        with self._lock:
+            self._pin = version
+
+    def unpin(self) -> None:
+        """Forget ``--pin`` and any rollback pin: follow the source's pin or newest again."""
+        with self._lock:
+            self._pin = None
+            self._rollback_pin = None
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.source.close()
+        with self._lock:
+            for model in (self._current, self._previous):
+                if model is not None:
+                    model.runtime.close()
+
+    # ------------------------------------------------------------- internals
+
+    def _current_version(self) -> str | None:
+        return self._current.version if self._current is not None else None
+
+    def _target(self) -> str | None:
+        """The version to serve: a pin, else the newest version not refused."""
+        versions = self.source.versions()
+        pin = self._pin or self._rollback_pin or self.source.pinned()
+        if pin is not None:
+            if pin not in versions:
+                if self._warned_pin != pin:
+                    self._warned_pin = pin
+                    logger.warning(
+                        'pinned version not available model="%s" version="%s" available="%s"',
+                        self.model_name or "?",
+                        pin,
+                        ",".join(versions),
+                    )
+                return None
+            return None if self._is_refused(pin) else pin
+        candidates = [v for v in versions if not self._is_refused(v)]
+        return candidates[-1] if candidates else None
+
+    def _is_refused(self, version: str) -> bool:
+        if self._current is not None and version == self._current.version:
+            return False
+        return self.source.fingerprint(version) in self._refused
+
+    def _swap_result(self, model: LoadedModel) -> str:
+        current = self._current
+        if current is not None and version_key(model.version) < version_key(current.version):
+            return "rollback"
+        return "ok"
+
+    def _switch(self, model: LoadedModel, *, result: str | None) -> LoadedModel:
+        old = self._current
+        if old is not None and old is not model:
+            evicted = self._previous
+            if evicted is not None and evicted is not model and evicted is not self._handed:
+                evicted.runtime.close()
+            self._previous = old
+        self._current = model
+        if self.metrics is not None:
+            if result is not None:
+                self.metrics.model_swaps.labels(result=result).inc()
+            self.metrics.set_model(model.manifest)
+        kept = [m.version for m in (self._current, self._previous) if m is not None]
+        try:
+            self.source.retain(kept[: self.keep])
+        except OSError as exc:
+            logger.warning('cannot prune cached bundles error="%s"', exc)
+        logger.info(
+            'model serving name="%s" version="%s" sha256=%s variant="%s" runtime="%s" '
+            "default_delegates=%s batchable=%s previous=%s",
+            model.name,
+            model.version,
+            model.manifest.model_sha256[:12],
+            model.manifest.variant,
+            model.runtime.name,
+            model.runtime.uses_default_delegates,
+            model.runtime.batchable,
+            old.version if old is not None else None,
+        )
+        return model
+
+    def _refuse(self, version: str, fingerprint: str, reason: str) -> None:
+        with self._lock:
+            self._refused[fingerprint] = (version, reason)
+            self.refused_count += 1
+        if self.metrics is not None:
+            self.metrics.model_swaps.labels(result="refused").inc()
+        logger.error(
+            'model refused source="%s" version="%s" reason="%s" serving="%s"',
+            self.source.description,
+            version,
+            reason,
+            self._current_version(),
+        )
+
+    def _prepare(self, version: str, fingerprint: str) -> LoadedModel | None:
+        """Fetch, verify, test-load in a child, load: the model, or None when refused."""
+        try:
+            return self._load_checked(version)
+        except (AgentError, BundleError, OSError) as exc:
+            self._refuse(version, fingerprint, str(exc))
+        except Exception as exc:  # noqa: BLE001  anything unexpected refuses, never crashes
+            logger.exception("unexpected error while preparing model version %s", version)
+            self._refuse(version, fingerprint, f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _load_checked(self, version: str) -> LoadedModel:
+        path = self.source.fetch(version)
+        manifest = verify_bundle(path, public_key=self.public_key).manifest
+        if manifest.version != version:
+            msg = f"{path} is listed as version {version} but its manifest says {manifest.version}"
+            raise ModelRefusedError(msg)
+        expected_name = self.model_name or (self._current.name if self._current else None)
+        if expected_name is not None and manifest.name != expected_name:
+            msg = f"{path} holds model {manifest.name!r}, this agent serves {expected_name!r}"
+            raise ModelRefusedError(msg)
+        current = self._current
+        if current is not None and manifest.task != current.manifest.task:
+            msg = (
+                f"{manifest.name} {version} is a {manifest.task} model; this agent serves "
+                f"{current.manifest.task}: restart the agent to change the task"
+            )
+            raise ModelRefusedError(msg)
+        model = (path / MODEL_FILE).read_bytes()
+        if sha256_hex(model) != manifest.model_sha256:
+            msg = f"{path / MODEL_FILE} changed after it was verified: refused"
+            raise ModelRefusedError(msg)
+        what = f"{manifest.name} {version} ({path / MODEL_FILE})"
+        probe = probe_model(
+            model,
+            what=what,
+            num_threads=self.num_threads,
+            use_default_delegates=manifest.use_default_delegates,
+            timeout_s=self.probe_timeout_s,
+        )
+        if not probe.ok:
+            raise ModelRefusedError(probe.error)
+        runtime = load_runtime(
+            model_content=model,
+            num_threads=self.num_threads,
+            use_default_delegates=manifest.use_default_delegates,
+        )
+        try:
+            for warning in check_against_manifest(runtime, manifest):
+                logger.warning('model="%s" version="%s" %s', manifest.name, version, warning)
+            _check_preprocessing(manifest, runtime)
+        except AgentError:
+            runtime.close()
+            raise
+        if manifest.use_default_delegates and not runtime.uses_default_delegates:
+            if self.metrics is not None:
+                self.metrics.runtime_fallback.labels(reason="xnnpack_invoke_failed").inc()
+        with self._lock:
+            self._fingerprints[version] = self.source.fingerprint(version)
+        return LoadedModel(
+            manifest=manifest, runtime=runtime, path=path, preprocessing=manifest.preprocessing
+        )
+
+    def _no_model_message(self, timeout_s: float) -> str:
+        versions = self.source.versions()
+        parts = [
+            f"no usable model from {self.source.description} within {timeout_s:.0f} s",
+            f"versions seen: {', '.join(versions) or 'none'}",
+        ]
+        pin = self._pin or self.source.pinned()
+        if pin:
+            parts.append(f"pinned to {pin}")
+        if self._refused:
+            parts.append("refused: " + "; ".join(f"{v}: {r}" for v, r in self._refused.values()))
+        if self.source.last_error:
+            parts.append(f"source: {self.source.last_error}")
+        parts.append("publish a bundle with `edgeinfer publish` or raise --model-wait-s")
+        return "; ".join(parts)
+
+
+def _check_preprocessing(manifest: Manifest, runtime: Runtime) -> None:
+    """The preprocessing must produce exactly the model's input shape."""
+    prep = manifest.preprocessing
+    if isinstance(prep, ImagePreprocessing):
+        produced = [prep.height, prep.width, prep.channels]
+    else:
+        produced = [prep.window, prep.channels]
+    wanted = list(runtime.input_spec.shape[1:])
+    if produced != wanted:
+        msg = (
+            f"{manifest.name} {manifest.version}: preprocessing produces inputs shaped "
+            f"{produced} but the model takes {wanted}; re-export the bundle"
+        )
+        raise ModelLoadError(msg)

@@ -1,0 +1,211 @@
+"""Mixed good and bad input: every bad message is dead-lettered with its reason and its
+original bytes and headers, every good one is answered, and nothing stops the partition."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stream import codecs
+from stream.bundle import read_manifest
+from stream.kafka import ensure_topics
+from stream.preprocessing import SequencePreprocessing
+
+pytestmark = pytest.mark.integration
+
+MAX_BYTES = 4000
+
+
+def reading(device: str, ts: int, values: list[float]) -> bytes:
+    return codecs.encode_reading(device, ts, values)
+
+
+def json_headers(device: str, ts: int) -> list[tuple[str, bytes]]:
+    return codecs.sensor_headers(device, ts, label="walking")
+
+
+def collect(reader: Any, out: str, dl: str, results: int, dead: int) -> None:
+    reader.until(
+        lambda r: r.count(out) >= results and r.count(dl) >= dead,
+        90,
+        f"{results} results and {dead} dead letters",
+    )
+
+
+def check_dead_letters(
+    records: list[Any], sent: dict[int, tuple[str, bytes | None, list[Any]]], topic: str
+) -> None:
+    """Each dead letter carries the reason, the original value and headers, the source."""
+    got = {}
+    for rec in records:
+        d = codecs.decode_dead_letter(rec.value, rec.headers)
+        assert d.source_topic == topic
+        assert d.agent_id == "thread-agent-0"
+        assert d.error_message
+        got[d.source_offset] = d
+    assert set(got) == set(sent), "every bad message and only those are dead-lettered"
+    for offset, (reason, value, headers) in sent.items():
+        d = got[offset]
+        assert d.error_type == reason, (offset, d.error_message)
+        assert d.value == value
+        assert d.headers == codecs.headers_dict(headers)
+
+
+def test_sensor_stream_with_bad_messages(
+    kafka_settings: Any,
+    unique_topic: Any,
+    agent_thread: Any,
+    topic_reader: Any,
+    producer_factory: Any,
+    motions_bundles: dict[str, Path],
+) -> None:
+    bundle = motions_bundles["int8"]
+    prep = read_manifest(bundle).preprocessing
+    assert isinstance(prep, SequencePreprocessing)
+    channels, window, stride = prep.channels, prep.window, prep.stride
+    inp, out, dl = unique_topic("sensors"), unique_topic("results"), unique_topic("dl")
+    ensure_topics(kafka_settings, [inp, out, dl], partitions=1)
+    agent = agent_thread(
+        bundle=bundle,
+        input_topic=inp,
+        output_topic=out,
+        deadletter_topic=dl,
+        max_message_bytes=MAX_BYTES,
+    )
+    good = [0.5] * channels
+    bad: list[tuple[str, bytes | None, list[Any]]] = [
+        ("not_json", b"hello, not json", []),
+        ("not_json", b"\xff\xfe\x00garbage", []),
+        ("missing_field", b'{"device_id": "a", "ts": 5}', json_headers("a", 5)),
+        ("missing_field", b'{"ts": 5, "values": [1]}', []),
+        ("non_finite", b'{"device_id": "a", "ts": 5, "values": [NaN, 1, 2, 3, 4, 5]}', []),
+        ("wrong_shape", reading("a", 5, [1.0] * (channels + 1)), json_headers("a", 5)),
+        ("wrong_type", b'{"device_id": "a", "ts": 5, "values": "abc"}', []),
+        ("too_large", b'{"device_id": "a", "ts": 5, "pad": "' + b"x" * MAX_BYTES + b'"}', []),
+        ("unknown_content_type", reading("a", 5, good), [("content-type", b"image/png")]),
+        ("missing_field", None, [("note", b"tombstone")]),
+    ]
+    producer = producer_factory()
+    sent_bad: dict[int, tuple[str, bytes | None, list[Any]]] = {}
+    offset = 0
+    ts = 1_000
+    good_offsets: dict[str, list[int]] = {"a": [], "b": []}
+    # two windows' worth of good readings per device, bad ones in between
+    n_good = window + stride
+    for i in range(n_good):
+        for device in ("a", "b"):
+            ts += 1
+            producer.send(
+                inp,
+                value=reading(device, ts, good),
+                key=device.encode(),
+                headers=json_headers(device, ts),
+            )
+            good_offsets[device].append(offset)
+            offset += 1
+        if i < len(bad):
+            reason, value, headers = bad[i]
+            producer.send(inp, value=value, key=b"a", headers=headers)
+            sent_bad[offset] = (reason, value, headers)
+            offset += 1
+        if i == 5:  # a reading older than device b's last one
+            value = reading("b", ts - 100, good)
+            headers = json_headers("b", ts - 100)
+            producer.send(inp, value=value, key=b"b", headers=headers)
+            sent_bad[offset] = ("out_of_order", value, headers)
+            offset += 1
+    producer.flush()
+    expected_windows = 2 * ((n_good - window) // stride + 1)
+
+    reader = topic_reader(out, dl)
+    collect(reader, out, dl, expected_windows, len(sent_bad))
+    assert agent.stop() == 0
+    reader.poll()
+    check_dead_letters(reader.records[dl], sent_bad, inp)
+    results = [codecs.decode_result(r.value) for r in reader.records[out]]
+    assert len(results) == expected_windows
+    for device, offsets in good_offsets.items():
+        mine = sorted(r.source["last_offset"] for r in results if r.device_id == device)
+        assert len(mine) == expected_windows // 2
+        # the device's last window ends at its last good reading: none was skipped
+        assert mine[-1] == offsets[-1]
+        first = min(r.source["first_offset"] for r in results if r.device_id == device)
+        assert first == offsets[0]
+    for reason in {b[0] for b in sent_bad.values()}:
+        count = sum(1 for b in sent_bad.values() if b[0] == reason)
+        assert agent.sample("edge_agent_deadletters_total", {"reason": reason}) == count
+
+
+def npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def test_image_stream_with_bad_messages(
+    kafka_settings: Any,
+    unique_topic: Any,
+    agent_thread: Any,
+    topic_reader: Any,
+    producer_factory: Any,
+    digits_bundles: dict[str, Path],
+) -> None:
+    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
+    ensure_topics(kafka_settings, [inp, out, dl], partitions=1)
+    agent = agent_thread(
+        bundle=digits_bundles["int8"],
+        input_topic=inp,
+        output_topic=out,
+        deadletter_topic=dl,
+        max_message_bytes=MAX_BYTES,
+    )
+    rng = np.random.default_rng(0)
+    digit = rng.integers(0, 16, (8, 8), dtype=np.uint8)
+    png = codecs.encode_png(digit)
+    ok_headers = codecs.image_headers("image/png", "cam-1", 1_700_000_000_000, label="3")
+    bad: list[tuple[str, bytes | None, list[Any]]] = [
+        ("corrupt_image", png[:20] + b"\x00" * 30, [("content-type", b"image/png")]),
+        (
+            "corrupt_image",
+            b"\xff\xd8\xff" + b"not really a jpeg",
+            [("content-type", b"image/jpeg")],
+        ),
+        ("unknown_content_type", b"plain text", [("content-type", b"text/plain")]),
+        ("unknown_content_type", json.dumps({"values": [1]}).encode(), []),
+        (
+            "wrong_dtype",
+            npy(np.zeros((8, 8), np.float32)),
+            [("content-type", b"application/x-npy")],
+        ),
+        ("wrong_shape", npy(np.zeros((8, 9), np.uint8)), [("content-type", b"application/x-npy")]),
+        ("too_large", codecs.encode_png(rng.integers(0, 255, (80, 80), dtype=np.uint8)), []),
+        ("bad_header", png, [("content-type", b"image/png"), ("ts", b"yesterday")]),
+        ("missing_field", None, [("content-type", b"image/png")]),
+    ]
+    producer = producer_factory()
+    sent_bad: dict[int, tuple[str, bytes | None, list[Any]]] = {}
+    good_offsets: list[int] = []
+    offset = 0
+    for i in range(len(bad) + 1):
+        producer.send(inp, value=png, key=b"cam-1", headers=ok_headers)
+        good_offsets.append(offset)
+        offset += 1
+        if i < len(bad):
+            reason, value, headers = bad[i]
+            producer.send(inp, value=value, key=b"cam-1", headers=headers)
+            sent_bad[offset] = (reason, value, headers)
+            offset += 1
+    producer.flush()
+    reader = topic_reader(out, dl)
+    collect(reader, out, dl, len(good_offsets), len(sent_bad))
+    assert agent.stop() == 0
+    reader.poll()
+    check_dead_letters(reader.records[dl], sent_bad, inp)
+    results = [codecs.decode_result(r.value) for r in reader.records[out]]
+    assert sorted(r.source["offset"] for r in results) == good_offsets
+    assert all(r.true_label == "3" and r.device_id == "cam-1" for r in results)

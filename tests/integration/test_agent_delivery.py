@@ -1,0 +1,163 @@
+"""Delivery guarantees of the real ``edgeinfer agent`` process: SIGTERM drains and commits,
+SIGKILL loses nothing (at-least-once), /metrics counts what was sent."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+
+from stream import codecs
+from stream.kafka import ensure_topics, make_consumer
+from stream.replay import replay_images
+from stream.settings import KafkaSettings
+
+pytestmark = pytest.mark.integration
+
+
+def committed_offsets(
+    settings: KafkaSettings, group: str, topic: str, parts: int
+) -> dict[int, int]:
+    consumer = make_consumer(settings, group_id=group)
+    try:
+        out = {}
+        for p in range(parts):
+            value = consumer.committed(TopicPartition(topic, p))
+            out[p] = -1 if value is None else int(value)
+        return out
+    finally:
+        consumer.close()
+
+
+def input_offsets(reader: Any, topic: str) -> set[tuple[int, int]]:
+    return {(r.partition, r.offset) for r in reader.records[topic]}
+
+
+def answered(reader: Any, out: str) -> Counter[tuple[int, int]]:
+    results = [codecs.decode_result(r.value) for r in reader.records[out]]
+    return Counter((r.source["partition"], r.source["offset"]) for r in results)
+
+
+def agent_args(bundle: Path, inp: str, out: str, dl: str, group: str) -> list[str]:
+    return [
+        "--bundle",
+        str(bundle),
+        "--input",
+        inp,
+        "--output",
+        out,
+        "--deadletter",
+        dl,
+        "--group",
+        group,
+    ]
+
+
+def test_sigterm_drains_commits_everything_and_exits_0(
+    kafka_settings: KafkaSettings,
+    unique_topic: Any,
+    agent_process: Any,
+    topic_reader: Any,
+    digits_bundles: dict[str, Path],
+) -> None:
+    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
+    group = unique_topic("group")
+    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
+    agent = agent_process(*agent_args(digits_bundles["int8"], inp, out, dl, group))
+    stats = replay_images(kafka_settings, "digits", topic=inp, rate=0, partitions=None)
+    n = stats.sent
+    reader = topic_reader(inp, out, dl)
+    reader.until(lambda r: r.count(out) >= n and r.count(inp) >= n, 120, f"{n} results")
+
+    # a real scrape of the process's /metrics matches what was sent
+    text = agent.metrics()
+    from tests.fixtures.agent import metric_value
+
+    assert metric_value(text, "edge_agent_messages_consumed_total", {"topic": inp}) == n
+    produced = metric_value(text, "edge_agent_results_produced_total", {"topic": out})
+    assert produced == n
+    assert metric_value(text, "edge_agent_ready") == 1
+    assert metric_value(text, "edge_agent_deadletters_total", {"reason": "not_json"}) == 0
+
+    assert agent.terminate() == 0
+    log = agent.log()
+    assert "drained" in log and "agent stopped" in log
+    ends = Counter(p for p, _ in input_offsets(reader, inp))
+    assert committed_offsets(kafka_settings, group, inp, 2) == {p: ends[p] for p in (0, 1)}
+    assert set(answered(reader, out)) == input_offsets(reader, inp)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_stream_commits_only_answered_inputs(
+    kafka_settings: KafkaSettings,
+    unique_topic: Any,
+    agent_process: Any,
+    topic_reader: Any,
+    digits_bundles: dict[str, Path],
+) -> None:
+    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
+    group = unique_topic("group")
+    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
+    agent = agent_process(*agent_args(digits_bundles["int8"], inp, out, dl, group))
+    replay = threading.Thread(
+        target=replay_images,
+        args=(kafka_settings, "digits"),
+        kwargs={"topic": inp, "rate": 400.0, "repeat": 4, "partitions": None},
+    )
+    replay.start()
+    reader = topic_reader(inp, out, dl)
+    try:
+        reader.until(lambda r: r.count(out) >= 300, 60, "300 results before SIGTERM")
+        assert agent.terminate() == 0  # while the replay is still sending
+    finally:
+        replay.join(120)
+    committed = committed_offsets(kafka_settings, group, inp, 2)
+    reader.until(lambda r: r.count(inp) >= 1800, 60, "the whole replay")
+    done = answered(reader, out)
+    assert sum(committed.values()) >= 300
+    for p, upto in committed.items():
+        missing = [o for o in range(upto) if (p, o) not in done]
+        assert not missing, f"partition {p}: offsets below the commit {upto} without a result"
+
+
+@pytest.mark.slow
+def test_sigkill_mid_stream_then_restart_answers_every_input(
+    kafka_settings: KafkaSettings,
+    unique_topic: Any,
+    agent_process: Any,
+    topic_reader: Any,
+    digits_bundles: dict[str, Path],
+) -> None:
+    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
+    group = unique_topic("group")
+    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
+    args = agent_args(digits_bundles["int8"], inp, out, dl, group)
+    first = agent_process(*args)
+    total = 450 * 4
+    replay = threading.Thread(
+        target=replay_images,
+        args=(kafka_settings, "digits"),
+        kwargs={"topic": inp, "rate": 300.0, "repeat": 4, "partitions": None},
+    )
+    replay.start()
+    reader = topic_reader(inp, out, dl)
+    try:
+        reader.until(lambda r: r.count(out) >= 400, 60, "400 results before SIGKILL")
+        first.kill()  # no drain, no commit: whatever was in flight is lost in memory
+        killed_at = reader.count(out)
+        second = agent_process(*args)  # same group: resumes from the last commit
+        assert killed_at < total
+    finally:
+        replay.join(120)
+    reader.until(
+        lambda r: r.count(inp) >= total and set(answered(r, out)) >= input_offsets(r, inp),
+        120,
+        "a result for every input after the restart",
+    )
+    done = answered(reader, out)
+    assert set(done) == input_offsets(reader, inp)  # none missing (duplicates allowed)
+    assert second.terminate() == 0

@@ -1,0 +1,73 @@
+"""Two agents in one consumer group split the partitions and answer every input once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream import codecs
+from stream.kafka import ensure_topics
+from stream.replay import replay_images
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+
+
+@pytest.mark.slow
+def test_two_agents_split_partitions_and_answer_each_input_once(
+    kafka_settings: Any,
+    unique_topic: Any,
+    agent_thread: Any,
+    topic_reader: Any,
+    digits_bundles: dict[str, Path],
+) -> None:
+    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
+    group = unique_topic("group")
+    ensure_topics(kafka_settings, [inp, out, dl], partitions=PARTITIONS)
+    common = {
+        "bundle": digits_bundles["int8"],
+        "input_topic": inp,
+        "output_topic": out,
+        "deadletter_topic": dl,
+        "group": group,
+    }
+    a = agent_thread(**common)
+    b = agent_thread(**common)
+    # no rebalance during the test: wait until the group has settled on a split
+    deadline = time.monotonic() + 60
+    while True:
+        pa, pb = a.pipeline.assigned, b.pipeline.assigned
+        if pa and pb and not pa & pb and pa | pb == set(range(PARTITIONS)):
+            break
+        assert time.monotonic() < deadline, f"no split after 60 s: {pa} {pb}"
+        time.sleep(0.1)
+    assert a.sample("edge_agent_partitions_assigned") == len(pa)
+    assert b.sample("edge_agent_partitions_assigned") == len(pb)
+
+    stats = replay_images(
+        kafka_settings, "digits", topic=inp, rate=0, repeat=2, devices=16, partitions=None
+    )
+    n = stats.sent
+    reader = topic_reader(inp, out, dl)
+    reader.until(lambda r: r.count(out) >= n and r.count(inp) >= n, 120, f"{n} results")
+    assert a.stop() == 0 and b.stop() == 0
+    reader.poll()
+
+    results = [codecs.decode_result(r.value) for r in reader.records[out]]
+    done = Counter((r.source["partition"], r.source["offset"]) for r in results)
+    assert set(done) == {(r.partition, r.offset) for r in reader.records[inp]}
+    assert max(done.values()) == 1, "an input was answered twice"
+    by_agent: dict[str, set[int]] = {}
+    for r in results:
+        by_agent.setdefault(r.agent_id, set()).add(r.source["partition"])
+    # each agent answered only its own partitions (a partition may have got no input)
+    assert set(by_agent) == {"thread-agent-0", "thread-agent-1"}
+    assert by_agent["thread-agent-0"] <= pa and by_agent["thread-agent-1"] <= pb
+    consumed_a = a.sample("edge_agent_messages_consumed_total", {"topic": inp}) or 0
+    consumed_b = b.sample("edge_agent_messages_consumed_total", {"topic": inp}) or 0
+    assert consumed_a > 0 and consumed_b > 0 and consumed_a + consumed_b == n

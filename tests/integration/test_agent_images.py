@@ -1,0 +1,138 @@
+"""The agent on image streams, against the real broker and a real int8 digits bundle."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stream import codecs
+from stream.bundle import read_manifest
+from stream.kafka import ensure_topics
+from stream.replay import replay_images
+
+pytestmark = pytest.mark.integration
+
+#: Accuracy tolerance. The bundle's accuracy was measured by the trainer with LiteRT on the
+#: same 450-image test split (stream.datasets, seed 0) that ``replay_images`` sends. The
+#: agent sees the same uint8 pixels (PNG is lossless) through the same preprocessing and
+#: the same int8 model; only the batch size differs (32 here, 1 in the trainer), and
+#: XNNPACK's batched int8 kernels may round an accumulator differently, which can flip a
+#: near-tie. 0.01 is 4 of 450 images.
+ACCURACY_TOLERANCE = 0.01
+
+
+def drain_reader(reader: Any, topic: str, expected: int, timeout_s: float = 120.0) -> list[Any]:
+    """All records of ``topic`` once ``expected`` arrived and two more polls found nothing."""
+    reader.until(lambda r: r.count(topic) >= expected, timeout_s, f"{expected} on {topic}")
+    quiet = 0
+    while quiet < 2:
+        quiet = quiet + 1 if reader.poll() == 0 else 0
+    return reader.records[topic]
+
+
+def test_digits_replay_one_result_per_image_with_the_bundles_accuracy(
+    kafka_settings: Any,
+    unique_topic: Any,
+    agent_thread: Any,
+    topic_reader: Any,
+    digits_bundles: dict[str, Path],
+) -> None:
+    bundle = digits_bundles["int8"]
+    manifest = read_manifest(bundle)
+    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
+    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
+    agent = agent_thread(bundle=bundle, input_topic=inp, output_topic=out, deadletter_topic=dl)
+
+    stats = replay_images(kafka_settings, "digits", topic=inp, rate=0, partitions=None)
+    n = stats.sent
+    assert n == 450
+    reader = topic_reader(out, dl)
+    reader.until(lambda r: r.count(out) >= n, 120, f"{n} results")
+    assert agent.stop() == 0
+    records = drain_reader(reader, out, n)
+
+    # exactly one result per image
+    assert len(records) == n
+    results = [codecs.decode_result(r.value) for r in records]
+    answered = Counter((r.source["partition"], r.source["offset"]) for r in results)
+    assert len(answered) == n and max(answered.values()) == 1
+    assert all(r.source["topic"] == inp for r in results)
+    assert reader.count(dl) == 0
+
+    # the wire contract
+    for rec, res in zip(records, results, strict=True):
+        assert rec.key == res.device_id.encode()
+        assert res.model == manifest.name and res.version == manifest.version
+        assert res.agent_id == "thread-agent-0"
+        assert set(res.scores) == set(manifest.labels)
+        assert res.label == max(res.scores, key=lambda k: res.scores[k])
+        assert res.score == res.scores[res.label]
+        assert set(res.latency_ms) == {"queue", "infer", "e2e"}
+        assert res.latency_ms["queue"] >= 0 and res.latency_ms["infer"] > 0
+        assert res.headers["content-type"] == "image/png"
+        assert res.true_label == res.headers["label"]
+        assert res.ts == int(res.headers["ts"])
+        # the agent's fast JSON path writes exactly what stream.codecs.encode_result writes
+        assert rec.value == codecs.encode_result(res)
+
+    # accuracy from the results equals the bundle's int8 test accuracy
+    accuracy = float(np.mean([r.label == r.true_label for r in results]))
+    expected = float(manifest.metrics["accuracy"])
+    assert accuracy == pytest.approx(expected, abs=ACCURACY_TOLERANCE)
+
+    # metrics match what was sent
+    v = agent.sample
+    assert v("edge_agent_messages_consumed_total", {"topic": inp}) == n
+    labels = {"topic": out, "model": manifest.name, "version": manifest.version}
+    assert v("edge_agent_results_produced_total", labels) == n
+    assert v("edge_agent_e2e_latency_seconds_count", {"model": manifest.name}) == n
+    batches = v("edge_agent_batch_size_count", {"model": manifest.name})
+    assert batches is not None and n / 32 <= batches <= n
+    assert v("edge_agent_batch_size_sum", {"model": manifest.name}) == n
+    mv = {"model": manifest.name, "version": manifest.version}
+    assert v("edge_agent_inference_duration_seconds_count", mv) == batches
+    info = {**mv, "sha256": manifest.model_sha256, "variant": manifest.variant}
+    assert v("edge_agent_model_info", info) == 1
+    for reason in ("not_json", "corrupt_image", "too_large"):
+        assert v("edge_agent_deadletters_total", {"reason": reason}) == 0
+
+
+def test_images_of_other_sizes_and_formats_are_fitted_to_the_model(
+    kafka_settings: Any,
+    unique_topic: Any,
+    agent_thread: Any,
+    topic_reader: Any,
+    producer_factory: Any,
+    digits_bundles: dict[str, Path],
+) -> None:
+    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
+    ensure_topics(kafka_settings, [inp, out, dl], partitions=1)
+    agent_thread(
+        bundle=digits_bundles["int8"], input_topic=inp, output_topic=out, deadletter_topic=dl
+    )
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 255, (32, 24, 3), dtype=np.uint8)
+    gray = rng.integers(0, 255, (8, 8, 1), dtype=np.uint8)
+    messages = [
+        (codecs.encode_png(rgb), "image/png"),  # RGB, larger: converted and resized
+        (codecs.encode_jpeg(rgb), "image/jpeg"),
+        (codecs.encode_npy(gray), "application/x-npy"),  # exact tensor
+        (codecs.encode_png(gray), None),  # no content-type: sniffed
+    ]
+    producer = producer_factory()
+    for value, ctype in messages:
+        headers = [] if ctype is None else [("content-type", ctype.encode())]
+        producer.send(inp, value=value, key=b"cam", headers=headers)
+    producer.flush()
+    reader = topic_reader(out, dl)
+    reader.until(lambda r: r.count(out) >= len(messages), 60, "4 results")
+    assert reader.count(dl) == 0
+    results = [json.loads(r.value) for r in reader.records[out]]
+    assert sorted(r["source"]["offset"] for r in results) == [0, 1, 2, 3]
+    assert {r["device_id"] for r in results} == {"cam"}  # the key when no device-id header
+    assert all(r["ts"] is None and r["latency_ms"]["e2e"] >= 0 for r in results)
