@@ -112,10 +112,16 @@ class Decoder:
 
 
 def result_bytes(
-    manifest: Manifest, it: Input, row: list[float], topic: str, agent_id: str, infer_ms: float
+    manifest: Manifest,
+    it: Input,
+    row: list[float],
+    j: int,
+    topic: str,
+    agent_id: str,
+    infer_ms: float,
 ) -> bytes:
+    """The result JSON the agent writes (row: scores, j: the index of the best one)."""
     labels = manifest.labels
-    j = int(np.argmax(row))
     produced_at = int(time.time() * 1000)
     e2e = produced_at - (it.ts if it.ts is not None else it.kafka_ts)
     result = InferenceResult(
@@ -173,7 +179,7 @@ def run_passthrough(args: argparse.Namespace, settings: KafkaSettings) -> int:
                     range(0, len(items), args.max_batch), decoder.preprocess(items), strict=True
                 ):
                     for it in items[start : start + args.max_batch]:
-                        value = result_bytes(manifest, it, uniform, args.input, "passthrough", 0.0)
+                        value = result_bytes(manifest, it, uniform, 0, args.input, "passthrough", 0.0)
                         futures.append(
                             producer.send(
                                 args.output,
@@ -258,7 +264,7 @@ def run_confluent(args: argparse.Namespace, settings: KafkaSettings) -> int:
                     range(0, len(items), args.max_batch), decoder.preprocess(items), strict=True
                 ):
                     for it in items[start : start + args.max_batch]:
-                        value = result_bytes(manifest, it, uniform, args.input, "confluent", 0.0)
+                        value = result_bytes(manifest, it, uniform, 0, args.input, "confluent", 0.0)
                         producer.produce(
                             args.output,
                             value=value,
@@ -303,7 +309,9 @@ def run_naive(args: argparse.Namespace, settings: KafkaSettings) -> int:
                     t0 = time.perf_counter()
                     y = np.asarray(model.predict(x, verbose=0), dtype=np.float32)
                     infer_ms = (time.perf_counter() - t0) * 1000.0
-                    value = result_bytes(manifest, it, y[0].tolist(), args.input, "naive", infer_ms)
+                    value = result_bytes(
+                        manifest, it, y[0].tolist(), int(y[0].argmax()), args.input, "naive", infer_ms
+                    )
                     producer.send(
                         args.output, value=value, key=it.device_id.encode(), headers=RESULT_HEADERS
                     )

@@ -122,6 +122,8 @@ def run_bench(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for noisy in ("stream.kafka", "stream.broker"):  # topic creation and broker start-up lines
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # kafka-python 3 warns when this (busy, pinned) process blocks its I/O loop: not news here.
+    logging.getLogger("kafka").setLevel(logging.ERROR)
     cpus = allowed_cpus()
     cpu = cpus[-1] if args.cpu is None else int(args.cpu)
     if cpu not in cpus:

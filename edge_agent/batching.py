@@ -8,7 +8,10 @@ poll: a batch is run when it holds ``max_batch`` items, when its oldest item has
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 
@@ -75,3 +78,29 @@ class MicroBatcher(Generic[T]):
         batch = self._items
         self._items, self._times = [], []
         return batch
+
+
+@dataclass(slots=True)
+class Pending:
+    """One input waiting in the batch: an image or a full sensor window."""
+
+    #: The model input before preprocessing: uint8 (H, W, C) or float32 (window, channels).
+    x: np.ndarray
+    device_id: str
+    partition: int
+    #: The message offset (windows: the first reading's).
+    offset: int
+    #: The same as ``offset`` for images; the last reading's offset for windows.
+    last_offset: int
+    window: bool
+    #: Device timestamp (epoch ms) when the input had one.
+    ts: int | None
+    #: Kafka record timestamp (epoch ms): where end-to-end latency starts without ``ts``.
+    kafka_ts: int
+    #: The input's Kafka headers, carried through to the result.
+    headers: Any
+    #: Wall-clock time (s) the agent took the input from Kafka.
+    consumed_at: float
+    key: bytes | None
+    #: The original bytes (images), for a dead letter if inference fails.
+    value: bytes | None

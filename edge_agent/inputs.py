@@ -1,4 +1,7 @@
-"""Turn decoded input messages into what the model's preprocessing expects.
+"""Turn input records into what the model's preprocessing expects.
+
+Decoding itself is :mod:`stream.codecs` (untrusted bytes -> schema objects, raising only
+``DecodeError`` with a bounded reason); this module adds the agent's checks.
 
 Images (PNG/JPEG) are converted to the model's colour (gray <-> RGB) and resized to its
 height x width (bilinear), as ``ImagePreprocessing`` documents. A raw ``.npy`` tensor is
@@ -8,13 +11,21 @@ taken as it is: it must already have the model's (height, width, channels), else
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
+from edge_agent.batching import Pending
+from stream import topics
+from stream.codecs import decode_image, decode_sensor
 from stream.exceptions import DecodeError
 from stream.preprocessing import ImagePreprocessing
+from stream.schemas import SensorChunk
 
 NPY = "application/x-npy"
+#: Content types accepted on the sensor topic ("" = no header).
+SENSOR_CONTENT_TYPES = ("", "application/json", "text/json")
 #: ITU-R 601-2 luma, as PIL's ``convert("L")``.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -46,3 +57,48 @@ def fit_image(pixels: np.ndarray, content_type: str, prep: ImagePreprocessing) -
         out = np.asarray(im.resize((prep.width, prep.height), Image.Resampling.BILINEAR))
         pixels = out[:, :, None] if out.ndim == 2 else out
     return np.ascontiguousarray(pixels)
+
+
+def image_input(
+    record: Any, partition: int, prep: ImagePreprocessing, *, max_bytes: int, consumed_at: float
+) -> Pending:
+    """An image record -> a batch item (raises ``DecodeError``)."""
+    frame = decode_image(record.value, record.headers, max_bytes=max_bytes)
+    x = fit_image(frame.pixels, frame.content_type, prep)
+    key = record.key
+    device = frame.device_id or (key.decode("utf-8", "replace") if key else "") or "unknown"
+    return Pending(
+        x=x,
+        device_id=device,
+        partition=partition,
+        offset=record.offset,
+        last_offset=record.offset,
+        window=False,
+        ts=frame.ts,
+        kafka_ts=record.timestamp,
+        headers=record.headers,
+        consumed_at=consumed_at,
+        key=key,
+        value=record.value,
+    )
+
+
+def sensor_chunk(record: Any, *, channels: int, max_bytes: int) -> SensorChunk:
+    """A sensor record -> its readings (raises ``DecodeError``)."""
+    ctype = content_type(record.headers)
+    if ctype not in SENSOR_CONTENT_TYPES:
+        msg = (
+            f"content-type {ctype!r} on the sensor topic; sensor readings are "
+            "application/json (see docs/wire-format.md)"
+        )
+        raise DecodeError("unknown_content_type", msg)
+    return decode_sensor(record.value, max_bytes=max_bytes, channels=channels)
+
+
+def content_type(headers: Any) -> str:
+    """The ``content-type`` header, lower case without parameters ("" when absent)."""
+    for name, value in headers or ():
+        if name.lower() == topics.H_CONTENT_TYPE:
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            return text.split(";", 1)[0].strip().lower()
+    return ""

@@ -10,10 +10,9 @@ there is no locking between stages. Delivery rules (docs/agent.md):
   open sensor window, oldest offset waiting in the batch)``, so every message below it has
   its result or dead letter acknowledged by the broker.
 * **Failures.** A failed send, flush or commit (broker gone, idempotent producer fenced
-  after a broker restart, ...) closes the producer, drops the in-memory windows and batch,
+  after a broker restart, ...) drops the producer, the in-memory windows and the batch,
   seeks every owned partition back to its last commit and backs off (0.5 s doubling to
-  10 s). The producer is created anew, and the messages are processed again: duplicates are
-  possible, losses are not.
+  10 s). The messages are processed again: duplicates are possible, losses are not.
 * **Rebalance.** Before partitions are revoked, pending batches are run, flushed and
   committed, and the windows of the revoked partitions are dropped (their new owner
   rebuilds them from the committed offset).
@@ -24,34 +23,26 @@ there is no locking between stages. Delivery rules (docs/agent.md):
 
 from __future__ import annotations
 
-import io
-import json
 import logging
-import math
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import MemberState, OffsetAndMetadata
 
-from edge_agent.batching import MicroBatcher
+from edge_agent.batching import MicroBatcher, Pending
 from edge_agent.config import AgentConfig
-from edge_agent.inputs import fit_image
+from edge_agent.delivery import Delivery, DeliveryFailed
+from edge_agent.inputs import image_input, sensor_chunk
 from edge_agent.metrics import AgentMetrics
+from edge_agent.results import encode_results, window_as_npy
 from edge_agent.windows import DeviceWindows
-from stream import topics
-from stream.codecs import (
-    dead_letter_headers,
-    decode_image,
-    decode_sensor,
-    headers_dict,
-)
+from stream.codecs import dead_letter_headers
 from stream.exceptions import BrokerError, DecodeError
-from stream.kafka import make_consumer, make_producer
+from stream.kafka import make_consumer
 from stream.preprocessing import ImagePreprocessing, SequencePreprocessing
 
 logger = logging.getLogger(__name__)
@@ -60,11 +51,11 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 #: Poll timeout when no batch is waiting (bounds how stale health and swaps can get).
 IDLE_POLL_MS = 200
-FLUSH_TIMEOUT_S = 15.0
 COMMIT_TIMEOUT_MS = 10_000
 HOUSEKEEPING_S = 0.5
-RESULT_HEADERS = [(topics.H_CONTENT_TYPE, b"application/json")]
-_JSON_TYPES = ("", "application/json", "text/json")
+RESULT_HEADERS = [("content-type", b"application/json")]
+#: At most one log line per dead-letter reason in this many seconds (all are counted).
+DEADLETTER_LOG_EVERY_S = 10.0
 
 
 class ModelProvider(Protocol):
@@ -73,34 +64,6 @@ class ModelProvider(Protocol):
     def current(self) -> Any: ...
 
     def poll(self) -> Any | None: ...
-
-
-@dataclass(slots=True)
-class _Item:
-    """One input waiting in the batch: an image or a full sensor window."""
-
-    x: np.ndarray
-    device_id: str
-    partition: int
-    #: The message offset (windows: the first reading's).
-    offset: int
-    last_offset: int
-    window: bool
-    #: Device timestamp (epoch ms) if the input had one.
-    ts: int | None
-    #: Kafka record timestamp (epoch ms): the e2e start when ``ts`` is missing.
-    kafka_ts: int
-    headers: Any
-    consumed_at: float
-    key: bytes | None
-    value: bytes | None
-
-
-class _DeliveryFailed(Exception):
-    def __init__(self, stage: str, exc: BaseException) -> None:
-        super().__init__(f"{stage}: {type(exc).__name__}: {exc}")
-        self.stage = stage
-        self.exc = exc
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -135,13 +98,16 @@ class Pipeline:
         self.group_id = config.group_for(manifest.name)
         self.windows: DeviceWindows | None = None
         self._set_preprocessing(self.model.preprocessing)
-        self.batcher: MicroBatcher[_Item] = MicroBatcher(
+        self.batcher: MicroBatcher[Pending] = MicroBatcher(
             max_batch=config.max_batch, max_latency_s=config.max_latency_ms / 1000.0
         )
         self.consumer: KafkaConsumer | None = None
-        self.producer: KafkaProducer | None = None
-        self._futures: list[Any] = []
+        self.delivery = Delivery(
+            settings=config.kafka, client_id=f"{config.kafka.client_id}-{config.agent_id}"
+        )
+        #: partition -> offset after the last record handled
         self._next: dict[int, int] = {}
+        #: partition -> last committed offset (or where this assignment started)
         self._committed: dict[int, int] = {}
         self._advanced = False
         self._ready = False
@@ -151,13 +117,14 @@ class Pipeline:
         self._next_model_poll = time.monotonic() + config.model_poll_s
         self._evicted_seen = {"capacity": 0, "idle": 0}
         self._dl_log_at: dict[str, float] = {}
+        #: Partitions of the input topic this agent owns now.
         self.assigned: frozenset[int] = frozenset()
         # Plain counters for the summary line and tests.
         self.consumed = 0
         self.results = 0
         self.deadlettered = 0
-        self.metrics.set_model(manifest)
         self._consumed_metric = metrics.messages_consumed.labels(topic=self.topic)
+        metrics.set_model(manifest)
 
     # ------------------------------------------------------------------ state
 
@@ -211,14 +178,6 @@ class Pipeline:
                     max_poll_interval_ms=self.config.max_poll_interval_ms,
                 )
                 consumer.subscribe([self.topic], listener=_Listener(self))
-                self.consumer = consumer
-                logger.info(
-                    'consumer subscribed topic="%s" group="%s" agent_id="%s"',
-                    self.topic,
-                    self.group_id,
-                    self.config.agent_id,
-                )
-                return
             except (BrokerError, KafkaError) as exc:
                 logger.warning(
                     "broker unreachable for the consumer, retrying in %.1f s: %s",
@@ -226,38 +185,27 @@ class Pipeline:
                     exc,
                 )
                 self._wait_backoff()
-
-    def _ensure_producer(self) -> bool:
-        if self.producer is not None:
-            return True
-        s = self.config.kafka
-        try:
-            self.producer = make_producer(
-                s,
-                client_id=f"{s.client_id}-{self.config.agent_id}",
-                max_block_ms=5000,
-                batch_size=256 * 1024,
-                delivery_timeout_ms=s.request_timeout_ms + 10_000,
+                continue
+            self.consumer = consumer
+            logger.info(
+                'consumer subscribed topic="%s" group="%s" agent_id="%s"',
+                self.topic,
+                self.group_id,
+                self.config.agent_id,
             )
-        except (BrokerError, KafkaError) as exc:
-            logger.warning("producer cannot start, retrying in %.1f s: %s", self._backoff, exc)
-            self._set_ready(False)
-            self._wait_backoff()
-            return False
-        return True
+            return
 
     def _wait_backoff(self) -> None:
         self.stop_event.wait(self._backoff)
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
 
     def drain(self) -> None:
-        """Finish the pending batch, produce, flush and commit (SIGTERM, rebalance)."""
+        """Finish the pending batch, produce, flush and commit (SIGTERM)."""
         if self.consumer is None:
             return
         try:
-            if self.producer is not None or self.batcher:
-                if not self._ensure_producer():
-                    return
+            if self.batcher and not self.delivery.ensure():
+                raise DeliveryFailed("produce", RuntimeError("no producer"))
             self._run_all()
             self._sync()
             logger.info(
@@ -267,9 +215,9 @@ class Pipeline:
                 self.deadlettered,
                 dict(sorted(self._committed.items())),
             )
-        except _DeliveryFailed as exc:
+        except (DeliveryFailed, KafkaError) as exc:
             logger.error(  # noqa: TRY400 (the cause is in the message)
-                "drain could not deliver, nothing more committed (the messages will be "
+                "drain could not deliver; nothing more committed (the messages are "
                 "processed again on restart): %s",
                 exc,
             )
@@ -282,54 +230,52 @@ class Pipeline:
             except Exception:  # noqa: BLE001
                 logger.exception("closing the consumer failed")
             self.consumer = None
-        if self.producer is not None:
-            try:
-                self.producer.close(timeout=5)
-            except Exception:  # noqa: BLE001
-                logger.exception("closing the producer failed")
-            self.producer = None
+        self.delivery.close()
 
     # ------------------------------------------------------------------- loop
 
     def step(self) -> None:
         """One poll: handle its records, run due batches, sync, housekeeping."""
-        if not self._ensure_producer():
+        if not self.delivery.ensure():
+            self._set_ready(False)
+            self._wait_backoff()
             return
-        assert self.consumer is not None  # noqa: S101
+        consumer = self.consumer
+        assert consumer is not None  # noqa: S101
         try:
-            now = time.monotonic()
-            left = self.batcher.time_left(now)
+            left = self.batcher.time_left(time.monotonic())
             timeout_ms = IDLE_POLL_MS if left is None else int(left * 1000)
-            polled = self.consumer.poll(
-                timeout_ms=timeout_ms, max_records=self.config.max_poll_records
-            )
+            polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.config.max_poll_records)
             if polled:
                 self._handle_polled(polled)
             if self.batcher and (not polled or self.batcher.due(time.monotonic())):
                 self._run_all()
-            if self._advanced or self._futures:
+            if self._advanced or self.delivery.pending:
                 self._sync()
-        except _DeliveryFailed as exc:
+        except DeliveryFailed as exc:
             self._recover(exc)
             return
         except KafkaError as exc:
-            self._recover(_DeliveryFailed("poll", exc))
+            self._recover(DeliveryFailed("poll", exc))
             return
         now = time.monotonic()
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_S
-            self._housekeeping(now)
+            try:
+                self._housekeeping(now)
+            except DeliveryFailed as exc:  # finishing a batch before a model swap
+                self._recover(exc)
 
     def _handle_polled(self, polled: dict[TopicPartition, list[Any]]) -> None:
         wall = time.time()
         total = 0
+        handle = self._handle_sensor if self.windows is not None else self._handle_image
         for tp, records in polled.items():
             if not records:
                 continue
             p = tp.partition
             if p not in self._committed:
                 self._committed[p] = records[0].offset  # where this assignment started
-            handle = self._handle_sensor if self.windows is not None else self._handle_image
             for r in records:
                 handle(r, p, wall)
             self._next[p] = records[-1].offset + 1
@@ -339,51 +285,25 @@ class Pipeline:
             self.consumed += total
             self._consumed_metric.inc(total)
 
-    # ----------------------------------------------------------------- decode
-
     def _handle_image(self, r: Any, p: int, wall: float) -> None:
-        prep = self.prep
         try:
-            frame = decode_image(r.value, r.headers, max_bytes=self.config.max_message_bytes)
-            x = fit_image(frame.pixels, frame.content_type, prep)
-        except DecodeError as exc:
-            self._dead_letter(r, p, exc.reason, exc.message)
-            return
-        except Exception as exc:  # noqa: BLE001  never stop the partition
-            logger.exception("%s[%d] offset=%d: unexpected decode failure", r.topic, p, r.offset)
-            self._dead_letter(r, p, "internal_error", f"{type(exc).__name__}: {exc}")
-            return
-        device = frame.device_id or _key_text(r.key) or "unknown"
-        self._add(
-            _Item(
-                x=x,
-                device_id=device,
-                partition=p,
-                offset=r.offset,
-                last_offset=r.offset,
-                window=False,
-                ts=frame.ts,
-                kafka_ts=r.timestamp,
-                headers=r.headers,
-                consumed_at=wall,
-                key=r.key,
-                value=r.value,
+            item = image_input(
+                r, p, self.prep, max_bytes=self.config.max_message_bytes, consumed_at=wall
             )
-        )
+        except DecodeError as exc:
+            self._dead_letter(r.value, r.key, r.headers, p, r.offset, exc.reason, exc.message)
+            return
+        except Exception as exc:  # noqa: BLE001  a decoder bug must not stop the partition
+            self._internal_error(r, p, exc)
+            return
+        self._add(item)
 
     def _handle_sensor(self, r: Any, p: int, wall: float) -> None:
         windows = self.windows
         assert windows is not None  # noqa: S101
         try:
-            ctype = _content_type(r.headers)
-            if ctype not in _JSON_TYPES:
-                msg = (
-                    f"content-type {ctype!r} on the sensor topic; sensor readings are "
-                    "application/json (see docs/wire-format.md)"
-                )
-                raise DecodeError("unknown_content_type", msg)
-            chunk = decode_sensor(
-                r.value, max_bytes=self.config.max_message_bytes, channels=windows.channels
+            chunk = sensor_chunk(
+                r, channels=windows.channels, max_bytes=self.config.max_message_bytes
             )
             full = windows.add(
                 chunk.device_id,
@@ -395,15 +315,14 @@ class Pipeline:
                 now=time.monotonic(),
             )
         except DecodeError as exc:
-            self._dead_letter(r, p, exc.reason, exc.message)
+            self._dead_letter(r.value, r.key, r.headers, p, r.offset, exc.reason, exc.message)
             return
-        except Exception as exc:  # noqa: BLE001  never stop the partition
-            logger.exception("%s[%d] offset=%d: unexpected decode failure", r.topic, p, r.offset)
-            self._dead_letter(r, p, "internal_error", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001  a decoder bug must not stop the partition
+            self._internal_error(r, p, exc)
             return
         for w in full:
             self._add(
-                _Item(
+                Pending(
                     x=w.values,
                     device_id=w.device_id,
                     partition=p,
@@ -419,7 +338,12 @@ class Pipeline:
                 )
             )
 
-    def _add(self, item: _Item) -> None:
+    def _internal_error(self, r: Any, p: int, exc: Exception) -> None:
+        logger.exception("%s[%d] offset=%d: unexpected failure decoding", self.topic, p, r.offset)
+        message = f"{type(exc).__name__}: {exc}"
+        self._dead_letter(r.value, r.key, r.headers, p, r.offset, "internal_error", message)
+
+    def _add(self, item: Pending) -> None:
         self.batcher.add(item, time.monotonic())
         if self.batcher.full:
             self._run_batch(self.batcher.take())
@@ -430,7 +354,7 @@ class Pipeline:
         while self.batcher:
             self._run_batch(self.batcher.take())
 
-    def _run_batch(self, items: list[_Item]) -> None:
+    def _run_batch(self, items: list[Pending]) -> None:
         model = self.model
         started = time.time()
         t0 = time.perf_counter()
@@ -439,120 +363,59 @@ class Pipeline:
             if y.shape[0] != len(items):
                 msg = f"the model returned {y.shape[0]} rows for a batch of {len(items)}"
                 raise RuntimeError(msg)
-        except Exception as exc:  # noqa: BLE001  isolate the failing input(s)
-            logger.warning("batch of %d failed (%s); retrying one by one", len(items), exc)
-            self._run_singly(items, model)
-            return
-        infer_s = time.perf_counter() - t0
-        self._emit(items, y, infer_s, started, model)
-
-    def _run_singly(self, items: list[_Item], model: Any) -> None:
-        for it in items:
-            started = time.time()
-            t0 = time.perf_counter()
-            try:
-                y = model.runtime.run(self.prep.apply(it.x[None]))
-            except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  isolate the input(s) that fail
+            if len(items) == 1:
+                it = items[0]
                 logger.exception(
                     "%s[%d] offset=%d: inference failed", self.topic, it.partition, it.offset
                 )
-                self._dead_letter_item(it, f"{type(exc).__name__}: {exc}")
-                continue
-            self._emit([it], y, time.perf_counter() - t0, started, model)
+                value = window_as_npy(it.x) if it.window else it.value
+                message = f"{type(exc).__name__}: {exc}"
+                self._dead_letter(
+                    value, it.key, it.headers, it.partition, it.offset, "inference_error", message
+                )
+                return
+            logger.warning("batch of %d failed (%s); retrying one by one", len(items), exc)
+            for it in items:
+                self._run_batch([it])
+            return
+        self._emit(items, y, time.perf_counter() - t0, started, model)
 
     def _emit(
-        self, items: list[_Item], y: np.ndarray, infer_s: float, started: float, model: Any
+        self, items: list[Pending], y: np.ndarray, infer_s: float, started: float, model: Any
     ) -> None:
-        producer = self.producer
-        assert producer is not None  # noqa: S101
         m = model.manifest
-        labels = m.labels
-        n_labels = len(labels)
-        self.metrics.inference_duration.labels(model=m.name, version=m.version).observe(infer_s)
-        self.metrics.batch_size.labels(model=m.name).observe(len(items))
-        e2e_hist = self.metrics.e2e_latency.labels(model=m.name)
-        best = y.argmax(axis=1).tolist()
-        rows = y.tolist()
-        infer_ms = round(infer_s * 1000.0, 3)
-        produced_at = int(time.time() * 1000)
         output = self.config.output_topic
-        topic = self.topic
-        agent_id = self.config.agent_id
-        send = producer.send
-        futures = self._futures
-        for it, j, row in zip(items, best, rows, strict=True):
-            if n_labels == len(row):
-                scores = dict(zip(labels, row, strict=True))
-                label = labels[j]
-            else:
-                scores = {str(k): v for k, v in enumerate(row)}
-                label = str(j)
-            source: dict[str, Any] = {"topic": topic, "partition": it.partition}
-            if it.window:
-                source["offset"] = it.last_offset
-                source["first_offset"] = it.offset
-                source["last_offset"] = it.last_offset
-            else:
-                source["offset"] = it.offset
-            e2e_ms = produced_at - (it.ts if it.ts is not None else it.kafka_ts)
-            hdrs = headers_dict(it.headers)
-            # Same keys, order and JSON as stream.codecs.encode_result(InferenceResult(...))
-            # without dataclasses.asdict's deep copies (a third of the agent's CPU time).
-            value = _dumps(
-                {
-                    "device_id": it.device_id,
-                    "model": m.name,
-                    "version": m.version,
-                    "label": label,
-                    "score": row[j],
-                    "scores": scores,
-                    "source": source,
-                    "latency_ms": {
-                        "queue": round(max(started - it.consumed_at, 0.0) * 1000.0, 3),
-                        "infer": infer_ms,
-                        "e2e": float(e2e_ms),
-                    },
-                    "ts": it.ts,
-                    "produced_at": produced_at,
-                    "agent_id": agent_id,
-                    "true_label": hdrs.get(topics.H_LABEL),
-                    "headers": hdrs,
-                }
-            ).encode()
-            try:
-                futures.append(
-                    send(
-                        output,
-                        value=value,
-                        key=it.device_id.encode(),
-                        headers=RESULT_HEADERS,
-                    )
-                )
-            except KafkaError as exc:
-                raise _DeliveryFailed("produce", exc) from exc
-            if e2e_ms >= 0:
-                e2e_hist.observe(e2e_ms / 1000.0)
-        self.results += len(items)
-        self.metrics.results_produced.labels(topic=output, model=m.name, version=m.version).inc(
+        values, e2e = encode_results(
+            items,
+            y,
+            model=m.name,
+            version=m.version,
+            labels=m.labels,
+            topic=self.topic,
+            agent_id=self.config.agent_id,
+            started=started,
+            infer_s=infer_s,
+            produced_at=int(time.time() * 1000),
+        )
+        send = self.delivery.send
+        for it, value in zip(items, values, strict=True):
+            send(output, value, it.device_id.encode(), RESULT_HEADERS)
+        metrics = self.metrics
+        metrics.inference_duration.labels(model=m.name, version=m.version).observe(infer_s)
+        metrics.batch_size.labels(model=m.name).observe(len(items))
+        observe = metrics.e2e_latency.labels(model=m.name).observe
+        for ms in e2e:
+            if ms >= 0:
+                observe(ms / 1000.0)
+        metrics.results_produced.labels(topic=output, model=m.name, version=m.version).inc(
             len(items)
         )
+        self.results += len(items)
 
     # ------------------------------------------------------------ dead letters
 
-    def _dead_letter(self, r: Any, p: int, reason: str, message: str) -> None:
-        self._send_dead_letter(r.value, r.key, r.headers, p, r.offset, reason, message)
-
-    def _dead_letter_item(self, it: _Item, message: str) -> None:
-        value = it.value
-        if it.window:  # no single original message: send the window as .npy
-            buf = io.BytesIO()
-            np.save(buf, it.x, allow_pickle=False)
-            value = buf.getvalue()
-        self._send_dead_letter(
-            value, it.key, it.headers, it.partition, it.offset, "inference_error", message
-        )
-
-    def _send_dead_letter(
+    def _dead_letter(
         self,
         value: bytes | None,
         key: bytes | None,
@@ -562,19 +425,18 @@ class Pipeline:
         reason: str,
         message: str,
     ) -> None:
-        producer = self.producer
-        assert producer is not None  # noqa: S101
         now = time.monotonic()
         if now >= self._dl_log_at.get(reason, 0.0):
-            self._dl_log_at[reason] = now + 10.0  # at most one line per reason per 10 s
+            self._dl_log_at[reason] = now + DEADLETTER_LOG_EVERY_S
             logger.warning(
-                '%s[%d] offset=%d dead-lettered reason="%s": %s (further ones of this '
-                "reason are counted in edge_agent_deadletters_total)",
+                '%s[%d] offset=%d dead-lettered reason="%s": %s (further ones of this reason '
+                "in the next %.0f s are only counted in edge_agent_deadletters_total)",
                 self.topic,
                 p,
                 offset,
                 reason,
                 message,
+                DEADLETTER_LOG_EVERY_S,
             )
         hdrs = dead_letter_headers(
             list(headers or []),
@@ -585,38 +447,23 @@ class Pipeline:
             offset=offset,
             agent_id=self.config.agent_id,
         )
-        try:
-            self._futures.append(
-                producer.send(self.config.deadletter_topic, value=value, key=key, headers=hdrs)
-            )
-        except KafkaError as exc:
-            raise _DeliveryFailed("produce", exc) from exc
+        self.delivery.send(self.config.deadletter_topic, value, key, hdrs)
         self.deadlettered += 1
         self.metrics.deadletters.labels(reason=reason).inc()
 
     # ----------------------------------------------------------- sync / commit
 
     def _sync(self) -> None:
-        """Flush, check every send, then commit what is done. Raises _DeliveryFailed."""
-        producer, consumer = self.producer, self.consumer
-        assert producer is not None and consumer is not None  # noqa: S101
-        if self._futures:
-            try:
-                producer.flush(timeout=FLUSH_TIMEOUT_S)
-            except KafkaError as exc:
-                raise _DeliveryFailed("produce", exc) from exc
-            for f in self._futures:
-                if not f.is_done:
-                    raise _DeliveryFailed("produce", TimeoutError("send not acknowledged"))
-                if f.exception is not None:
-                    raise _DeliveryFailed("produce", f.exception)
-            self._futures.clear()
+        """Flush, check every send, then commit what is done. Raises DeliveryFailed."""
+        consumer = self.consumer
+        assert consumer is not None  # noqa: S101
+        self.delivery.sync()
         offsets = self._committable()
         if offsets:
             try:
                 consumer.commit(offsets=offsets, timeout_ms=COMMIT_TIMEOUT_MS)
             except KafkaError as exc:
-                raise _DeliveryFailed("commit", exc) from exc
+                raise DeliveryFailed("commit", exc) from exc
             for tp, om in offsets.items():
                 self._committed[tp.partition] = om.offset
         self._advanced = False
@@ -626,28 +473,28 @@ class Pipeline:
             logger.info("delivery works again: results acknowledged and offsets committed")
 
     def _committable(self) -> dict[TopicPartition, OffsetAndMetadata]:
-        pending: dict[int, int] = {}
+        """Per partition: min(next to consume, oldest held by a window, oldest in the batch)."""
+        waiting: dict[int, int] = {}
         for it in self.batcher:
-            if it.offset < pending.get(it.partition, math.inf):
-                pending[it.partition] = it.offset
+            if it.offset < waiting.get(it.partition, it.offset + 1):
+                waiting[it.partition] = it.offset
         out: dict[TopicPartition, OffsetAndMetadata] = {}
         for p, offset in self._next.items():
             if self.windows is not None:
                 held = self.windows.min_held(p)
                 if held is not None and held < offset:
                     offset = held
-            waiting = pending.get(p)
-            if waiting is not None and waiting < offset:
-                offset = waiting
+            oldest = waiting.get(p)
+            if oldest is not None and oldest < offset:
+                offset = oldest
             if offset > self._committed.get(p, -1):
                 out[TopicPartition(self.topic, p)] = OffsetAndMetadata(offset, "", -1)
         return out
 
-    def _recover(self, failure: _DeliveryFailed) -> None:
+    def _recover(self, failure: DeliveryFailed) -> None:
         """Drop in-memory work, replay from the last commit, back off."""
-        self.metrics.delivery_errors.labels(
-            stage="commit" if failure.stage == "commit" else "produce"
-        ).inc()
+        stage = "commit" if failure.stage == "commit" else "produce"
+        self.metrics.delivery_errors.labels(stage=stage).inc()
         self._set_ready(False)
         self._healthy = False
         logger.warning(
@@ -656,13 +503,7 @@ class Pipeline:
             dict(sorted(self._committed.items())),
             self._backoff,
         )
-        self._futures.clear()
-        if self.producer is not None:
-            try:
-                self.producer.close(timeout=0)
-            except Exception:  # noqa: BLE001
-                logger.debug("closing the failed producer raised", exc_info=True)
-            self.producer = None
+        self.delivery.reset()
         self.batcher.take_all()
         if self.windows is not None:
             self.windows.clear()
@@ -673,18 +514,14 @@ class Pipeline:
         consumer = self.consumer
         if consumer is None:
             return
-        try:
-            owned = consumer.assignment()
-        except Exception:  # noqa: BLE001
-            owned = set()
-        for tp in owned:
-            start = self._committed.get(tp.partition)
+        for p in self.assigned:
+            start = self._committed.get(p)
             if start is None:
                 continue
             try:
-                consumer.seek(tp, start)
-            except Exception as exc:  # noqa: BLE001
-                logger.warning("seek %s[%d] to %d failed: %s", tp.topic, tp.partition, start, exc)
+                consumer.seek(TopicPartition(self.topic, p), start)
+            except Exception as exc:  # noqa: BLE001  not assigned any more: nothing to replay
+                logger.warning("seek %s[%d] to %d failed: %s", self.topic, p, start, exc)
         self._next.clear()
         self._advanced = False
 
@@ -694,13 +531,13 @@ class Pipeline:
         parts = {tp.partition for tp in revoked if tp.topic == self.topic}
         logger.info("partitions revoked topic=%s partitions=%s", self.topic, sorted(parts))
         try:
-            if self.producer is not None:
+            if self.delivery.producer is not None:
                 self._run_all()
                 self._sync()
-        except _DeliveryFailed as exc:
+        except (DeliveryFailed, KafkaError) as exc:
             logger.warning("could not finish work before the rebalance (replayed later): %s", exc)
             self.batcher.take_all()
-            self._futures.clear()
+            self.delivery.reset()
         if self.windows is not None:
             self.windows.drop_partitions(parts)
         for p in parts:
@@ -735,14 +572,17 @@ class Pipeline:
 
     def _update_ready(self) -> None:
         consumer = self.consumer
-        ok = consumer is not None and self.producer is not None and self._healthy
+        ok = consumer is not None and self.delivery.producer is not None and self._healthy
         if ok:
             assert consumer is not None  # noqa: S101
             try:
                 joined = consumer.group_metadata().state == MemberState.STABLE
-                coordinator_known = not consumer._coordinator.coordinator_unknown()
-                ok = joined and coordinator_known
-            except Exception:  # noqa: BLE001  a private attribute moved: trust the join state
+                # kafka-python has no public "connected" check; the coordinator is the
+                # broker the group talks to (heartbeats), so it is the one that matters.
+                reachable = not consumer._coordinator.coordinator_unknown()
+                ok = joined and reachable
+            except Exception:  # noqa: BLE001  internals moved: report not ready, loudly
+                logger.exception("readiness check failed")
                 ok = False
         self._set_ready(ok)
 
@@ -759,19 +599,15 @@ class Pipeline:
         for p in self.assigned:
             tp = TopicPartition(self.topic, p)
             try:
-                high = consumer.highwater(tp)
-                if high is None:
-                    continue
+                high = consumer.highwater(tp)  # not end_offsets(): wrong on Tansu
                 position = self._next.get(p)
-                if position is None:
+                if high is not None and position is None:
                     position = consumer.position(tp, timeout_ms=100)
-                if position is None:
-                    continue
             except Exception:  # noqa: BLE001, S112  not assigned any more, broker away
                 continue
-            self.metrics.consumer_lag.labels(topic=self.topic, partition=str(p)).set(
-                max(int(high) - int(position), 0)
-            )
+            if high is not None and position is not None:
+                lag = max(int(high) - int(position), 0)
+                self.metrics.consumer_lag.labels(topic=self.topic, partition=str(p)).set(lag)
 
     def _poll_model(self) -> None:
         try:
@@ -790,10 +626,11 @@ class Pipeline:
                 old.task,
             )
             return
-        self._run_all()  # the old model finishes what it was given
-        self.model = new
-        self._set_preprocessing(new.preprocessing)
-        self.metrics.set_model(new.manifest)
+        try:
+            self._run_all()  # the old model finishes what it was given
+        finally:
+            self.model = new
+            self._set_preprocessing(new.preprocessing)
         logger.info(
             'model switched name="%s" from_version="%s" to_version="%s" sha256=%s',
             new.manifest.name,
@@ -801,25 +638,3 @@ class Pipeline:
             new.manifest.version,
             new.manifest.model_sha256[:12],
         )
-
-
-def _dumps(obj: dict[str, Any]) -> str:
-    """JSON as :func:`stream.codecs.encode_result` writes it (compact, NaN refused)."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
-
-
-def _key_text(key: bytes | None) -> str | None:
-    if not key:
-        return None
-    return key.decode("utf-8", errors="replace")
-
-
-def _content_type(headers: Any) -> str:
-    for name, value in headers or ():
-        if name.lower() == topics.H_CONTENT_TYPE:
-            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-            return text.split(";", 1)[0].strip().lower()
-    return ""
-
-
-__all__ = ["ModelProvider", "Pipeline"]

@@ -279,9 +279,9 @@ class ModelsTopicSource(ModelSource):
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
-        if self._thread.is_alive():
-            logger.warning('models topic reader did not stop within 10 s topic="%s"', self.topic)
+        self._thread.join(timeout=2.0)
+        if self._thread.is_alive():  # a daemon, blocked in a kafka-python call; it ends soon
+            logger.debug('models topic reader still stopping topic="%s"', self.topic)
 
     # ------------------------------------------------------------- the reader
 
@@ -336,6 +336,8 @@ class ModelsTopicSource(ModelSource):
             group_id=None,
             auto_offset_reset="earliest",
             client_id=f"{self.settings.client_id}-models",
+            # give up on an absent broker within seconds, so close() is not held up
+            bootstrap_timeout_ms=5000,
         )
 
     def _assign(self, consumer: Any) -> bool:

@@ -165,28 +165,39 @@ def client_bound(h: Harness) -> None:
     )
     out: dict[str, Any] = {}
     for name, bundle, msgs, expected, what in cases:
-        pt = h.run_preloaded(
-            label=f"passthrough {name}",
-            prefix=f"passthrough-{name}",
-            messages=msgs,
-            expected=expected,
-            start=loop_starter(h, f"passthrough-{name}", "passthrough", bundle=bundle),
-        )
-        ag = h.run_preloaded(
-            label=f"agent {name}",
-            prefix=f"agent-{name}",
-            messages=msgs,
-            expected=expected,
-            start=agent_starter(h, f"agent-{name}", bundle),
-        )
-        r = ratio(ag.per_s, pt.per_s)
+        pts: list[Run] = []
+        ags: list[Run] = []
+        for i in range(h.config.repeats):  # alternate: passthrough, agent, passthrough, agent
+            pts.append(
+                h.run_preloaded(
+                    label=f"passthrough {name} #{i + 1}",
+                    prefix=f"passthrough-{name}",
+                    messages=msgs,
+                    expected=expected,
+                    start=loop_starter(h, f"passthrough-{name}-{i + 1}", "passthrough", bundle=bundle),
+                )
+            )
+            ags.append(
+                h.run_preloaded(
+                    label=f"agent {name} #{i + 1}",
+                    prefix=f"agent-{name}",
+                    messages=msgs,
+                    expected=expected,
+                    start=agent_starter(h, f"agent-{name}-{i + 1}", bundle),
+                )
+            )
+        pt_rate = median([x.per_s for x in pts if x.per_s])
+        ag_rate = median([x.per_s for x in ags if x.per_s])
+        r = ratio(ag_rate, pt_rate)
         h.summary[f"agent_vs_passthrough_{name}"] = rounded(r)
+        h.summary[f"{name}_agent_per_s"] = rounded(ag_rate, 1)
+        h.summary[f"{name}_passthrough_per_s"] = rounded(pt_rate, 1)
         out[name] = {
             "messages": len(msgs),
             "input": what,
             "bundle": str(bundle),
-            "passthrough": pt.as_dict(),
-            "agent": ag.as_dict(),
+            "passthrough": {"per_s": rounded(pt_rate, 1), "runs": [x.as_dict() for x in pts]},
+            "agent": {"per_s": rounded(ag_rate, 1), "runs": [x.as_dict() for x in ags]},
             "ratio": rounded(r),
         }
         h.progress(f"agent/passthrough {name}: {_r(r)}")

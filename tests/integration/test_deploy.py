@@ -396,7 +396,13 @@ def test_compose_external_kafka_drops_the_bundled_broker(compose_bin: Path, tmp_
         "EDGE_SASL_PASSWORD": "secret",
         "EDGE_SSL_CAFILE": "/etc/edgeinfer/tls/ca.pem",
     }
-    args = [compose_bin, "-f", COMPOSE, "-f", DEPLOY / "compose.external-kafka.yaml"]
+    args: list[str | Path] = [
+        compose_bin,
+        "-f",
+        COMPOSE,
+        "-f",
+        DEPLOY / "compose.external-kafka.yaml",
+    ]
     result = run([*args, "config", "--format", "json"], env=env)
     assert result.returncode == 0, output(result)
     services = json.loads(result.stdout)["services"]
@@ -582,7 +588,7 @@ def test_systemd_verify_reports_a_broken_unit(
 
 def test_systemd_unit_exposure_is_low(systemd_analyze: str, tmp_path: Path) -> None:
     unit = _unit_for_verify(tmp_path)
-    cmd = [systemd_analyze, "security", "--offline=true", "--threshold=20", unit]
+    cmd: list[str | Path] = [systemd_analyze, "security", "--offline=true", "--threshold=20", unit]
     result = run(cmd)
     if "--offline" in result.stderr and "unrecognized" in result.stderr:
         pytest.skip("systemd-analyze is older than 250: no offline security analysis")
@@ -851,6 +857,8 @@ def test_compose_agent_serves_the_published_model(
                     "4",
                     "--rate",
                     "0",
+                    "--repeat",
+                    "1",
                 ],
                 env=env,
                 timeout=120,

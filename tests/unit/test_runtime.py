@@ -155,6 +155,23 @@ def test_outputs_are_copies_not_views_into_the_interpreter(tiny: dict[str, Any])
         assert np.allclose(runtime.run(x[:2]), kept)
 
 
+def _count_reallocations(interp: Any) -> dict[str, int]:
+    """Count the interpreter's allocate_tensors/resize_tensor_input calls from now on."""
+    calls = {"allocate": 0, "resize": 0}
+    real_allocate, real_resize = interp.allocate_tensors, interp.resize_tensor_input
+
+    def allocate(*a: Any, **k: Any) -> Any:
+        calls["allocate"] += 1
+        return real_allocate(*a, **k)
+
+    def resize(*a: Any, **k: Any) -> Any:
+        calls["resize"] += 1
+        return real_resize(*a, **k)
+
+    interp.allocate_tensors, interp.resize_tensor_input = allocate, resize
+    return calls
+
+
 def test_fixed_batch_model_loops_over_samples_without_reallocating(
     tiny: dict[str, Any],
 ) -> None:
@@ -163,19 +180,7 @@ def test_fixed_batch_model_loops_over_samples_without_reallocating(
     for variant, model in tiny["fixed"].items():
         runtime = load_runtime(model_content=model)
         assert runtime.batchable is False, variant
-        interp = runtime._interp  # type: ignore[attr-defined]
-        calls = {"allocate": 0, "resize": 0}
-        real_allocate, real_resize = interp.allocate_tensors, interp.resize_tensor_input
-
-        def allocate(*a: Any, _r: Any = real_allocate, **k: Any) -> Any:
-            calls["allocate"] += 1
-            return _r(*a, **k)
-
-        def resize(*a: Any, _r: Any = real_resize, **k: Any) -> Any:
-            calls["resize"] += 1
-            return _r(*a, **k)
-
-        interp.allocate_tensors, interp.resize_tensor_input = allocate, resize
+        calls = _count_reallocations(runtime._interp)  # type: ignore[attr-defined]
         y = runtime.run(seq[:5])
         assert y.shape == (5, 3)
         assert calls == {"allocate": 0, "resize": 0}

@@ -1,0 +1,182 @@
+"""A real Prometheus (Debian's package) scrapes a running agent; PromQL sees what was sent.
+
+The test sends digits images at a fixed rate through the agent, lets Prometheus scrape the
+agent's /metrics every second, and checks three PromQL answers against values the test can
+predict: the result count (exact), the consumed rate in the middle of the stream (the
+replay rate), and the e2e latency p99 (the true p99 computed from the results themselves
+must fall in the same histogram bucket as Prometheus's estimate).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stream import codecs
+from stream.broker import free_port
+from stream.kafka import ensure_topics, make_consumer
+from stream.replay import replay_images
+from tests.fixtures.agent import http_get, wait_until
+
+pytestmark = pytest.mark.integration
+
+RATE = 40.0  # images per second offered
+IMAGES = 450  # the digits test split
+
+
+class Prometheus:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc, self.port, self.log = proc, port, log
+
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?{urllib.parse.urlencode(params)}"
+        status, body = http_get(url)
+        assert status == 200, f"PromQL {promql!r} answered {status}: {body}"
+        data = json.loads(body)
+        assert data["status"] == "success", data
+        result: list[dict[str, Any]] = data["data"]["result"]
+        return result
+
+    def scalar(self, promql: str, at: float | None = None) -> float | None:
+        result = self.query(promql, at)
+        return float(result[0]["value"][1]) if result else None
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Any]:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("the prometheus server is not installed: run `make system-deps`")
+
+    def start(target: str) -> Prometheus:
+        port = free_port()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            "scrape_configs:\n  - job_name: edge-agent\n"
+            f"    static_configs:\n      - targets: ['{target}']\n"
+        )
+        log = tmp_path / "prometheus.log"
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--log.level=warn",
+            ],
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        started.append(proc)
+        prom = Prometheus(proc, port, log)
+        wait_until(
+            lambda: http_get(f"http://127.0.0.1:{port}/-/ready", timeout=1)[0] == 200,
+            60,
+            "Prometheus to be ready",
+        )
+        return prom
+
+    started: list[subprocess.Popen[bytes]] = []
+    yield start
+    for proc in started:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_prometheus_scrapes_the_agent_and_promql_matches_what_was_sent(
+    kafka_settings: Any,
+    unique_topic: Any,
+    agent_process: Any,
+    digits_bundles: dict[str, Path],
+    prometheus: Any,
+) -> None:
+    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
+    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
+    agent = agent_process(
+        "--bundle",
+        str(digits_bundles["int8"]),
+        "--input",
+        inp,
+        "--output",
+        out,
+        "--deadletter",
+        dl,
+        "--group",
+        unique_topic("group"),
+    )
+    prom = prometheus(f"127.0.0.1:{agent.port}")
+    wait_until(
+        lambda: prom.scalar('up{job="edge-agent"}') == 1.0, 30, "Prometheus to scrape the agent"
+    )
+
+    t0 = time.time()
+    stats = replay_images(kafka_settings, "digits", topic=inp, rate=RATE, partitions=None)
+    t1 = time.time()
+    assert stats.sent == IMAGES
+
+    # Every image answered, as counted by the agent and seen by Prometheus.
+    wait_until(
+        lambda: prom.scalar("sum(edge_agent_results_produced_total)") == IMAGES,
+        60,
+        f"Prometheus to see {IMAGES} results",
+    )
+    assert prom.scalar("sum(edge_agent_messages_consumed_total)") == IMAGES
+    assert prom.scalar("sum(edge_agent_deadletters_total)") in (None, 0.0)
+
+    # The consumed rate over a 10 s window in the middle of the stream is the offered rate.
+    mid = (t0 + t1) / 2
+    assert t1 - t0 > 10, f"the replay took {t1 - t0:.1f} s; it must outlast the rate window"
+    rate = prom.scalar("sum(rate(edge_agent_messages_consumed_total[10s]))", at=mid)
+    assert rate is not None
+    assert rate == pytest.approx(RATE, rel=0.3), f"rate {rate:.1f}/s vs offered {RATE}/s"
+
+    # The e2e p99 estimate lands in the bucket that holds the true p99 of the results.
+    consumer = make_consumer(kafka_settings, out, group_id=None)
+    latencies: list[float] = []
+    deadline = time.monotonic() + 60
+    while len(latencies) < IMAGES and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            for rec in records:
+                latencies.append(codecs.decode_result(rec.value).latency_ms["e2e"] / 1000.0)
+    consumer.close()
+    assert len(latencies) == IMAGES
+    true_p99 = float(np.percentile(latencies, 99))
+    est_p99 = prom.scalar(
+        "histogram_quantile(0.99, sum by (le) (edge_agent_e2e_latency_seconds_bucket))"
+    )
+    assert est_p99 is not None and est_p99 > 0
+    bounds = sorted(
+        float(r["metric"]["le"])
+        for r in prom.query("sum by (le) (edge_agent_e2e_latency_seconds_bucket)")
+    )
+
+    def bucket(v: float) -> float:
+        return next(b for b in bounds if v <= b or math.isinf(b))
+
+    # Prometheus ranks at 0.99 * n = 445.5: the order statistics around it bound the bucket.
+    ordered = sorted(latencies)
+    rank = int(0.99 * IMAGES)
+    allowed = {bucket(v) for v in ordered[rank - 1 : rank + 2]}
+    assert bucket(est_p99) in allowed, (
+        f"PromQL p99 {est_p99:.4f} s is in bucket le={bucket(est_p99)}, but the results' "
+        f"p99 {true_p99:.4f} s is in {sorted(allowed)} (buckets {bounds})"
+    )
+    assert agent.terminate() == 0
