@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps lint format typecheck test test-fast demo bench clean
+.PHONY: help install system-deps lint format typecheck test test-fast demo bench bench-quick clean
 
 help:
 	@echo "make demo   - set up and run the end-to-end demo on the embedded broker"
 	@echo "make test   - set up and run lint, mypy and the test suite"
 	@echo "make bench  - run the benchmarks (results in bench/results/)"
+	@echo "make bench-quick - a few-minute check of the benchmarks (results in runs/bench-quick/)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +54,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/edgeinfer bench --out bench/results
+
+bench-quick: $(STAMP)
+	$(VENV)/bin/edgeinfer bench --quick --out runs/bench-quick
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

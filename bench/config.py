@@ -34,6 +34,8 @@ class BenchConfig:
     quick: bool
     #: Preloaded JPEG frames per MobileNetV2 agent run (model-bound, scale-out).
     image_frames: int
+    #: Frames produced in one burst per scale-out run (at least a few seconds of work).
+    scale_frames: int
     #: Preloaded messages per client-bound run (digits PNGs, sensor chunks).
     small_messages: int
     #: Preloaded small JSON readings per client-library run.
@@ -68,6 +70,7 @@ class BenchConfig:
         return cls(
             quick=False,
             image_frames=3000,
+            scale_frames=6000,
             small_messages=20_000,
             json_messages=50_000,
             naive_messages=3000,
@@ -86,6 +89,7 @@ class BenchConfig:
         return cls(
             quick=True,
             image_frames=400,
+            scale_frames=1500,
             small_messages=3000,
             json_messages=6000,
             naive_messages=300,

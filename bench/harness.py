@@ -125,6 +125,8 @@ class Harness:
     cpu: int
     other_cpus: list[int]
     progress: Progress
+    #: Every core this run may use (read before anything was pinned).
+    all_cpus: list[int] = field(default_factory=list)
     broker_pid: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -148,9 +150,7 @@ class Harness:
         import os
 
         target = (
-            list(cpus)
-            if cpus
-            else sorted(os.sched_getaffinity(0) | set(self.other_cpus) | {self.cpu})
+            list(cpus) if cpus else sorted(set(self.all_cpus) | set(self.other_cpus) | {self.cpu})
         )
         if self.broker_pid is not None:
             pin_tree(self.broker_pid, target)
@@ -351,22 +351,34 @@ class Harness:
         agents: int = 1,
         timeout_s: float = 120.0,
     ) -> int:
-        """Send probes (one per partition, every 0.5 s) until results come back from
-        ``agents`` distinct contenders; returns how many probes were sent."""
+        """Send probes (one per partition, every 2 s) until contenders answered every probe
+        and ``agents`` distinct ones answered; returns how many probes were sent.
+
+        Waiting for every probe's answer means no probe is still queued when the measured
+        load starts (a slow starter such as the TensorFlow loop gets a few probes at most).
+        """
         deadline = time.monotonic() + timeout_s
         sent = 0
+        start_count = reader.count
+        next_probe = 0.0
         while time.monotonic() < deadline:
             child.check_alive()
-            msgs = [make(1_000_000 + sent + p, int(time.time() * 1000)) for p in range(partitions)]
-            _send(self.settings, topics.input, msgs, partitions)
-            sent += partitions
-            until = time.monotonic() + 0.5
-            while time.monotonic() < until:
-                reader.poll(timeout_ms=100)
-            seen = {o.agent_id for o in reader.observations}
-            if reader.count and len(seen) >= agents:
+            now = time.monotonic()
+            if now >= next_probe:
+                msgs = [
+                    make(1_000_000 + sent + p, int(time.time() * 1000)) for p in range(partitions)
+                ]
+                _send(self.settings, topics.input, msgs, partitions)
+                sent += partitions
+                next_probe = now + 2.0
+            reader.poll(timeout_ms=100)
+            seen = {o.agent_id for o in reader.observations[start_count:]}
+            if reader.count - start_count >= sent and len(seen) >= agents:
                 return sent
-        msg = f"no result from {agents} contender(s) within {timeout_s:.0f} s of probes; log: {child.log_path}"
+        msg = (
+            f"no answer to the probes from {agents} contender(s) within {timeout_s:.0f} s; "
+            f"log: {child.log_path}"
+        )
         raise BenchError(msg)
 
     def paced_step(

@@ -222,3 +222,47 @@ def _observe(rec: Any) -> Observation:
     return Observation(
         produced_at=produced_at, ts=ts, e2e_ms=e2e, agent_id=agent, partition=rec.partition
     )
+
+
+def consumer_floor(
+    settings: KafkaSettings, *, fetch_max_wait_ms: int, rate: float = 4.0, seconds: float = 5.0
+) -> list[float]:
+    """Milliseconds from send to a plain kafka-python consumer's poll, at a low rate.
+
+    No agent involved: this is the floor the broker and the client put under every
+    end-to-end latency. On Tansu a pending fetch is not answered when data arrives, so
+    ``fetch_max_wait_ms`` (kafka-python's default: 500) shows up here.
+    """
+    import threading
+
+    topic = unique_topic(f"floor-{fetch_max_wait_ms}")
+    fresh_topics(settings, [topic])
+    consumer = make_consumer(settings, topic, group_id=None, fetch_max_wait_ms=fetch_max_wait_ms)
+    consumer.poll(timeout_ms=500)
+    lags: list[float] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=100).values():
+                now = time.time() * 1000.0
+                lags.extend(now - float(r.value) for r in records)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        produce_paced(
+            settings,
+            topic,
+            lambda i, ts: Message(None, str(ts).encode(), []),
+            rate=rate,
+            seconds=seconds,
+        )
+        deadline = time.monotonic() + fetch_max_wait_ms / 1000.0 + 2.0
+        while time.monotonic() < deadline and len(lags) < int(rate * seconds):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        reader.join(timeout=5)
+        consumer.close()
+    return lags

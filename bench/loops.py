@@ -179,7 +179,9 @@ def run_passthrough(args: argparse.Namespace, settings: KafkaSettings) -> int:
                     range(0, len(items), args.max_batch), decoder.preprocess(items), strict=True
                 ):
                     for it in items[start : start + args.max_batch]:
-                        value = result_bytes(manifest, it, uniform, 0, args.input, "passthrough", 0.0)
+                        value = result_bytes(
+                            manifest, it, uniform, 0, args.input, "passthrough", 0.0
+                        )
                         futures.append(
                             producer.send(
                                 args.output,
@@ -255,7 +257,12 @@ def run_confluent(args: argparse.Namespace, settings: KafkaSettings) -> int:
                 _ts_type, ts = r.timestamp()
                 items.extend(
                     decoder.decode(
-                        r.value() or b"", r.headers(), r.key(), r.partition() or 0, r.offset() or 0, ts
+                        r.value() or b"",
+                        r.headers(),
+                        r.key(),
+                        r.partition() or 0,
+                        r.offset() or 0,
+                        ts,
                     )
                 )
             if decoder is not None:
@@ -310,7 +317,13 @@ def run_naive(args: argparse.Namespace, settings: KafkaSettings) -> int:
                     y = np.asarray(model.predict(x, verbose=0), dtype=np.float32)
                     infer_ms = (time.perf_counter() - t0) * 1000.0
                     value = result_bytes(
-                        manifest, it, y[0].tolist(), int(y[0].argmax()), args.input, "naive", infer_ms
+                        manifest,
+                        it,
+                        y[0].tolist(),
+                        int(y[0].argmax()),
+                        args.input,
+                        "naive",
+                        infer_ms,
                     )
                     producer.send(
                         args.output, value=value, key=it.device_id.encode(), headers=RESULT_HEADERS

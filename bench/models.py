@@ -178,7 +178,10 @@ def trained(
         code = child.proc.wait()
         child.stop()
         if code != 0 or not report.is_file():
-            msg = f"`edgeinfer train` for {name} exited with {code}; its log ({child.log_path}) ends with:\n{child.log_tail()}"
+            msg = (
+                f"`edgeinfer train` for {name} exited with {code}; its log "
+                f"({child.log_path}) ends with:\n{child.log_tail()}"
+            )
             raise BenchError(msg)
     bundles = {
         p.name: p for p in sorted((root / "bundles").iterdir()) if (p / MODEL_FILE).is_file()
@@ -189,7 +192,10 @@ def trained(
 def load_report(path: Path) -> dict:  # type: ignore[type-arg]
     data = json.loads(path.read_text())
     if not isinstance(data, dict) or "variants" not in data:
-        msg = f"{path} is not a trainer report.json (no 'variants'); pass the one `edgeinfer train` wrote"
+        msg = (
+            f"{path} is not a trainer report.json (no 'variants'); "
+            "pass the one `edgeinfer train` wrote"
+        )
         raise BenchError(msg)
     return data
 

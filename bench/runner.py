@@ -137,9 +137,13 @@ def run_bench(args: argparse.Namespace) -> int:
     meta["load_start"] = os.getloadavg()[0]
     mode = "quick" if config.quick else "full"
     progress(
-        f"edgeinfer bench ({mode}): cases {', '.join(config.cases)}; measured core {cpu}, background {others}"
+        f"edgeinfer bench ({mode}): cases {', '.join(config.cases)}; "
+        f"measured core {cpu}, background {others}"
     )
     (out / "logs").mkdir(parents=True, exist_ok=True)
+    ignore = out / ".gitignore"
+    if not ignore.exists():  # models and logs are rebuilt on demand: keep them out of git
+        ignore.write_text("cache/\nlogs/\n")
     profiles: dict[str, Any] = {}
     with EmbeddedBroker(log_path=out / "logs" / "broker.log") as broker:
         h = Harness(
@@ -150,6 +154,7 @@ def run_bench(args: argparse.Namespace) -> int:
             other_cpus=others,
             progress=progress,
             broker_pid=broker.pid,
+            all_cpus=cpus,
         )
         progress(f"broker up on {broker.bootstrap}")
         h.pin_background(others)
@@ -164,7 +169,8 @@ def run_bench(args: argparse.Namespace) -> int:
                     logger.debug("case %s failed", case, exc_info=True)
                     h.errors[case] = f"{type(exc).__name__}: {exc}"
                     progress(
-                        f"case {case} FAILED: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                        f"case {case} FAILED: "
+                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                     )
                 progress(f"== {case} done in {time.perf_counter() - t0:.0f} s")
             goals = judge_goals(h.summary)

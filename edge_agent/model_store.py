@@ -34,7 +34,7 @@ from edge_agent.sources import BundleDirSource, ModelSource
 from stream.bundle import MODEL_FILE, Manifest, sha256_hex, verify_bundle
 from stream.exceptions import BundleError
 from stream.preprocessing import ImagePreprocessing, Preprocessing
-from stream.registry import _version_key as version_key
+from stream.registry import version_key as _version_key as version_key
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +103,9 @@ class ModelStore:
 
     # ------------------------------------------------------------- public API
 
-    def load_initial(self, timeout_s: float) -> LoadedModel:
-        """Block until a model is loaded; :class:`NoModelError` at the deadline.
+    def load_initial(self, timeout_s: float, *, stop: threading.Event | None = None) -> LoadedModel:
+        """Block until a model is loaded; :class:`NoModelError` at the deadline (or as soon
+        as ``stop`` is set).
 
         A ``--bundle`` source is not waited on: a refused bundle raises
         :class:`ModelRefusedError` at once.
@@ -130,7 +131,11 @@ class ModelStore:
             now = time.monotonic()
             if now >= deadline:
                 raise NoModelError(self._no_model_message(timeout_s))
-            time.sleep(min(_WAIT_STEP_S, deadline - now))
+            if stop is not None and stop.wait(min(_WAIT_STEP_S, deadline - now)):
+                msg = "stopped while waiting for a model: " + self._no_model_message(now - start)
+                raise NoModelError(msg)
+            if stop is None:
+                time.sleep(min(_WAIT_STEP_S, deadline - now))
 
     def current(self) -> LoadedModel:
         """The model being served."""
@@ -267,6 +272,8 @@ class ModelStore:
     def _is_refused(self, version: str) -> bool:
         if self._current is not None and version == self._current.version:
             return False
+        if all(v != version for v, _ in self._refused.values()):
+            return False  # the common case, without computing a fingerprint
         return self.source.fingerprint(version) in self._refused
 
     def _swap_result(self, model: LoadedModel) -> str:

@@ -80,7 +80,7 @@ def probe_model(
     except subprocess.TimeoutExpired:
         return ProbeResult(
             ok=False,
-            error=f"test load of {what} did not finish within {timeout_s:.0f} s: refused",
+            error=f"test load of {what} did not finish within {timeout_s:g} s: refused",
             returncode=-int(signal.SIGKILL),
         )
     except OSError as exc:

@@ -42,7 +42,8 @@ def run(h: Harness) -> None:
                 if first is not None:
                     http_up.append(first)
                 h.progress(
-                    f"agent cold start {i + 1}: {cold:.3f} s to /readyz 200 (first HTTP answer {first or 0:.3f} s)"
+                    f"agent cold start {i + 1}: {cold:.3f} s to /readyz 200 "
+                    f"(first HTTP answer {first or 0:.3f} s)"
                 )
                 if last:
                     preload(h.settings, topics.input, jpeg_messages(frames(), RSS_FRAMES))

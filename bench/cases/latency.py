@@ -12,9 +12,9 @@ from typing import Any
 from bench.assets import frames, mobilenet_models
 from bench.cases.throughput import agent_starter
 from bench.harness import Harness
-from bench.kafka_io import ResultsReader
+from bench.kafka_io import ResultsReader, consumer_floor
 from bench.messages import jpeg_maker, jpeg_messages
-from bench.stats import knee, rounded
+from bench.stats import knee, percentile, rounded
 
 
 def run(h: Harness) -> None:
@@ -43,7 +43,8 @@ def run(h: Harness) -> None:
             for fraction in c.load_fractions:
                 rate = capacity * fraction
                 h.progress(
-                    f"latency: offering {rate:.1f}/s ({fraction:.0%} of {capacity:.1f}/s) for {c.load_seconds:.0f} s"
+                    f"latency: offering {rate:.1f}/s ({fraction:.0%} of {capacity:.1f}/s) "
+                    f"for {c.load_seconds:.0f} s"
                 )
                 step = h.paced_step(
                     reader,
@@ -56,16 +57,28 @@ def run(h: Harness) -> None:
                 step["fraction"] = fraction
                 points.append(step)
                 h.progress(
-                    f"latency {fraction:.0%}: achieved {step['achieved']}/s, e2e p50 {step['p50']} ms, "
+                    f"latency {fraction:.0%}: achieved {step['achieved']}/s, "
+                    f"e2e p50 {step['p50']} ms, "
                     f"p99 {step['p99']} ms"
                 )
         finally:
             agent.child.stop()
+    floor = {}
+    for wait_ms in (500, 10):
+        lags = consumer_floor(h.settings, fetch_max_wait_ms=wait_ms, seconds=c.load_seconds / 2)
+        floor[str(wait_ms)] = {
+            "p50": rounded(percentile(lags, 50), 1),
+            "p99": rounded(percentile(lags, 99), 1),
+        }
+        h.progress(
+            f"consumer floor, fetch_max_wait_ms={wait_ms}: p50 {floor[str(wait_ms)]['p50']} ms"
+        )
     k = knee(points)
     h.summary["e2e_latency_ms"] = {
         "model": "mobilenetv2-96 int8",
         "capacity_per_s": rounded(capacity, 1),
         "knee_per_s": rounded(k, 1),
+        "consumer_floor_ms_by_fetch_max_wait_ms": floor,
         "points": [
             {
                 "offered_per_s": p["offered"],
@@ -77,4 +90,9 @@ def run(h: Harness) -> None:
             for p in points
         ],
     }
-    h.details["latency"] = {"capacity_per_s": capacity, "knee_per_s": k, "points": points}
+    h.details["latency"] = {
+        "capacity_per_s": capacity,
+        "knee_per_s": k,
+        "points": points,
+        "consumer_floor_ms_by_fetch_max_wait_ms": floor,
+    }

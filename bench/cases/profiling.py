@@ -23,7 +23,13 @@ from bench.harness import AgentChild, Harness, Topics, _slug
 from bench.kafka_io import ResultsReader, preload
 from bench.messages import Message, jpeg_messages, png_messages
 from bench.procs import Child
-from bench.profile import py_spy, record_command, speedscope_main_thread, summarize, summarize_threads
+from bench.profile import (
+    py_spy,
+    record_command,
+    speedscope_main_thread,
+    summarize,
+    summarize_threads,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -19,14 +19,13 @@ from bench.assets import frames, mobilenet_models
 from bench.harness import AgentChild, Harness, cpu_seconds
 from bench.kafka_io import ResultsReader, preload
 from bench.messages import jpeg_maker, jpeg_messages
-from bench.procs import allowed_cpus
 from bench.stats import ratio, rounded, steady_rate
 
 PARTITIONS = 2
 
 
 def run(h: Harness) -> None:
-    cpus = allowed_cpus()
+    cpus = h.all_cpus or [h.cpu]
     two = [[cpus[0]], [cpus[1]]] if len(cpus) >= 2 else [[cpus[0]], [cpus[0]]]
     h.pin_background(None)
     try:
@@ -42,7 +41,7 @@ def run(h: Harness) -> None:
 
 def _run(h: Harness, *, label: str, cores: Sequence[Sequence[int]]) -> dict[str, Any]:
     bundle = mobilenet_models(h).bundles["int8"]
-    msgs = jpeg_messages(frames(), h.config.image_frames)
+    msgs = jpeg_messages(frames(), h.config.scale_frames)
     make = jpeg_maker(frames())
     topics = h.topics(f"scale-{len(cores)}", partitions=PARTITIONS)
     agents: list[AgentChild] = []

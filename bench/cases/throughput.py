@@ -129,7 +129,8 @@ def model_bound(h: Harness) -> None:
         if variant == "int8" and agent_rate:
             h.capacity["mobilenet-int8"] = agent_rate
         h.progress(
-            f"agent/raw mobilenet {variant}: {_r(r)} (agent spent {_pct(share)} of its time in inference)"
+            f"agent/raw mobilenet {variant}: {_r(r)} "
+            f"(agent spent {_pct(share)} of its time in inference)"
         )
     h.details["model_bound"] = out
 
@@ -174,7 +175,9 @@ def client_bound(h: Harness) -> None:
                     prefix=f"passthrough-{name}",
                     messages=msgs,
                     expected=expected,
-                    start=loop_starter(h, f"passthrough-{name}-{i + 1}", "passthrough", bundle=bundle),
+                    start=loop_starter(
+                        h, f"passthrough-{name}-{i + 1}", "passthrough", bundle=bundle
+                    ),
                 )
             )
             ags.append(
@@ -317,7 +320,8 @@ def naive(h: Harness) -> None:
             h.summary[f"naive_over_agent_p99_{name}"] = rounded(p99_ratio)
         out[name] = entry
         h.progress(
-            f"agent/naive {name}: throughput {_r(r)}, p99 naive/agent {_r(entry.get('p99_naive_over_agent'))}"
+            f"agent/naive {name}: throughput {_r(r)}, "
+            f"p99 naive/agent {_r(entry.get('p99_naive_over_agent'))}"
         )
     h.details["naive"] = out
 

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from edge_agent.exceptions import ModelRefusedError, NoModelError
 from edge_agent.metrics import AgentMetrics
 from edge_agent.model_store import LoadedModel, ModelStore
-from edge_agent.probe import probe_bundle
+from edge_agent.probe import probe_bundle, probe_model
 from edge_agent.sources import BundleDirSource, ModelSource, ModelsTopicSource, RegistrySource
 from stream.bundle import (
     MANIFEST_FILE,
@@ -479,6 +480,26 @@ def test_probe_reports_the_runtime_and_never_imports_tensorflow(
     assert result.details["batchable"] is True
 
 
+def test_probe_command_line_on_a_bundle_folder(make: Any) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_agent.probe", str(make("1")), "--threads", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["ok"] is True
+    assert report["input"]["dtype"] == "int8"
+
+
+def test_probe_that_does_not_finish_in_time_is_a_refusal(tiny_models: dict[str, bytes]) -> None:
+    result = probe_model(tiny_models["int8"], what="slow model", timeout_s=0.01)
+    assert not result.ok
+    assert "test load of slow model did not finish within 0.01 s: refused" in result.error
+
+
 def test_bundle_dir_refused_at_start_fails_fast(make: Any, store_factory: Any) -> None:
     folder = make("1", signed=False)
     store = store_factory(BundleDirSource(folder))
@@ -505,6 +526,17 @@ def test_empty_registry_times_out_with_a_clear_message(
     store = store_factory(RegistrySource(registry.root, NAME))
     with pytest.raises(NoModelError, match="no usable model from registry .* versions seen: none"):
         store.load_initial(timeout_s=0.5)
+
+
+def test_waiting_for_a_model_ends_when_the_agent_stops(
+    registry: Registry, store_factory: Any
+) -> None:
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    with pytest.raises(NoModelError, match="stopped while waiting for a model"):
+        store_factory(RegistrySource(registry.root, NAME)).load_initial(60, stop=stop)
+    assert time.monotonic() - started < 10
 
 
 def test_a_model_of_another_task_is_refused(

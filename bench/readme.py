@@ -1,0 +1,429 @@
+"""``README.md`` of a benchmark run: the goals, one section per case, the profiles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def fmt(value: Any, spec: str = ",.1f", missing: str = "—") -> str:
+    if value is None:
+        return missing
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _row(*cells: Any) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _head(*names: str, right: int = 0) -> list[str]:
+    """A table header; the last ``right`` columns are right-aligned (numbers)."""
+    left = len(names) - right
+    return [_row(*names), _row(*(["---"] * left + ["---:"] * right))]
+
+
+def _median(values: Any) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    mid = len(s) // 2
+    return float(s[mid]) if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def render(
+    summary: dict[str, Any],
+    details: dict[str, Any],
+    profiles: dict[str, Any],
+    plots: dict[str, str],
+) -> str:
+    lines = _header(summary)
+    sections: tuple[Callable[[], list[str]], ...] = (
+        lambda: _model_bound(details),
+        lambda: _client_bound(details),
+        lambda: _naive(details),
+        lambda: _client_library(details),
+        lambda: _latency(summary, plots),
+        lambda: _footprint(details, plots),
+        lambda: _scale_out(details),
+        lambda: _quantization(details, plots),
+        lambda: _profiles(summary, details, profiles),
+    )
+    for section in sections:
+        lines += section()
+    if "throughput" in plots:
+        lines += ["## Throughput overview", "", f"![throughput]({plots['throughput']})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _header(summary: dict[str, Any]) -> list[str]:
+    meta = summary.get("meta", {})
+    mode = "quick (small sizes: a smoke check, not results)" if meta.get("quick") else "full"
+    versions = ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `edgeinfer bench` (do not edit); docs/benchmarks.md explains the method.",
+        "",
+        f"- Command: `{meta.get('command', 'edgeinfer bench')}`",
+        f"- Mode: **{mode}**",
+        f"- Run: {meta.get('started_at', '?')} to {meta.get('finished_at', '?')} "
+        f"({fmt(meta.get('duration_s'), '.0f')} s), commit {meta.get('git_commit')}",
+        f"- Machine: {meta.get('cpu_model', '?')}, {meta.get('cpus', '?')} cores; the measured "
+        f"process pinned to core {meta.get('measured_cpu', '?')}, broker and bench on "
+        f"{meta.get('background_cpus', '?')}",
+        f"- Load average (1 min): {fmt(meta.get('load_start'), '.2f')} at the start, "
+        f"{fmt(meta.get('load_end'), '.2f')} at the end. Other work on a shared machine makes "
+        "absolute numbers noisy; the two sides of each ratio ran back to back.",
+        f"- Versions: {versions}",
+        f"- Agent settings: `--threads {meta.get('threads')} --max-batch {meta.get('max_batch')} "
+        f"--max-latency-ms {meta.get('max_latency_ms')}`",
+        "",
+    ]
+    if summary.get("errors"):
+        lines += ["## Cases that failed", ""]
+        lines += [
+            f"- **{k}**: {v.splitlines()[0] if v else v}" for k, v in summary["errors"].items()
+        ]
+        lines += [""]
+    lines += ["## Goals", "", *_head("goal", "target", "measured", "status", right=1)]
+    for g in summary.get("goals", []):
+        status = {"pass": "pass", "MISS": "**MISS**"}.get(g["status"], g["status"])
+        lines.append(_row(g["description"], g["target"], fmt(g["value"], ".3f"), status))
+    return [*lines, ""]
+
+
+def _model_bound(details: dict[str, Any]) -> list[str]:
+    mb = details.get("model_bound")
+    if not mb:
+        return []
+    lines = [
+        "## 1. Agent vs the model's own limit (MobileNetV2 96x96x3, random weights)",
+        "",
+        f"{mb.get('frames')} preloaded frames ({mb.get('input')}). Raw LiteRT: `invoke()` on the "
+        "same frames, decoded and preprocessed beforehand, same threads and core; its rate is the "
+        "best of batch 1 and the agent's max batch, the median of runs before and after each agent "
+        "run. *In inference* is the share of the agent's wall time spent in preprocessing + LiteRT "
+        "by its own metrics (1.0 = no pipeline overhead; independent of machine load).",
+        "",
+        *_head(
+            "variant",
+            "raw batch 1 (/s)",
+            "raw max batch (/s)",
+            "raw used (/s)",
+            "agent (/s)",
+            "agent in inference",
+            "agent / raw",
+            right=6,
+        ),
+    ]
+    for variant in ("int8", "float32"):
+        d = mb.get(variant)
+        if not d:
+            continue
+        raw0 = d["raw"][0]["batch"]
+        keys = sorted(raw0, key=int)
+        lines.append(
+            _row(
+                variant,
+                fmt(raw0[keys[0]]["per_s"]),
+                fmt(raw0[keys[-1]]["per_s"]),
+                fmt(d["raw_per_s"]),
+                fmt(d["agent"]["per_s"]),
+                fmt(d["agent"].get("inference_share"), ".0%"),
+                f"**{fmt(d['ratio'], '.3f')}**",
+            )
+        )
+    return [*lines, ""]
+
+
+def _client_bound(details: dict[str, Any]) -> list[str]:
+    cb = details.get("client_bound")
+    if not cb:
+        return []
+    lines = [
+        "## 2. Agent vs the Kafka ceiling (client-bound models)",
+        "",
+        "Passthrough (`bench/loops.py`): the agent's loop without inference, on kafka-python with "
+        "the agent's settings: poll up to 256 records, decode with the same codecs, fit/window, "
+        "preprocess in batches, encode a result of the same shape (uniform scores), send, then "
+        "flush and commit after each poll. Same preloaded messages; medians of alternating runs.",
+        "",
+        *_head("stream", "input", "messages", "passthrough (/s)", "agent (/s)", "ratio", right=4),
+    ]
+    for name, d in cb.items():
+        lines.append(
+            _row(
+                name,
+                d["input"],
+                d["messages"],
+                fmt(d["passthrough"]["per_s"]),
+                fmt(d["agent"]["per_s"]),
+                f"**{fmt(d['ratio'], '.3f')}**",
+            )
+        )
+    return [*lines, ""]
+
+
+def _naive(details: dict[str, Any]) -> list[str]:
+    nv = details.get("naive")
+    if not nv:
+        return []
+    lines = [
+        "## 3. Agent vs the naive loop",
+        "",
+        "Naive loop: iterate the kafka-python consumer one message at a time, decode, Keras "
+        "`model.predict` on that one input, produce, commit every 100; same messages (sensor: "
+        "chunks holding one full window each), same core, the same float32 model in the agent. "
+        "Latency: both fed at half the naive loop's throughput for the same time; e2e = result "
+        "`produced_at` - device `ts`.",
+        "",
+        *_head(
+            "stream",
+            "naive (/s)",
+            "agent (/s)",
+            "throughput ratio",
+            "offered (/s)",
+            "naive p50 / p99 (ms)",
+            "agent p50 / p99 (ms)",
+            "p99 naive / agent",
+            right=7,
+        ),
+    ]
+    for name, d in nv.items():
+        nl, al = d.get("naive_latency") or {}, d.get("agent_latency") or {}
+        lines.append(
+            _row(
+                name,
+                fmt(d["naive"]["per_s"]),
+                fmt(d["agent"]["per_s"]),
+                f"**{fmt(d['throughput_ratio'], '.1f')}x**",
+                fmt(d.get("latency_rate_per_s")),
+                f"{fmt(nl.get('p50'))} / {fmt(nl.get('p99'))}",
+                f"{fmt(al.get('p50'))} / {fmt(al.get('p99'))}",
+                f"{fmt(d.get('p99_naive_over_agent'), '.1f')}x",
+            )
+        )
+    return [*lines, ""]
+
+
+def _client_library(details: dict[str, Any]) -> list[str]:
+    cl = details.get("client_library")
+    if not cl:
+        return []
+    lines = [
+        "## 4. The client library",
+        "",
+        f"{cl.get('messages')} {cl.get('input')}; one process on the measured core each.",
+        "",
+        *_head("client", "messages/s", right=1),
+    ]
+    lines += [_row(lib, fmt(d.get("per_s"))) for lib, d in cl.get("runs", {}).items()]
+    lines += ["", f"confluent-kafka / kafka-python: **{fmt(cl.get('ratio'), '.2f')}x**.", ""]
+    return lines
+
+
+def _latency(summary: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    lat = summary.get("e2e_latency_ms")
+    if not isinstance(lat, dict) or not lat.get("points"):
+        return []
+    lines = [
+        "## 5. Latency under load",
+        "",
+        f"One agent, {lat.get('model')}, capacity {fmt(lat.get('capacity_per_s'))} frames/s "
+        "(measured in section 1). Knee, the highest offered rate it keeps up with (achieved >= 95% "
+        "of offered, p99 within 3x of the lightest load): "
+        f"**{fmt(lat.get('knee_per_s'))} /s**.",
+        "",
+        *_head("offered (/s)", "of capacity", "achieved (/s)", "p50 (ms)", "p99 (ms)", right=5),
+    ]
+    for p in lat["points"]:
+        lines.append(
+            _row(
+                fmt(p["offered_per_s"]),
+                fmt(p["fraction"], ".0%"),
+                fmt(p["achieved_per_s"]),
+                fmt(p["p50"]),
+                fmt(p["p99"]),
+            )
+        )
+    floor = lat.get("consumer_floor_ms_by_fetch_max_wait_ms") or {}
+    if floor:
+        parts = [
+            f"`fetch_max_wait_ms={k}`: p50 {fmt(v.get('p50'))} ms, p99 {fmt(v.get('p99'))} ms"
+            for k, v in floor.items()
+        ]
+        lines += [
+            "",
+            "The floor under these numbers: a plain kafka-python consumer (no agent) at 4 msg/s on "
+            "the embedded broker, " + "; ".join(parts) + ". The agent uses kafka-python's "
+            "default (500 ms). On Tansu a waiting fetch is answered when its wait runs out, not "
+            "when data arrives, so the fetch wait, not the agent, sets most of the latency here.",
+        ]
+    if "latency" in plots:
+        lines += ["", f"![latency]({plots['latency']})"]
+    return [*lines, ""]
+
+
+def _footprint(details: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    fp = details.get("footprint")
+    if not fp:
+        return []
+    colds = fp.get("agent_cold_starts_s") or []
+    lines = [
+        "## 6. Footprint",
+        "",
+        f"{fp.get('model')}. Agent cold start: process start to `/readyz` 200 with the bundle on "
+        f"disk (median of {colds}); its first HTTP answer came after "
+        f"{fp.get('agent_first_http_answer_s')} s (model loaded, consumer group not yet "
+        "joined). Peak RSS = VmHWM after answering frames. TensorFlow: `import tensorflow`, "
+        "`keras.models.load_model`, one `predict`, same core.",
+        "",
+        *_head("process", "cold start (s)", "peak RSS (MB)", right=2),
+        _row("agent (LiteRT)", fmt(_median(colds), ".3f"), fmt(fp.get("agent_peak_rss_mb"))),
+        _row(
+            "TensorFlow + Keras",
+            fmt(fp.get("tf_cold_start_s"), ".3f"),
+            fmt(fp.get("tf_peak_rss_mb")),
+        ),
+        "",
+    ]
+    mem = fp.get("agent_memory") or {}
+    if mem.get("largest_mappings"):
+        lines += [f"Agent memory: {mem.get('status')}. Largest resident mappings:", ""]
+        lines += _head("mapping", "RSS (MB)", right=1)
+        lines += [_row(m["mapping"], m["rss_mb"]) for m in mem["largest_mappings"]]
+        lines += [""]
+    if "footprint" in plots:
+        lines += [f"![footprint]({plots['footprint']})", ""]
+    return lines
+
+
+def _scale_out(details: dict[str, Any]) -> list[str]:
+    so = details.get("scale_out")
+    if not so:
+        return []
+    lines = [
+        "## 7. Scale-out",
+        "",
+        "MobileNetV2 int8 frames produced in one burst over a 2-partition topic once the group is "
+        "stable; each agent pinned to its own core, the broker and the bench free to use every "
+        "core. CPU seconds of each process during the burst:",
+        "",
+        *_head("agents", "frames/s", "results by agent", "CPU seconds", right=1),
+    ]
+    for key in ("one", "two"):
+        d = so.get(key) or {}
+        lines.append(
+            _row(d.get("label"), fmt(d.get("per_s")), d.get("by_agent"), d.get("cpu_seconds"))
+        )
+    lines += [
+        "",
+        f"Two agents / one: **{fmt(so.get('ratio'), '.2f')}x** on {so.get('cores')} cores.",
+        "",
+    ]
+    return lines
+
+
+def _quantization(details: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    tables = details.get("quantization")
+    if not tables:
+        return []
+    lines = ["## 8. Quantization (from the trainer's report.json)", ""]
+    for t in tables:
+        lines += [
+            f"**{t.get('name')}** ({t.get('dataset')}, {t.get('arch')}): Keras accuracy "
+            f"{fmt(t.get('keras_accuracy'), '.4f')} on {t.get('test_samples')} test samples; "
+            f"recommended `{t.get('recommended')}`. Report: `{t.get('report')}`.",
+            "",
+            *_head(
+                "variant",
+                "size (B)",
+                "vs float32",
+                "accuracy",
+                "drop",
+                "LiteRT p50 (ms)",
+                "p99 (ms)",
+                "publishable",
+                right=6,
+            ),
+        ]
+        for r in t["variants"]:
+            if r.get("error"):
+                lines.append(_row(r["variant"], f"failed: {r['error']}", "", "", "", "", "", "no"))
+                continue
+            lines.append(
+                _row(
+                    r["variant"],
+                    fmt(r["size_bytes"], ","),
+                    fmt(r["size_vs_float32"], ".2f"),
+                    fmt(r["accuracy"], ".4f"),
+                    fmt(r["accuracy_drop"], "+.4f"),
+                    fmt(r["latency_p50_ms"], ".4f"),
+                    fmt(r["latency_p99_ms"], ".4f"),
+                    "yes" if r.get("publishable") else "no",
+                )
+            )
+        lines += [""]
+    if "quantization" in plots:
+        lines += [f"![quantization]({plots['quantization']})", ""]
+    return lines
+
+
+def _profiles(
+    summary: dict[str, Any], details: dict[str, Any], profiles: dict[str, Any]
+) -> list[str]:
+    missed = [g for g in summary.get("goals", []) if g.get("met") is False]
+    if not missed:
+        return ["## Where the time goes", "", "Every measured goal was met: no profile taken.", ""]
+    lines = ["## Where the time goes (goals missed)", ""]
+    shown: set[str] = set()
+    for g in missed:
+        lines += [f"### {g['description']}: {fmt(g['value'], '.3f')} (target {g['target']})", ""]
+        if g["key"] == "peak_rss_mb":
+            mem = (details.get("footprint") or {}).get("agent_memory") or {}
+            lines += [f"Memory split: {mem.get('status')}; largest mappings in section 6.", ""]
+            continue
+        if g["key"] == "scale_out_2_vs_1":
+            so = details.get("scale_out") or {}
+            one = (so.get("one") or {}).get("cpu_seconds")
+            two = (so.get("two") or {}).get("cpu_seconds")
+            lines += [
+                f"CPU seconds per process during the burst, one agent: {one}; two agents: {two}. "
+                "The broker, the producer and the result reader share the same cores.",
+                "",
+            ]
+            continue
+        p = profiles.get(g["key"])
+        if not p:
+            lines += ["No profile taken.", ""]
+            continue
+        if "error" in p:
+            lines += [f"Profile failed: {p['error']}", ""]
+            continue
+        parts = [p] if "by_category" in p else [v for v in p.values() if isinstance(v, dict)]
+        for part in parts:
+            if "by_category" not in part:
+                continue
+            label = str(part.get("label"))
+            if label in shown:
+                lines += [f"Same profile as above ({label}).", ""]
+                continue
+            shown.add(label)
+            lines += _profile_table(part)
+    return lines
+
+
+def _profile_table(p: dict[str, Any]) -> list[str]:
+    head = f"**{p.get('label')}**: {p.get('samples')} samples"
+    if p.get("busy_share") is not None:
+        head += f", busy {p['busy_share']:.0%} of {p.get('seconds')} s"
+    if p.get("ready_s_under_py_spy") is not None:
+        head += f", ready after {p['ready_s_under_py_spy']} s under py-spy (idle included)"
+    lines = [f"{head}. Raw samples: `{p.get('raw_file')}`.", "", *_head("where", "share", right=1)]
+    lines += [_row(c["category"], f"{c['share']:.1%}") for c in p["by_category"][:9]]
+    lines += ["", "Top functions by self time:", "", *_head("function", "self", right=1)]
+    lines += [_row(f"`{c['function']}`", f"{c['share']:.1%}") for c in p.get("top_self", [])[:8]]
+    return [*lines, ""]

@@ -1,0 +1,139 @@
+"""Pure helpers of the benchmark: percentiles, rates, ratios, goals, knee, presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.config import CASES, BenchConfig, parse_cases
+from bench.harness import agent_efficiency, parse_metrics
+from bench.messages import expected_windows, fit_windows
+from bench.stats import GOALS, judge_goals, knee, percentile, ratio, steady_rate
+
+
+@pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 99, 100])
+def test_percentile_matches_numpy(q: float) -> None:
+    values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0]
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_percentile_edge_cases() -> None:
+    assert percentile([], 50) is None
+    assert percentile([4.0], 99) == 4.0
+    with pytest.raises(ValueError, match="q must be in"):
+        percentile([1.0], 101)
+
+
+def test_steady_rate_ignores_slow_start_and_tail() -> None:
+    # 50 start-up events long before, 900 at one per ms, then a slow tail of 50.
+    times = (
+        [0.0] * 50
+        + [float(5000 + i) for i in range(900)]
+        + [float(9000 + 100 * i) for i in range(50)]
+    )
+    rate = steady_rate(times, trim=0.1)
+    assert rate == pytest.approx(1000.0, rel=0.01)
+
+
+def test_steady_rate_needs_a_span() -> None:
+    assert steady_rate([]) is None
+    assert steady_rate([1.0, 2.0]) is None
+    assert steady_rate([5.0] * 100) is None
+    assert steady_rate([0.0, 500.0, 1000.0], trim=0.0) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="trim"):
+        steady_rate([1.0, 2.0, 3.0], trim=0.5)
+
+
+def test_ratio() -> None:
+    assert ratio(90.0, 100.0) == pytest.approx(0.9)
+    assert ratio(None, 1.0) is None
+    assert ratio(1.0, None) is None
+    assert ratio(1.0, 0.0) is None
+
+
+def test_goals_are_judged_from_values_never_assumed() -> None:
+    summary = {
+        "agent_vs_raw_mobilenet_int8": 0.95,
+        "agent_vs_raw_mobilenet_float32": 0.5,
+        "cold_start_s": 0.4,
+        "peak_rss_mb": 120.0,
+        "scale_out_2_vs_1": None,
+    }
+    by_key = {g["key"]: g for g in judge_goals(summary)}
+    assert set(by_key) == {g.key for g in GOALS}
+    assert by_key["agent_vs_raw_mobilenet_int8"]["status"] == "pass"
+    assert by_key["agent_vs_raw_mobilenet_float32"]["status"] == "MISS"
+    assert by_key["cold_start_s"]["met"] is True
+    assert by_key["peak_rss_mb"]["met"] is False
+    assert by_key["scale_out_2_vs_1"]["status"] == "not measured"
+    assert by_key["agent_vs_naive_sensor"]["met"] is None
+
+
+def test_knee_is_the_last_rate_kept_up_with() -> None:
+    points = [
+        {"offered": 50, "achieved": 50, "p99": 20},
+        {"offered": 100, "achieved": 99, "p99": 30},
+        {"offered": 150, "achieved": 148, "p99": 55},
+        {"offered": 200, "achieved": 160, "p99": 900},
+    ]
+    assert knee(points) == 150
+    assert knee(list(reversed(points))) == 150
+    latency_blowup = [dict(p) for p in points[:3]]
+    latency_blowup[2]["p99"] = 500
+    assert knee(latency_blowup) == 100
+    assert knee([{"offered": 10, "achieved": 2, "p99": 5}]) is None
+    assert knee([]) is None
+
+
+def test_quick_preset_is_small() -> None:
+    quick, full = BenchConfig.quick_preset(), BenchConfig.full()
+    assert quick.quick and not full.quick
+    assert quick.image_frames <= 500 and quick.small_messages <= 5000
+    assert quick.naive_messages <= 500 and quick.measure_cap_s <= 15
+    assert len(quick.load_fractions) <= 3 and quick.load_seconds <= 5
+    assert quick.repeats == 1 and quick.footprint_repeats == 1
+    for field in (
+        "image_frames",
+        "small_messages",
+        "json_messages",
+        "scale_frames",
+        "load_seconds",
+    ):
+        assert getattr(quick, field) < getattr(full, field), field
+    assert max(full.load_fractions) > 1.0  # the latency curve goes past saturation
+
+
+def test_parse_cases() -> None:
+    assert parse_cases(None) == CASES
+    assert parse_cases("footprint, model-bound") == ("model_bound", "footprint")
+    with pytest.raises(ValueError, match="unknown case"):
+        parse_cases("model_bound,warp_speed")
+
+
+def test_agent_efficiency_from_metrics() -> None:
+    text = "\n".join(
+        [
+            "# HELP edge_agent_batch_size x",
+            'edge_agent_batch_size_sum{model="m"} 900.0',
+            'edge_agent_batch_size_count{model="m"} 30.0',
+            'edge_agent_inference_duration_seconds_sum{model="m",version="1"} 3.0',
+            'edge_agent_inference_duration_seconds_sum{model="m",version="2"} 1.5',
+        ]
+    )
+    m = parse_metrics(text)
+    assert m["edge_agent_inference_duration_seconds_sum"] == pytest.approx(4.5)
+    eff = agent_efficiency(m, per_s=180.0)
+    assert eff["agent_infer_ms_per_input"] == pytest.approx(5.0)
+    assert eff["agent_mean_batch"] == pytest.approx(30.0)
+    assert eff["inference_share"] == pytest.approx(0.9)
+    assert agent_efficiency({}, per_s=1.0) == {}
+
+
+def test_sensor_windows_per_chunk() -> None:
+    # One full window per chunk and stride = window: one result per message.
+    assert expected_windows(100, devices=16, chunk=100, window=100, stride=100) == 100
+    # Stride half the window: each device's first chunk gives 1, every later one 2.
+    assert expected_windows(32, devices=16, chunk=100, window=100, stride=50) == 16 * 3
+    windows = np.zeros((3, 100, 6), dtype=np.float32)
+    assert fit_windows(windows, 64).shape == (3, 64, 6)
+    assert fit_windows(windows, 250).shape == (3, 250, 6)
