@@ -34,7 +34,7 @@ from edge_agent.sources import BundleDirSource, ModelSource
 from stream.bundle import MODEL_FILE, Manifest, sha256_hex, verify_bundle
 from stream.exceptions import BundleError
 from stream.preprocessing import ImagePreprocessing, Preprocessing
-from stream.registry import version_key as _version_key as version_key
+from stream.registry import version_key
 
 logger = logging.getLogger(__name__)
 

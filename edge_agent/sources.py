@@ -22,8 +22,7 @@ from typing import Any
 
 from stream.bundle import MANIFEST_FILE, MODEL_FILE, read_manifest
 from stream.exceptions import BundleError, EdgeInferError
-from stream.registry import Announcement, Registry, materialize, parse_announcement
-from stream.registry import version_key as _version_key as version_key
+from stream.registry import Announcement, Registry, materialize, parse_announcement, version_key
 from stream.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
