@@ -495,6 +495,24 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def machine_cpu() -> dict[str, float]:
+    """Seconds the whole machine spent busy (all cores), idle, and stolen by the hypervisor."""
+    import os
+
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    v = [int(x) for x in first[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = v
+    return {
+        "busy": (user + nice + system + irq + softirq) / ticks,
+        "idle": (idle + iowait) / ticks,
+        "steal": steal / ticks,
+    }
+
+
 def smaps_top(pid: int, top: int = 8) -> list[dict[str, Any]]:
     """The largest resident mappings of ``pid`` grouped by file ([anon] for the heap)."""
     try:

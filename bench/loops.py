@@ -34,10 +34,9 @@ from edge_agent.inputs import fit_image
 from edge_agent.windows import DeviceWindows
 from stream import topics
 from stream.bundle import Manifest, read_manifest
-from stream.codecs import decode_image, decode_sensor, encode_result
+from stream.codecs import decode_image, decode_sensor, headers_dict
 from stream.kafka import make_consumer, make_producer
 from stream.preprocessing import ImagePreprocessing, SequencePreprocessing
-from stream.schemas import InferenceResult
 from stream.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -60,6 +59,7 @@ class Input:
     ts: int | None
     kafka_ts: int
     key: bytes | None
+    headers: Any
 
 
 class Decoder:
@@ -89,7 +89,7 @@ class Decoder:
             frame = decode_image(value, headers)
             x = fit_image(frame.pixels, frame.content_type, self.prep)
             device = frame.device_id or (key or b"unknown").decode()
-            return [Input(x, device, partition, offset, frame.ts, kafka_ts, key)]
+            return [Input(x, device, partition, offset, frame.ts, kafka_ts, key, headers)]
         chunk = decode_sensor(value, channels=self.windows.channels)
         full = self.windows.add(
             chunk.device_id,
@@ -100,7 +100,10 @@ class Decoder:
             headers=headers,
             now=time.monotonic(),
         )
-        return [Input(w.values, w.device_id, partition, offset, w.ts, kafka_ts, key) for w in full]
+        return [
+            Input(w.values, w.device_id, partition, offset, w.ts, kafka_ts, key, w.headers)
+            for w in full
+        ]
 
     def preprocess(self, items: list[Input]) -> list[np.ndarray]:
         """The manifest's preprocessing applied in batches of ``max_batch`` (as the agent)."""
@@ -120,24 +123,29 @@ def result_bytes(
     agent_id: str,
     infer_ms: float,
 ) -> bytes:
-    """The result JSON the agent writes (row: scores, j: the index of the best one)."""
+    """A result in the wire format (same keys and order as the agent's), written directly
+    with ``json.dumps`` as a hand-written loop would (row: scores, j: the best one)."""
     labels = manifest.labels
+    named = len(labels) == len(row)
     produced_at = int(time.time() * 1000)
     e2e = produced_at - (it.ts if it.ts is not None else it.kafka_ts)
-    result = InferenceResult(
-        device_id=it.device_id,
-        model=manifest.name,
-        version=manifest.version,
-        label=labels[j] if len(labels) == len(row) else str(j),
-        score=float(row[j]),
-        scores=dict(zip(labels, row, strict=True)) if len(labels) == len(row) else {},
-        source={"topic": topic, "partition": it.partition, "offset": it.offset},
-        latency_ms={"queue": 0.0, "infer": infer_ms, "e2e": float(e2e)},
-        ts=it.ts,
-        produced_at=produced_at,
-        agent_id=agent_id,
-    )
-    return encode_result(result)
+    hdrs = headers_dict(it.headers)
+    result = {
+        "device_id": it.device_id,
+        "model": manifest.name,
+        "version": manifest.version,
+        "label": labels[j] if named else str(j),
+        "score": row[j],
+        "scores": dict(zip(labels, row, strict=True)) if named else {},
+        "source": {"topic": topic, "partition": it.partition, "offset": it.offset},
+        "latency_ms": {"queue": 0.0, "infer": infer_ms, "e2e": float(e2e)},
+        "ts": it.ts,
+        "produced_at": produced_at,
+        "agent_id": agent_id,
+        "true_label": hdrs.get(topics.H_LABEL),
+        "headers": hdrs,
+    }
+    return json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
 
 
 # ------------------------------------------------------------------ kafka-python

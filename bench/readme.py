@@ -19,10 +19,10 @@ def _row(*cells: Any) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def _head(*names: str, right: int = 0) -> list[str]:
-    """A table header; the last ``right`` columns are right-aligned (numbers)."""
-    left = len(names) - right
-    return [_row(*names), _row(*(["---"] * left + ["---:"] * right))]
+def _head(*names: str, align: str = "") -> list[str]:
+    """A table header; ``align`` has one letter per column, ``l`` or ``r`` (default ``l``)."""
+    marks = ["---:" if a == "r" else "---" for a in align.ljust(len(names), "l")]
+    return [_row(*names), _row(*marks)]
 
 
 def _median(values: Any) -> float | None:
@@ -88,7 +88,7 @@ def _header(summary: dict[str, Any]) -> list[str]:
             f"- **{k}**: {v.splitlines()[0] if v else v}" for k, v in summary["errors"].items()
         ]
         lines += [""]
-    lines += ["## Goals", "", *_head("goal", "target", "measured", "status", right=1)]
+    lines += ["## Goals", "", *_head("goal", "target", "measured", "status", align="llrl")]
     for g in summary.get("goals", []):
         status = {"pass": "pass", "MISS": "**MISS**"}.get(g["status"], g["status"])
         lines.append(_row(g["description"], g["target"], fmt(g["value"], ".3f"), status))
@@ -103,39 +103,55 @@ def _model_bound(details: dict[str, Any]) -> list[str]:
         "## 1. Agent vs the model's own limit (MobileNetV2 96x96x3, random weights)",
         "",
         f"{mb.get('frames')} preloaded frames ({mb.get('input')}). Raw LiteRT: `invoke()` on the "
-        "same frames, decoded and preprocessed beforehand, same threads and core; its rate is the "
-        "best of batch 1 and the agent's max batch, the median of runs before and after each agent "
-        "run. *In inference* is the share of the agent's wall time spent in preprocessing + LiteRT "
-        "by its own metrics (1.0 = no pipeline overhead; independent of machine load).",
+        "same frames, decoded, preprocessed (and quantized for int8) beforehand, same threads and "
+        "core; its rate is the best of batch 1 and the agent's max batch, the median of runs "
+        "before and after each agent run (the agent's rate: median of its runs).",
+        "",
+        "Milliseconds per frame split the gap: *agent* = 1 / its rate; *in inference* = the "
+        "agent's own `edge_agent_inference_duration_seconds` per frame (preprocessing, "
+        "quantization and LiteRT); *raw invoke* = 1 / the raw rate. *Agent - in inference* is "
+        "the pipeline around the model (JPEG decode, Kafka, results); *in inference - raw* is "
+        "preprocessing and quantization.",
         "",
         *_head(
             "variant",
-            "raw batch 1 (/s)",
-            "raw max batch (/s)",
-            "raw used (/s)",
+            "raw (/s)",
             "agent (/s)",
-            "agent in inference",
             "agent / raw",
-            right=6,
+            "ms: agent",
+            "ms: in inference",
+            "ms: raw invoke",
+            align="lrrrrrr",
         ),
     ]
     for variant in ("int8", "float32"):
         d = mb.get(variant)
         if not d:
             continue
-        raw0 = d["raw"][0]["batch"]
-        keys = sorted(raw0, key=int)
+        agent = d["agent"]
+        wall = 1000.0 / agent["per_s"] if agent.get("per_s") else None
+        raw = 1000.0 / d["raw_per_s"] if d.get("raw_per_s") else None
         lines.append(
             _row(
                 variant,
-                fmt(raw0[keys[0]]["per_s"]),
-                fmt(raw0[keys[-1]]["per_s"]),
                 fmt(d["raw_per_s"]),
-                fmt(d["agent"]["per_s"]),
-                fmt(d["agent"].get("inference_share"), ".0%"),
+                fmt(agent.get("per_s")),
                 f"**{fmt(d['ratio'], '.3f')}**",
+                fmt(wall, ".2f"),
+                fmt(agent.get("infer_ms_per_input"), ".2f"),
+                fmt(raw, ".2f"),
             )
         )
+    rows = []
+    for variant in ("int8", "float32"):
+        d = mb.get(variant) or {}
+        for r in d.get("raw", []):
+            rows.append(
+                f"{variant} raw: "
+                + ", ".join(f"batch {b} {fmt(v['per_s'])}/s" for b, v in r["batch"].items())
+            )
+    if rows:
+        lines += ["", "Raw runs: " + "; ".join(rows) + "."]
     return [*lines, ""]
 
 
@@ -151,7 +167,9 @@ def _client_bound(details: dict[str, Any]) -> list[str]:
         "preprocess in batches, encode a result of the same shape (uniform scores), send, then "
         "flush and commit after each poll. Same preloaded messages; medians of alternating runs.",
         "",
-        *_head("stream", "input", "messages", "passthrough (/s)", "agent (/s)", "ratio", right=4),
+        *_head(
+            "stream", "input", "messages", "passthrough (/s)", "agent (/s)", "ratio", align="llrrrr"
+        ),
     ]
     for name, d in cb.items():
         lines.append(
@@ -189,7 +207,7 @@ def _naive(details: dict[str, Any]) -> list[str]:
             "naive p50 / p99 (ms)",
             "agent p50 / p99 (ms)",
             "p99 naive / agent",
-            right=7,
+            align="lrrrrrrr",
         ),
     ]
     for name, d in nv.items():
@@ -218,7 +236,7 @@ def _client_library(details: dict[str, Any]) -> list[str]:
         "",
         f"{cl.get('messages')} {cl.get('input')}; one process on the measured core each.",
         "",
-        *_head("client", "messages/s", right=1),
+        *_head("client", "messages/s", align="lr"),
     ]
     lines += [_row(lib, fmt(d.get("per_s"))) for lib, d in cl.get("runs", {}).items()]
     lines += ["", f"confluent-kafka / kafka-python: **{fmt(cl.get('ratio'), '.2f')}x**.", ""]
@@ -237,7 +255,9 @@ def _latency(summary: dict[str, Any], plots: dict[str, str]) -> list[str]:
         "of offered, p99 within 3x of the lightest load): "
         f"**{fmt(lat.get('knee_per_s'))} /s**.",
         "",
-        *_head("offered (/s)", "of capacity", "achieved (/s)", "p50 (ms)", "p99 (ms)", right=5),
+        *_head(
+            "offered (/s)", "of capacity", "achieved (/s)", "p50 (ms)", "p99 (ms)", align="rrrrr"
+        ),
     ]
     for p in lat["points"]:
         lines.append(
@@ -277,11 +297,12 @@ def _footprint(details: dict[str, Any], plots: dict[str, str]) -> list[str]:
         "",
         f"{fp.get('model')}. Agent cold start: process start to `/readyz` 200 with the bundle on "
         f"disk (median of {colds}); its first HTTP answer came after "
-        f"{fp.get('agent_first_http_answer_s')} s (model loaded, consumer group not yet "
-        "joined). Peak RSS = VmHWM after answering frames. TensorFlow: `import tensorflow`, "
-        "`keras.models.load_model`, one `predict`, same core.",
+        f"{fp.get('agent_first_http_answer_s')} s (imports done, health server up; model "
+        "load, broker connection and group join follow). Peak RSS = VmHWM after answering "
+        "frames. TensorFlow: `import tensorflow`, `keras.models.load_model`, one `predict`, "
+        "same core.",
         "",
-        *_head("process", "cold start (s)", "peak RSS (MB)", right=2),
+        *_head("process", "cold start (s)", "peak RSS (MB)", align="lrr"),
         _row("agent (LiteRT)", fmt(_median(colds), ".3f"), fmt(fp.get("agent_peak_rss_mb"))),
         _row(
             "TensorFlow + Keras",
@@ -293,7 +314,7 @@ def _footprint(details: dict[str, Any], plots: dict[str, str]) -> list[str]:
     mem = fp.get("agent_memory") or {}
     if mem.get("largest_mappings"):
         lines += [f"Agent memory: {mem.get('status')}. Largest resident mappings:", ""]
-        lines += _head("mapping", "RSS (MB)", right=1)
+        lines += _head("mapping", "RSS (MB)", align="lr")
         lines += [_row(m["mapping"], m["rss_mb"]) for m in mem["largest_mappings"]]
         lines += [""]
     if "footprint" in plots:
@@ -310,14 +331,40 @@ def _scale_out(details: dict[str, Any]) -> list[str]:
         "",
         "MobileNetV2 int8 frames produced in one burst over a 2-partition topic once the group is "
         "stable; each agent pinned to its own core, the broker and the bench free to use every "
-        "core. CPU seconds of each process during the burst:",
+        "core. CPU seconds during the burst: each agent, the broker, the bench (producer and "
+        "result reader), and everything else on the machine (other processes; steal = time the "
+        "hypervisor gave to other guests).",
         "",
-        *_head("agents", "frames/s", "results by agent", "CPU seconds", right=1),
+        *_head(
+            "agents",
+            "frames/s",
+            "burst (s)",
+            "results by agent",
+            "CPU s: agents",
+            "broker",
+            "bench",
+            "other processes",
+            "steal",
+            align="lrrlrrrrr",
+        ),
     ]
     for key in ("one", "two"):
         d = so.get(key) or {}
+        cpu = d.get("cpu_seconds") or {}
+        agents = " + ".join(fmt(v, ".1f") for k, v in cpu.items() if k.startswith("agent"))
+        machine = d.get("machine_cpu_seconds") or {}
         lines.append(
-            _row(d.get("label"), fmt(d.get("per_s")), d.get("by_agent"), d.get("cpu_seconds"))
+            _row(
+                d.get("label"),
+                fmt(d.get("per_s")),
+                fmt(d.get("span_s"), ".1f"),
+                ", ".join(str(v) for v in (d.get("by_agent") or {}).values()),
+                agents,
+                fmt(cpu.get("broker"), ".1f"),
+                fmt(cpu.get("bench"), ".1f"),
+                fmt(machine.get("others"), ".1f"),
+                fmt(machine.get("steal"), ".1f"),
+            )
         )
     lines += [
         "",
@@ -347,7 +394,7 @@ def _quantization(details: dict[str, Any], plots: dict[str, str]) -> list[str]:
                 "LiteRT p50 (ms)",
                 "p99 (ms)",
                 "publishable",
-                right=6,
+                align="lrrrrrrl",
             ),
         ]
         for r in t["variants"]:
@@ -388,11 +435,17 @@ def _profiles(
             continue
         if g["key"] == "scale_out_2_vs_1":
             so = details.get("scale_out") or {}
-            one = (so.get("one") or {}).get("cpu_seconds")
-            two = (so.get("two") or {}).get("cpu_seconds")
+            parts = []
+            for key in ("one", "two"):
+                d = so.get(key) or {}
+                parts.append(
+                    f"{d.get('label')}: processes {d.get('cpu_seconds')}, machine "
+                    f"{d.get('machine_cpu_seconds')} over {fmt(d.get('span_s'), '.1f')} s"
+                )
             lines += [
-                f"CPU seconds per process during the burst, one agent: {one}; two agents: {two}. "
-                "The broker, the producer and the result reader share the same cores.",
+                "CPU seconds during the burst (section 7): " + "; ".join(parts) + ". The broker, "
+                "the producer, the result reader and any other work on the machine share the two "
+                "cores with the agents: two agents get less than two cores' worth.",
                 "",
             ]
             continue
@@ -422,8 +475,12 @@ def _profile_table(p: dict[str, Any]) -> list[str]:
         head += f", busy {p['busy_share']:.0%} of {p.get('seconds')} s"
     if p.get("ready_s_under_py_spy") is not None:
         head += f", ready after {p['ready_s_under_py_spy']} s under py-spy (idle included)"
-    lines = [f"{head}. Raw samples: `{p.get('raw_file')}`.", "", *_head("where", "share", right=1)]
+    lines = [
+        f"{head}. Raw samples: `{p.get('raw_file')}`.",
+        "",
+        *_head("where", "share", align="lr"),
+    ]
     lines += [_row(c["category"], f"{c['share']:.1%}") for c in p["by_category"][:9]]
-    lines += ["", "Top functions by self time:", "", *_head("function", "self", right=1)]
+    lines += ["", "Top functions by self time:", "", *_head("function", "self", align="lr")]
     lines += [_row(f"`{c['function']}`", f"{c['share']:.1%}") for c in p.get("top_self", [])[:8]]
     return [*lines, ""]

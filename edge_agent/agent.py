@@ -104,8 +104,8 @@ class Agent:
             if store is None:
                 store = build_store(self.config, self.metrics)
             started = time.monotonic()
-            model = store.load_initial(timeout_s=self.config.model_wait_s)
-            if self.stop_event.is_set():
+            model = self._load_initial(store)
+            if model is None:  # stopped while waiting for the first model
                 return 0
             self.pipeline = Pipeline(
                 config=self.config, store=store, metrics=self.metrics, stop=self.stop_event
@@ -135,6 +135,28 @@ class Agent:
                     logger.exception("closing the model store failed")
             self._http.stop()
             logger.info("agent stopped")
+
+    def _load_initial(self, store: Any) -> Any | None:
+        """``store.load_initial`` in a helper thread, so a signal does not wait for it."""
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def target() -> None:
+            try:
+                outcome["model"] = store.load_initial(timeout_s=self.config.model_wait_s)
+            except BaseException as exc:  # noqa: BLE001  re-raised in the caller's thread
+                outcome["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=target, name="initial-model", daemon=True).start()
+        while not done.wait(0.2):
+            if self.stop_event.is_set():
+                logger.info("stopped while waiting for the first model")
+                return None
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["model"]
 
 
 def _describe(config: AgentConfig) -> str:

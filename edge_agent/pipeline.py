@@ -112,6 +112,7 @@ class Pipeline:
         self._advanced = False
         self._ready = False
         self._healthy = True
+        self._closing = False
         self._backoff = BACKOFF_MIN_S
         self._next_housekeeping = 0.0
         self._next_model_poll = time.monotonic() + config.model_poll_s
@@ -123,6 +124,8 @@ class Pipeline:
         self.consumed = 0
         self.results = 0
         self.deadlettered = 0
+        #: Rebalances that took partitions from this agent.
+        self.revocations = 0
         self._consumed_metric = metrics.messages_consumed.labels(topic=self.topic)
         metrics.set_model(manifest)
 
@@ -221,9 +224,11 @@ class Pipeline:
                 "processed again on restart): %s",
                 exc,
             )
+            self.delivery.reset()
 
     def close(self) -> None:
         self._set_ready(False)
+        self._closing = True  # drain() did the work; leaving the group must not redo it
         if self.consumer is not None:
             try:
                 self.consumer.close(autocommit=False)
@@ -530,8 +535,10 @@ class Pipeline:
     def _on_revoked(self, revoked: Any) -> None:
         parts = {tp.partition for tp in revoked if tp.topic == self.topic}
         logger.info("partitions revoked topic=%s partitions=%s", self.topic, sorted(parts))
+        if parts:
+            self.revocations += 1
         try:
-            if self.delivery.producer is not None:
+            if self.delivery.producer is not None and not self._closing:
                 self._run_all()
                 self._sync()
         except (DeliveryFailed, KafkaError) as exc:
@@ -552,6 +559,12 @@ class Pipeline:
         self.assigned = frozenset(parts)
         self.metrics.partitions_assigned.set(len(parts))
         logger.info("partitions assigned topic=%s partitions=%s", self.topic, sorted(parts))
+        if not parts:
+            logger.warning(
+                'no partition of topic="%s" assigned to this agent: the topic does not exist '
+                "yet, or the group has more agents than the topic has partitions",
+                self.topic,
+            )
 
     # ------------------------------------------------------------ housekeeping
 

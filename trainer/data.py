@@ -115,9 +115,7 @@ def model_data(
     )
 
 
-def tf_dataset(
-    x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int
-) -> Any:
+def tf_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int) -> Any:
     """A batched, prefetched ``tf.data.Dataset`` (shuffled each epoch with a fixed seed)."""
     import tensorflow as tf
 

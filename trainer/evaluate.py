@@ -69,8 +69,10 @@ def percentile_ms(durations_ns: list[int], q: float) -> float:
 def _interpreter(model: bytes, *, default_delegates: bool, threads: int = 1) -> Any:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    resolver = OpResolverType.AUTO if default_delegates else (
-        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    resolver = (
+        OpResolverType.AUTO
+        if default_delegates
+        else (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     )
     return Interpreter(
         model_content=model, num_threads=threads, experimental_op_resolver_type=resolver

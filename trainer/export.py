@@ -54,8 +54,14 @@ def convert(model: keras.Model, config: QuantizationConfig, *, clone: bool = Tru
             "only LiteRT builtin ops are allowed (no Flex ops)"
         )
         raise ExportError(msg) from exc
-    logger.info('converted variant="%s" bytes=%d', config.variant, len(result))
-    return bytes(result)
+    final = config.finalize(bytes(result))
+    logger.info(
+        'converted variant="%s" bytes=%d converter_bytes=%d',
+        config.variant,
+        len(final),
+        len(result),
+    )
+    return final
 
 
 def _refuse_while_loops(model: keras.Model) -> None:
@@ -123,12 +129,6 @@ def representative_inputs(x: np.ndarray, y: np.ndarray, *, limit: int = 200) -> 
     return np.asarray(x[np.sort(picked)], dtype=np.float32)
 
 
-def write_model(path: Path, model: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model)
-    return path
-
-
 # ------------------------------------------------------------------ export + evaluate
 
 
@@ -179,7 +179,7 @@ def export_all(
     num_classes = len(info.labels)
     k_metrics, k_probs = keras_metrics(model, x_test, y_test, num_classes)
     k_pred = k_probs.argmax(axis=1)
-    logger.info('keras accuracy=%.4f macro_f1=%.4f', k_metrics["accuracy"], k_metrics["macro_f1"])
+    logger.info("keras accuracy=%.4f macro_f1=%.4f", k_metrics["accuracy"], k_metrics["macro_f1"])
     plot_paths: dict[str, Path] = {}
     if (out_dir / "plots" / "training_curves.png").exists():
         plot_paths["training curves"] = out_dir / "plots" / "training_curves.png"
@@ -250,13 +250,13 @@ def export_all(
         max_drop=max_accuracy_drop,
         n_test=len(y_test),
     )
-    for variant, blob in models.items():
+    for done, blob in models.items():
         write_variant_bundle(
-            out_dir / "bundles" / variant,
+            out_dir / "bundles" / done,
             info=info,
-            variant=variant,
+            variant=done,
             model=blob,
-            run=runs[variant],
+            run=runs[done],
             report=report,
             private_key=private_key,
         )

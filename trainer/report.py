@@ -115,13 +115,17 @@ def notes(
     return out
 
 
-def write_report(out_dir: Path, report: dict[str, Any], plots: dict[str, Path]) -> tuple[Path, Path]:
+def write_report(
+    out_dir: Path, report: dict[str, Any], plots: dict[str, Path]
+) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "report.json"
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     md_path = out_dir / "report.md"
-    md_path.write_text(render_markdown(report, {k: p.relative_to(out_dir) for k, p in plots.items()}))
+    md_path.write_text(
+        render_markdown(report, {k: p.relative_to(out_dir) for k, p in plots.items()})
+    )
     return json_path, md_path
 
 
@@ -153,7 +157,8 @@ def render_markdown(report: dict[str, Any], plots: dict[str, Path]) -> str:
         mark = " (recommended)" if name == report.get("recommended") else ""
         lines.append(
             f"| {name}{mark} | {v['accuracy']:.4f} | {v['macro_f1']:.4f} "
-            f"| {_fmt(v.get('accuracy_drop'), '+.4f')} | {_fmt(v.get('agreement_with_keras'), '.4f')} "
+            f"| {_fmt(v.get('accuracy_drop'), '+.4f')} "
+            f"| {_fmt(v.get('agreement_with_keras'), '.4f')} "
             f"| {v['size_bytes']:,} | {_fmt(v.get('size_vs_float32'), '.2f')} "
             f"| {v['latency_ms']['p50']:.4f} | {v['latency_ms']['p99']:.4f} "
             f"| {'yes' if v.get('use_default_delegates', True) else 'no (fallback)'} "

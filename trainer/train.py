@@ -21,10 +21,10 @@ import numpy as np
 
 from stream.bundle import VARIANTS, Variant, load_private_key, now_version
 from stream.datasets import Dataset
-from stream.preprocessing import Preprocessing, preprocessing_from_dict
+from stream.preprocessing import Preprocessing, SequencePreprocessing, preprocessing_from_dict
 from trainer.data import ModelData, fit_preprocessing, load_training_data, model_data, tf_dataset
 from trainer.exceptions import TrainerConfigError
-from trainer.models import ModelConfig, build_model, check_arch
+from trainer.models import Arch, ModelConfig, build_model, check_arch
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +59,10 @@ STEPS_PER_EXECUTION = 16
 
 #: Per-architecture defaults, sized so each trains + exports in 1-2 min on 2 CPU cores.
 DEFAULTS: dict[str, dict[str, float]] = {
-    "cnn": {"epochs": 40, "batch_size": 32, "learning_rate": 3e-3, "patience": 6},
-    "conv1d": {"epochs": 120, "batch_size": 16, "learning_rate": 3e-3, "patience": 20},
-    "lstm": {"epochs": 150, "batch_size": 16, "learning_rate": 5e-3, "patience": 25},
-    "gru": {"epochs": 150, "batch_size": 16, "learning_rate": 5e-3, "patience": 25},
+    "cnn": {"epochs": 40, "batch_size": 32, "learning_rate": 2e-3, "patience": 8},
+    "conv1d": {"epochs": 80, "batch_size": 8, "learning_rate": 3e-3, "patience": 15},
+    "lstm": {"epochs": 80, "batch_size": 8, "learning_rate": 5e-3, "patience": 20},
+    "gru": {"epochs": 80, "batch_size": 8, "learning_rate": 5e-3, "patience": 20},
 }
 
 
@@ -143,7 +143,7 @@ def train(
     with device.strategy.scope():
         model = build_model(config, ds.input_shape, ds.num_classes)
         model.compile(
-            optimizer=keras.optimizers.Adam(hp.learning_rate),
+            optimizer=keras.optimizers.Adam(hp.learning_rate, clipnorm=1.0),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             # Several steps per call: the per-step overhead of a distribution strategy
@@ -265,12 +265,18 @@ def load_trained(
     if not spec:
         msg = f"no {RUN_FILE} next to {model_path}: pass --dataset to export it"
         raise TrainerConfigError(msg)
-    hp = Hyperparameters(**run["hyperparameters"]) if "hyperparameters" in run else Hyperparameters()
+    hp = (
+        Hyperparameters(**run["hyperparameters"]) if "hyperparameters" in run else Hyperparameters()
+    )
     ds = load_training_data(spec, seed=hp.seed, **(kafka_options or {}))
     prep = fit_preprocessing(ds, stride=stride)
     if "preprocessing" in run and spec == run.get("dataset"):
         saved = preprocessing_from_dict(run["preprocessing"])
-        prep = replace(saved, stride=stride) if stride and hasattr(saved, "stride") else saved
+        prep = (
+            replace(saved, stride=stride)
+            if stride and isinstance(saved, SequencePreprocessing)
+            else saved
+        )
     model = keras.models.load_model(model_path)
     expected = tuple(int(d) for d in model.input_shape[1:])
     if expected != ds.input_shape:
@@ -279,9 +285,7 @@ def load_trained(
             f"has samples shaped {ds.input_shape}"
         )
         raise TrainerConfigError(msg)
-    config = (
-        ModelConfig.from_dict(run["model_config"]) if "model_config" in run else _guess(model)
-    )
+    config = ModelConfig.from_dict(run["model_config"]) if "model_config" in run else _guess(model)
     data = model_data(ds, prep, validation_fraction=hp.validation_fraction, seed=hp.seed)
     return TrainResult(
         model=model,
@@ -302,7 +306,11 @@ def load_trained(
 
 def _guess(model: Any) -> ModelConfig:
     names = {layer.name for layer in model.layers}
-    arch = next((a for a in ("lstm", "gru") if a in names), "cnn" if len(model.input_shape) == 4 else "conv1d")
+    arch: Arch = "cnn" if len(model.input_shape) == 4 else "conv1d"
+    if "lstm" in names:
+        arch = "lstm"
+    elif "gru" in names:
+        arch = "gru"
     return ModelConfig(arch=arch)
 
 
@@ -334,7 +342,10 @@ def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
 def _print_report(report: dict[str, Any], out_dir: Path) -> None:
     keras_acc = report["keras"]["accuracy"]
     print(f"keras accuracy {keras_acc:.4f} on {report['test_samples']} test samples")
-    print(f"{'variant':<9} {'accuracy':>8} {'macro_f1':>8} {'size_B':>9} {'p50_ms':>8} {'p99_ms':>8}  publishable")
+    print(
+        f"{'variant':<9} {'accuracy':>8} {'macro_f1':>8} {'size_B':>9} {'p50_ms':>8} "
+        f"{'p99_ms':>8}  publishable"
+    )
     for name, v in report["variants"].items():
         if v.get("error"):
             print(f"{name:<9} failed: {v['error']}")
@@ -375,11 +386,12 @@ def train_command(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_split,
         seed=args.seed,
     )
-    from trainer.device import select_device
+    ds = load_training_data(args.dataset, seed=args.seed, **_kafka_options(args))
+    check_arch(config.arch, ds.kind)
+    from trainer.device import select_device  # imports TensorFlow: after the cheap checks
 
     device = select_device(allow_gpu=not args.cpu)
     print(device.describe(), flush=True)
-    ds = load_training_data(args.dataset, seed=args.seed, **_kafka_options(args))
     name = args.name or f"{ds.name}-{config.arch}".lower().replace("_", "-")
     out_dir = Path(args.out) if args.out else Path("runs") / name
     result = train(
@@ -392,7 +404,10 @@ def train_command(args: argparse.Namespace) -> int:
         device=device,
         dataset_spec=args.dataset,
     )
-    print(f"trained in {result.seconds:.1f} s ({result.extra['epochs_run']} epochs); model: {result.model_path}")
+    print(
+        f"trained in {result.seconds:.1f} s ({result.extra['epochs_run']} epochs); "
+        f"model: {result.model_path}"
+    )
     if args.no_export:
         return 0
     report = export(

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.assets import frames, mobilenet_models
-from bench.harness import AgentChild, Harness, cpu_seconds
+from bench.harness import AgentChild, Harness, cpu_seconds, machine_cpu
 from bench.kafka_io import ResultsReader, preload
 from bench.messages import jpeg_maker, jpeg_messages
 from bench.stats import ratio, rounded, steady_rate
@@ -69,6 +69,7 @@ def _run(h: Harness, *, label: str, cores: Sequence[Sequence[int]]) -> dict[str,
                 pids["broker"] = h.broker_pid
             pids["bench"] = os.getpid()
             cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+            machine0 = machine_cpu()
             h.progress(f"scale-out {label}: group stable, producing {len(msgs)} frames")
             preload(h.settings, topics.input, msgs, partitions=PARTITIONS)
 
@@ -84,6 +85,7 @@ def _run(h: Harness, *, label: str, cores: Sequence[Sequence[int]]) -> dict[str,
                 label=f"scale-out {label}",
             )
             cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
+            machine1 = machine_cpu()
         finally:
             for a in agents:
                 a.child.stop()
@@ -93,6 +95,14 @@ def _run(h: Harness, *, label: str, cores: Sequence[Sequence[int]]) -> dict[str,
     per_s = steady_rate(times)
     by_agent = Counter(o.agent_id or "?" for o in measured)
     cpu = {k: _delta(cpu0.get(k), cpu1.get(k)) for k in pids}
+    ours = sum(v for v in cpu.values() if v is not None)
+    busy = _delta(machine0.get("busy"), machine1.get("busy"))
+    machine = {
+        "busy": busy,
+        "others": None if busy is None else round(max(busy - ours, 0.0), 2),
+        "steal": _delta(machine0.get("steal"), machine1.get("steal")),
+        "idle": _delta(machine0.get("idle"), machine1.get("idle")),
+    }
     h.progress(f"scale-out {label}: {per_s or 0:,.1f} frames/s")
     return {
         "label": label,
@@ -101,6 +111,7 @@ def _run(h: Harness, *, label: str, cores: Sequence[Sequence[int]]) -> dict[str,
         "by_agent": dict(by_agent),
         "span_s": round(span_s, 2),
         "cpu_seconds": cpu,
+        "machine_cpu_seconds": machine,
         "cores": [list(c) for c in cores],
     }
 

@@ -115,6 +115,13 @@ def model_bound(h: Harness) -> None:
         r = ratio(agent_rate, raw_best)
         shares = [a.extra["inference_share"] for a in agents if a.extra.get("inference_share")]
         share = median(shares)
+        infer_ms = median(
+            [
+                a.extra["agent_infer_ms_per_input"]
+                for a in agents
+                if a.extra.get("agent_infer_ms_per_input")
+            ]
+        )
         h.summary[f"agent_vs_raw_mobilenet_{variant}"] = rounded(r)
         h.summary[f"mobilenet_{variant}_agent_per_s"] = rounded(agent_rate, 1)
         h.summary[f"mobilenet_{variant}_raw_per_s"] = rounded(raw_best, 1)
@@ -123,7 +130,11 @@ def model_bound(h: Harness) -> None:
             "raw": raws,
             "raw_per_s": rounded(raw_best, 1),
             "agents": [a.as_dict() for a in agents],
-            "agent": {"per_s": rounded(agent_rate, 1), "inference_share": rounded(share)},
+            "agent": {
+                "per_s": rounded(agent_rate, 1),
+                "inference_share": rounded(share),
+                "infer_ms_per_input": rounded(infer_ms, 4),
+            },
             "ratio": rounded(r),
         }
         if variant == "int8" and agent_rate:

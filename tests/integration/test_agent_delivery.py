@@ -83,6 +83,13 @@ def test_sigterm_drains_commits_everything_and_exits_0(
     assert metric_value(text, "edge_agent_ready") == 1
     assert metric_value(text, "edge_agent_deadletters_total", {"reason": "not_json"}) == 0
 
+    # the running agent has not loaded TensorFlow (its shared objects would be mapped)
+    maps = Path(f"/proc/{agent.proc.pid}/maps")
+    if maps.exists():
+        mapped = maps.read_text()
+        assert "site-packages/tensorflow/" not in mapped
+        assert "site-packages/keras/" not in mapped
+
     assert agent.terminate() == 0
     log = agent.log()
     assert "drained" in log and "agent stopped" in log

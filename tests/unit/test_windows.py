@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -195,3 +197,56 @@ def test_bad_geometry_is_refused() -> None:
         DeviceWindows(window=0, stride=1, channels=1)
     with pytest.raises(ValueError, match="max_devices"):
         DeviceWindows(window=1, stride=1, channels=1, max_devices=0)
+
+
+def test_pipeline_commits_below_open_windows_and_waiting_batch() -> None:
+    """The commit rule: min(next offset, oldest held by a window, oldest in the batch)."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from edge_agent.batching import Pending
+    from edge_agent.config import AgentConfig
+    from edge_agent.metrics import AgentMetrics
+    from edge_agent.pipeline import Pipeline
+    from stream.preprocessing import SequencePreprocessing
+
+    prep = SequencePreprocessing(window=3, stride=3, channels=2, mean=[0, 0], std=[1, 1])
+    manifest = SimpleNamespace(
+        name="m", version="1", task="sequence-classification", model_sha256="x", variant="int8"
+    )
+    model = SimpleNamespace(manifest=manifest, preprocessing=prep, runtime=None)
+    store = SimpleNamespace(current=lambda: model, poll=lambda: None)
+    config = AgentConfig(bundle=Path("/b"), max_batch=100, max_latency_ms=1000)
+    p = Pipeline(config=config, store=store, metrics=AgentMetrics(registry=CollectorRegistry()))
+    assert p.windows is not None
+    # partition 0: device a holds offsets 10.. (incomplete), messages up to 19 handled
+    p.windows.add("a", 1, readings(0, 2), partition=0, offset=10, now=0.0)
+    p._next = {0: 20, 1: 7}
+    p._committed = {0: 5, 1: 7}
+    got = {tp.partition: om.offset for tp, om in p._committable().items()}
+    assert got == {0: 10}  # partition 1 has nothing new
+    # a full window of partition 1 waits in the batch from offset 3: nothing past 3
+    p._committed[1] = 0
+    item = Pending(
+        x=np.zeros((3, 2), np.float32),
+        device_id="b",
+        partition=1,
+        offset=3,
+        last_offset=6,
+        window=True,
+        ts=1,
+        kafka_ts=1,
+        headers=None,
+        consumed_at=0.0,
+        key=None,
+        value=None,
+    )
+    p.batcher.add(item, now=0.0)
+    got = {tp.partition: om.offset for tp, om in p._committable().items()}
+    assert got == {0: 10, 1: 3}
+    # once device a's window is complete and nothing waits, everything handled commits
+    p.windows.add("a", 2, readings(2, 1), partition=0, offset=19, now=0.0)
+    p.batcher.take_all()
+    got = {tp.partition: om.offset for tp, om in p._committable().items()}
+    assert got == {0: 20, 1: 7}
