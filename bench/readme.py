@@ -435,7 +435,7 @@ def _profiles(
             continue
         if g["key"] == "scale_out_2_vs_1":
             so = details.get("scale_out") or {}
-            parts = []
+            parts: list[str] = []
             for key in ("one", "two"):
                 d = so.get(key) or {}
                 parts.append(
@@ -456,8 +456,8 @@ def _profiles(
         if "error" in p:
             lines += [f"Profile failed: {p['error']}", ""]
             continue
-        parts = [p] if "by_category" in p else [v for v in p.values() if isinstance(v, dict)]
-        for part in parts:
+        pieces = [p] if "by_category" in p else [v for v in p.values() if isinstance(v, dict)]
+        for part in pieces:
             if "by_category" not in part:
                 continue
             label = str(part.get("label"))

@@ -603,7 +603,18 @@ class Pipeline:
         if ok != self._ready:
             self._ready = ok
             self.metrics.ready.set(1 if ok else 0)
-            logger.info("agent %s", "ready" if ok else "not ready")
+            if ok:
+                m = self.model.manifest
+                logger.info(
+                    'agent ready topic="%s" partitions=%s group="%s" model="%s" version="%s"',
+                    self.topic,
+                    sorted(self.assigned),
+                    self.group_id,
+                    m.name,
+                    m.version,
+                )
+            else:
+                logger.info("agent not ready")
 
     def _update_lag(self) -> None:
         consumer = self.consumer

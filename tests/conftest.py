@@ -1,3 +1,7 @@
 """Shared fixtures. Fixture modules are registered here (STYLE.md)."""
 
-pytest_plugins: list[str] = ["tests.fixtures.broker", "tests.fixtures.agent"]
+pytest_plugins: list[str] = [
+    "tests.fixtures.broker",
+    "tests.fixtures.agent",
+    "tests.fixtures.models",
+]

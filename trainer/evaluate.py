@@ -140,7 +140,11 @@ def _first_invoke(model: bytes, x: np.ndarray, *, default_delegates: bool) -> _R
 
 
 def run_litert(
-    model: bytes, x: np.ndarray, *, default_delegates: bool | None = None
+    model: bytes,
+    x: np.ndarray,
+    *,
+    default_delegates: bool | None = None,
+    latency_budget_s: float = LATENCY_BUDGET_S,
 ) -> dict[str, Any]:
     """Test-invoke, predict every sample of ``x`` and time single inferences (1 thread).
 
@@ -169,7 +173,7 @@ def run_litert(
     for i in range(WARMUP_RUNS):
         single.run(prepared[i % len(prepared)])
     durations: list[int] = []
-    deadline = time.perf_counter() + LATENCY_BUDGET_S
+    deadline = time.perf_counter() + latency_budget_s
     while len(durations) < LATENCY_RUNS and (len(durations) < 20 or time.perf_counter() < deadline):
         sample = prepared[len(durations) % len(prepared)]
         start = time.perf_counter_ns()
@@ -210,7 +214,13 @@ def _predict(
 # --------------------------------------------------------------- isolated (child process)
 
 
-def evaluate_isolated(model_path: Path, x: np.ndarray, *, timeout_s: float = 900) -> dict[str, Any]:
+def evaluate_isolated(
+    model_path: Path,
+    x: np.ndarray,
+    *,
+    timeout_s: float = 900,
+    latency_budget_s: float = LATENCY_BUDGET_S,
+) -> dict[str, Any]:
     """:func:`run_litert` in a child process, so a LiteRT crash cannot kill the caller.
 
     A child killed by a signal under the default delegates is retried without them, and the
@@ -220,10 +230,11 @@ def evaluate_isolated(model_path: Path, x: np.ndarray, *, timeout_s: float = 900
         data = Path(tmp) / "x.npy"
         np.save(data, np.asarray(x, dtype=np.float32))
         out = Path(tmp) / "result.json"
-        result, failure = _child(model_path, data, out, delegates="auto", timeout_s=timeout_s)
+        opts = {"timeout_s": timeout_s, "budget_s": latency_budget_s}
+        result, failure = _child(model_path, data, out, delegates="auto", **opts)
         if result is None:
             logger.warning('litert child failed, retrying without delegates reason="%s"', failure)
-            result, second = _child(model_path, data, out, delegates="none", timeout_s=timeout_s)
+            result, second = _child(model_path, data, out, delegates="none", **opts)
             if result is None:
                 msg = (
                     f"{model_path.name} does not run in LiteRT: with the default delegates "
@@ -235,12 +246,12 @@ def evaluate_isolated(model_path: Path, x: np.ndarray, *, timeout_s: float = 900
 
 
 def _child(
-    model_path: Path, data: Path, out: Path, *, delegates: str, timeout_s: float
+    model_path: Path, data: Path, out: Path, *, delegates: str, timeout_s: float, budget_s: float
 ) -> tuple[dict[str, Any] | None, str]:
     cmd = [
         sys.executable, "-m", "trainer.evaluate",
         "--model", str(model_path), "--data", str(data), "--out", str(out),
-        "--delegates", delegates,
+        "--delegates", delegates, "--latency-budget", str(budget_s),
     ]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
@@ -264,10 +275,13 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--delegates", choices=("auto", "default", "none"), default="auto")
+    parser.add_argument("--latency-budget", type=float, default=LATENCY_BUDGET_S)
     args = parser.parse_args(argv)
     choice = {"auto": None, "default": True, "none": False}[args.delegates]
     x = np.load(args.data)
-    result = run_litert(args.model.read_bytes(), x, default_delegates=choice)
+    result = run_litert(
+        args.model.read_bytes(), x, default_delegates=choice, latency_budget_s=args.latency_budget
+    )
     args.out.write_text(json.dumps(result))
     return 0
 

@@ -27,7 +27,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from stream.bundle import Manifest, TensorSpec, Variant, write_bundle
 from stream.preprocessing import Preprocessing
 from trainer import plots
-from trainer.evaluate import accuracy, confusion_matrix, evaluate_isolated, macro_f1
+from trainer.evaluate import (
+    LATENCY_BUDGET_S,
+    accuracy,
+    confusion_matrix,
+    evaluate_isolated,
+    macro_f1,
+)
 from trainer.exceptions import EvaluationError, ExportError
 from trainer.models import export_clone
 from trainer.quantization import QuantizationConfig
@@ -170,6 +176,7 @@ def export_all(
     max_accuracy_drop: float = 0.01,
     private_key: Ed25519PrivateKey | None = None,
     meta: dict[str, Any] | None = None,
+    latency_budget_s: float = LATENCY_BUDGET_S,
 ) -> dict[str, Any]:
     """Convert, test-invoke and evaluate every variant in LiteRT; write bundles and reports.
 
@@ -202,7 +209,7 @@ def export_all(
                 blob = convert(clone, config, clone=False)
                 path = Path(tmp) / f"{variant}.tflite"
                 path.write_bytes(blob)
-                run = evaluate_isolated(path, x_test)
+                run = evaluate_isolated(path, x_test, latency_budget_s=latency_budget_s)
             except (ExportError, EvaluationError) as exc:
                 logger.error('variant="%s" failed error="%s"', variant, exc)
                 entries[variant] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from stream.bundle import VARIANTS, Variant, load_private_key, now_version
 from stream.datasets import Dataset
@@ -88,6 +90,11 @@ class TrainResult:
         return self.out_dir / MODEL_FILE
 
 
+def default_name(dataset_name: str, arch: str) -> str:
+    """``<dataset>-<arch>``, lower case, safe as a registry folder name."""
+    return re.sub(r"[^a-z0-9._+-]+", "-", f"{dataset_name}-{arch}".lower()).strip("-")
+
+
 def task_of(kind: str) -> str:
     return "image-classification" if kind == "image" else "sequence-classification"
 
@@ -104,6 +111,7 @@ def train(
     device: Any = None,
     deterministic: bool = True,
     dataset_spec: str | None = None,
+    name: str | None = None,
     kafka_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``dataset`` (a spec such as ``digits`` or a loaded Dataset).
@@ -159,7 +167,12 @@ def train(
     )
     started = time.perf_counter()
     fit = model.fit(
-        train_ds, validation_data=val_ds, epochs=hp.epochs, callbacks=[stop], verbose=verbose
+        train_ds,
+        validation_data=val_ds,
+        epochs=hp.epochs,
+        callbacks=[stop],
+        verbose=verbose,
+        shuffle=False,  # tf_dataset already reshuffles every epoch with the seed
     )
     seconds = time.perf_counter() - started
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
@@ -168,6 +181,7 @@ def train(
     (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
     plots.training_curves(history, out_dir / "plots" / "training_curves.png")
     run_info = {
+        "name": name or default_name(ds.name, config.arch),
         "dataset": spec,
         "dataset_name": ds.name,
         "kind": ds.kind,
@@ -205,11 +219,18 @@ def export(
     variants: Sequence[Variant] = VARIANTS,
     max_accuracy_drop: float = 0.01,
     private_key_path: Path | None = None,
+    private_key: Ed25519PrivateKey | None = None,
+    out_dir: Path | None = None,
+    latency_budget_s: float | None = None,
 ) -> dict[str, Any]:
-    """Export, evaluate and bundle every variant of a trained model (see ``export_all``)."""
+    """Export, evaluate and bundle every variant of a trained model (see ``export_all``).
+
+    Writes into ``out_dir`` (default: the run folder).
+    """
+    from trainer.evaluate import LATENCY_BUDGET_S
     from trainer.export import BundleInfo, export_all
 
-    key = load_private_key(private_key_path) if private_key_path else None
+    key = load_private_key(private_key_path) if private_key_path else private_key
     info = BundleInfo(
         name=name,
         version=version or now_version(),
@@ -224,10 +245,11 @@ def export(
         y_calibration=result.data.y_fit,
         x_test=result.data.x_test,
         y_test=result.data.y_test,
-        out_dir=result.out_dir,
+        out_dir=out_dir or result.out_dir,
         variants=variants,
         max_accuracy_drop=max_accuracy_drop,
         private_key=key,
+        latency_budget_s=latency_budget_s or LATENCY_BUDGET_S,
         meta={
             "dataset": result.extra.get("dataset", result.dataset.name),
             "arch": result.config.arch,
@@ -237,7 +259,8 @@ def export(
             "epochs_run": len(result.history.get("loss", [])),
         },
     )
-    result.report = report
+    if out_dir is None:
+        result.report = report
     return report
 
 
@@ -334,6 +357,7 @@ def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "settings": settings_from_args(args),
         "window": args.window,
+        "max_window": args.max_window,
         "max_messages": args.max_messages,
         "timeout_s": args.capture_timeout,
     }
@@ -392,7 +416,7 @@ def train_command(args: argparse.Namespace) -> int:
 
     device = select_device(allow_gpu=not args.cpu)
     print(device.describe(), flush=True)
-    name = args.name or f"{ds.name}-{config.arch}".lower().replace("_", "-")
+    name = args.name or default_name(ds.name, config.arch)
     out_dir = Path(args.out) if args.out else Path("runs") / name
     result = train(
         ds,
@@ -403,6 +427,7 @@ def train_command(args: argparse.Namespace) -> int:
         verbose=0 if args.quiet else 2,
         device=device,
         dataset_spec=args.dataset,
+        name=name,
     )
     print(
         f"trained in {result.seconds:.1f} s ({result.extra['epochs_run']} epochs); "
@@ -431,7 +456,9 @@ def export_command(args: argparse.Namespace) -> int:
     )
     if args.out:
         result.out_dir = Path(args.out)
-    name = args.name or f"{result.dataset.name}-{result.config.arch}".lower().replace("_", "-")
+    name = args.name or result.extra.get("name") or default_name(
+        result.dataset.name, result.config.arch
+    )
     report = export(
         result,
         name=name,

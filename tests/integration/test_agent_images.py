@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from stream.kafka import ensure_topics
 from stream.replay import replay_images
 
 pytestmark = pytest.mark.integration
+logger = logging.getLogger(__name__)
 
 #: Accuracy tolerance. The bundle's accuracy was measured by the trainer with LiteRT on the
 #: same 450-image test split (stream.datasets, seed 0) that ``replay_images`` sends. The
@@ -48,11 +51,13 @@ def test_digits_replay_one_result_per_image_with_the_bundles_accuracy(
     ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
     agent = agent_thread(bundle=bundle, input_topic=inp, output_topic=out, deadletter_topic=dl)
 
+    started = time.monotonic()
     stats = replay_images(kafka_settings, "digits", topic=inp, rate=0, partitions=None)
     n = stats.sent
     assert n == 450
     reader = topic_reader(out, dl)
     reader.until(lambda r: r.count(out) >= n, 120, f"{n} results")
+    elapsed = time.monotonic() - started
     assert agent.stop() == 0
     records = drain_reader(reader, out, n)
 
@@ -83,6 +88,15 @@ def test_digits_replay_one_result_per_image_with_the_bundles_accuracy(
     # accuracy from the results equals the bundle's int8 test accuracy
     accuracy = float(np.mean([r.label == r.true_label for r in results]))
     expected = float(manifest.metrics["accuracy"])
+    logger.info(
+        "digits int8: accuracy from results=%.4f manifest=%.4f; %d images replayed and "
+        "answered in %.2f s (%.0f/s, replay included)",
+        accuracy,
+        expected,
+        n,
+        elapsed,
+        n / elapsed,
+    )
     assert accuracy == pytest.approx(expected, abs=ACCURACY_TOLERANCE)
 
     # metrics match what was sent

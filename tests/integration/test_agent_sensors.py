@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from stream.preprocessing import SequencePreprocessing
 from stream.replay import replay_sensors
 
 pytestmark = pytest.mark.integration
+logger = logging.getLogger(__name__)
 
 
 def windows_per_recording(length: int, window: int, stride: int) -> int:
@@ -67,8 +69,16 @@ def test_basic_motions_replay_gives_the_expected_windows_per_device(
             assert src["first_offset"] < src["last_offset"] == src["offset"]
             assert r.true_label in ds.labels
             assert set(r.scores) == set(manifest.labels)
+    accuracy = float(np.mean([r.label == r.true_label for r in results]))
+    logger.info(
+        "basic-motions int8 window=%d stride=%d: %d windows, accuracy=%.4f manifest=%.4f",
+        prep.window,
+        prep.stride,
+        len(results),
+        accuracy,
+        float(manifest.metrics["accuracy"]),
+    )
     if prep.window == length:  # one window = one test recording: the trainer's accuracy
-        accuracy = float(np.mean([r.label == r.true_label for r in results]))
         # 40 recordings: one flipped near-tie (batched int8 kernels) is 0.025
         assert accuracy == pytest.approx(float(manifest.metrics["accuracy"]), abs=0.03)
 

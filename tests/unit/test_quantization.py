@@ -179,3 +179,19 @@ def test_export_clone_unrolls_and_keeps_weights() -> None:
     np.testing.assert_allclose(
         model.predict(x, verbose=0), clone.predict(x, verbose=0), rtol=1e-5, atol=1e-6
     )
+
+
+def test_a_mixed_precision_model_exports_as_float32() -> None:
+    """The GPU path trains in mixed_float16; the exported clone must be float32."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_model(TINY["gru"], (16, 3), N_CLASSES)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("gru").compute_dtype == "float16"
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    clone = export_clone(model)
+    assert {layer.compute_dtype for layer in clone.layers} == {"float32"}
+    x, _ = synthetic("gru", n=8)
+    result = run_litert(convert(model, QuantizationConfig.for_int8(x)), x)
+    assert result["input"]["dtype"] == "int8"
