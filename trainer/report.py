@@ -139,7 +139,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, Path]) -> str:
         f"# {report.get('name', 'model')} {report.get('version', '')}".rstrip(),
         "",
         f"Dataset `{report.get('dataset')}`, architecture `{report.get('arch')}`, "
-        f"{report['test_samples']} test samples. Trained on {report.get('device', '?')}.",
+        f"{report['test_samples']} test samples. Device: {report.get('device', '?')}.",
         "",
         f"Keras model: accuracy **{keras['accuracy']:.4f}**, macro F1 {keras['macro_f1']:.4f}.",
         "",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -395,8 +396,14 @@ def _config_from_args(args: argparse.Namespace) -> ModelConfig:
     )
 
 
+def _quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ info/warning lines (errors still show) unless the user set it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def train_command(args: argparse.Namespace) -> int:
     """``edgeinfer train``."""
+    _quiet_tensorflow()
     variants = parse_variants(args.variants)
     if args.key and not Path(args.key).is_file():
         msg = f"--key {args.key} does not exist; make a pair with `edgeinfer keys generate`"
@@ -449,6 +456,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 def export_command(args: argparse.Namespace) -> int:
     """``edgeinfer export``."""
+    _quiet_tensorflow()
     variants = parse_variants(args.variants)
     model_path = Path(args.model)
     result = load_trained(

@@ -15,6 +15,7 @@ from stream import codecs
 from stream.kafka import ensure_topics, make_consumer
 from stream.replay import replay_images
 from stream.settings import KafkaSettings
+from tests.fixtures.agent import metric_value, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -73,9 +74,16 @@ def test_sigterm_drains_commits_everything_and_exits_0(
     reader = topic_reader(inp, out, dl)
     reader.until(lambda r: r.count(out) >= n and r.count(inp) >= n, 120, f"{n} results")
 
-    # a real scrape of the process's /metrics matches what was sent
+    # a real scrape of the process's /metrics matches what was sent; lag from highwater()
+    def caught_up() -> bool:
+        lags = [
+            agent.metric("edge_agent_consumer_lag", {"topic": inp, "partition": str(p)})
+            for p in (0, 1)
+        ]
+        return lags == [0.0, 0.0]
+
+    wait_until(caught_up, 30, "consumer lag 0 on both partitions")
     text = agent.metrics()
-    from tests.fixtures.agent import metric_value
 
     assert metric_value(text, "edge_agent_messages_consumed_total", {"topic": inp}) == n
     produced = metric_value(text, "edge_agent_results_produced_total", {"topic": out})
