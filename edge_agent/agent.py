@@ -67,6 +67,7 @@ class Agent:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = AgentMetrics(registry=self.registry)
+        self.metrics.info.labels(agent_id=config.agent_id, group=config.group or "").set(1)
         self.stop_event = threading.Event()
         self.pipeline: Pipeline | None = None
         self.metrics_port: int | None = None

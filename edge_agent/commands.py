@@ -150,6 +150,13 @@ def _agent(sub: Any) -> None:
     )
     _opt(
         c,
+        "--fetch-max-wait-ms",
+        "fetch_max_wait_ms",
+        "longest a fetch waits for data; floors latency on the embedded broker (default 50)",
+        type=_int,
+    )
+    _opt(
+        c,
         "--max-poll-interval-ms",
         "max_poll_interval_ms",
         "the group drops a member that does not poll for this long (default 300000)",

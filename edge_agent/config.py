@@ -61,6 +61,9 @@ class AgentConfig:
     device_idle_s: float = 600.0
     # Consumer loop.
     max_poll_records: int = 256
+    #: How long a fetch may wait for data. Kafka answers as soon as data arrives; the
+    #: embedded broker (Tansu) answers only when this runs out, so it floors latency there.
+    fetch_max_wait_ms: int = 50
     max_poll_interval_ms: int = 300_000
     max_message_bytes: int = 4 * 1024 * 1024
     # Health and metrics.
@@ -110,6 +113,7 @@ def _validate(c: AgentConfig) -> None:
         "max_batch",
         "max_devices",
         "max_poll_records",
+        "fetch_max_wait_ms",
         "max_poll_interval_ms",
         "max_message_bytes",
     )
@@ -186,6 +190,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "max_batch": _to_int,
     "max_devices": _to_int,
     "max_poll_records": _to_int,
+    "fetch_max_wait_ms": _to_int,
     "max_poll_interval_ms": _to_int,
     "max_message_bytes": _to_int,
     "metrics_port": _to_int,

@@ -147,6 +147,12 @@ class AgentMetrics:
             "Input partitions this agent owns in its consumer group.",
             registry=registry,
         )
+        self.info = Gauge(
+            "edge_agent_info",
+            "Always 1; labels name this agent (bounded: one series per process).",
+            ["agent_id", "group"],
+            registry=registry,
+        )
         self.ready = Gauge(
             "edge_agent_ready",
             "1 when connected to the broker with a model loaded (as /readyz), else 0.",

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from kafka.structs import MemberState, OffsetAndMetadata
+from kafka.structs import OffsetAndMetadata
 
 from edge_agent.batching import MicroBatcher, Pending
 from edge_agent.config import AgentConfig
@@ -178,6 +178,11 @@ class Pipeline:
                     group_id=self.group_id,
                     client_id=f"{settings.client_id}-{self.config.agent_id}",
                     max_poll_records=self.config.max_poll_records,
+                    fetch_max_wait_ms=self.config.fetch_max_wait_ms,
+                    # One fetch holds at most about one maximal message: a device has
+                    # little memory, and a backlog must not be pulled in 32 MiB at a time.
+                    max_partition_fetch_bytes=self.config.max_message_bytes + 65536,
+                    fetch_max_bytes=self.config.max_message_bytes + 65536,
                     max_poll_interval_ms=self.config.max_poll_interval_ms,
                 )
                 consumer.subscribe([self.topic], listener=_Listener(self))
@@ -589,11 +594,13 @@ class Pipeline:
         if ok:
             assert consumer is not None  # noqa: S101
             try:
-                joined = consumer.group_metadata().state == MemberState.STABLE
-                # kafka-python has no public "connected" check; the coordinator is the
-                # broker the group talks to (heartbeats), so it is the one that matters.
-                reachable = not consumer._coordinator.coordinator_unknown()
-                ok = joined and reachable
+                # Ready = model loaded, producer healthy and the group's coordinator
+                # reachable. Joining the group is not waited for: a rebalance is normal
+                # operation (it would flap /readyz) and on the embedded broker the first
+                # join takes ~session_timeout/2. Assignment is the metric
+                # edge_agent_partitions_assigned. kafka-python has no public "connected"
+                # check; the coordinator is the broker the group heartbeats to.
+                ok = not consumer._coordinator.coordinator_unknown()
             except Exception:  # noqa: BLE001  internals moved: report not ready, loudly
                 logger.exception("readiness check failed")
                 ok = False

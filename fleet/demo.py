@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from fleet.top import FleetView, render
+from fleet.top import FleetView, render, scrape
 from stream import topics
 from stream.broker import EmbeddedBroker, free_port
 from stream.bundle import generate_keys, verify_bundle
@@ -68,10 +68,10 @@ class DemoConfig:
     workdir: Path = Path("runs/demo")
     agents_per_model: int = 2
     partitions: int = 4
-    sensor_rate: float = 800.0
-    image_rate: float = 120.0
-    sensor_repeat: int = 3
-    image_repeat: int = 2
+    sensor_rate: float = 400.0
+    image_rate: float = 40.0
+    sensor_repeat: int = 6
+    image_repeat: int = 4
     refresh_s: float = 1.0
     retrain: bool = False
     timeout_s: float = 600.0
@@ -200,6 +200,18 @@ class Demo:
             msg = f"agents {sorted(pending)} not ready after {timeout_s:.0f} s; see logs"
             raise EdgeInferError(msg)
 
+    def wait_assigned(self, timeout_s: float = 60.0) -> None:
+        """Wait until each model's group has spread all partitions over its agents."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(
+                sum(scrape(u).partitions_assigned for u in urls) >= self.cfg.partitions
+                for urls in self.agent_urls.values()
+            ):
+                return
+            time.sleep(0.2)
+        self.say("warning: consumer groups not settled yet; starting anyway")
+
     def _replay(self, name: str, fn: Any, **kwargs: Any) -> threading.Thread:
         def run() -> None:
             try:
@@ -249,6 +261,7 @@ class Demo:
         all_urls = [u for urls in self.agent_urls.values() for u in urls]
         self.say(f"started {len(all_urls)} agents; waiting until they are ready")
         self.wait_ready(all_urls)
+        self.wait_assigned()
         self.say("agents ready; replaying BasicMotions (sensors) and digits (images)")
 
         collector = ResultsCollector(settings=settings)
@@ -278,6 +291,7 @@ class Demo:
         expected_images = 450 * cfg.image_repeat
         expected_windows = 40 * cfg.sensor_repeat
         swapped = False
+        next_draw = 0.0
         deadline = time.monotonic() + cfg.timeout_s
         while time.monotonic() < deadline:
             collector.poll(timeout_ms=int(cfg.refresh_s * 1000))
@@ -289,7 +303,9 @@ class Demo:
                 self.say("midway: publishing retrained digits-cnn v2")
                 self.publish(digits_v2, settings)
                 swapped = True
-            self._draw(collector, view)
+            if self.cfg.out.isatty() or time.monotonic() >= next_draw:
+                self._draw(collector, view)
+                next_draw = time.monotonic() + 5.0
             if (
                 not sensors.is_alive()
                 and not images.is_alive()

@@ -37,6 +37,7 @@ class Scrape:
     deadletters: float = 0.0
     lag: float = 0.0
     windows_open: float = 0.0
+    partitions_assigned: float = 0.0
     model: str = "-"
     version: str = "-"
     agent_id: str = "-"
@@ -63,12 +64,14 @@ def parse_metrics(text: str, *, url: str, at: float) -> Scrape:
                 s.lag += value
             elif name == f"{PREFIX}windows_open":
                 s.windows_open += value
+            elif name == f"{PREFIX}partitions_assigned":
+                s.partitions_assigned += value
             elif name == f"{PREFIX}ready":
                 s.ready = value >= 1
             elif name == f"{PREFIX}model_info" and value >= 1:
                 s.model = labels.get("model", "-")
                 s.version = labels.get("version", "-")
-            elif name == f"{PREFIX}agent_info":
+            elif name == f"{PREFIX}info":
                 s.agent_id = labels.get("agent_id", s.agent_id)
             elif name.endswith("_bucket") and name.startswith(PREFIX):
                 hist = name[len(PREFIX) : -len("_bucket")]
