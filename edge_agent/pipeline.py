@@ -138,6 +138,12 @@ class Pipeline:
 
     def _set_preprocessing(self, prep: Any) -> None:
         self.prep = prep
+        #: For integer image models: uint8 pixel -> quantized input (see
+        #: ImagePreprocessing.quantization_table), built once per model.
+        self._table: np.ndarray | None = None
+        spec = self.model.runtime.input_spec
+        if isinstance(prep, ImagePreprocessing) and spec.quantized:
+            self._table = prep.quantization_table(spec.scale, spec.zero_point, spec.dtype)
         if isinstance(prep, SequencePreprocessing):
             if self.windows is None:
                 self.windows = DeviceWindows(
@@ -369,7 +375,11 @@ class Pipeline:
         started = time.time()
         t0 = time.perf_counter()
         try:
-            y = model.runtime.run(self.prep.apply(np.stack([it.x for it in items])))
+            x = np.stack([it.x for it in items])
+            if self._table is not None:  # int8 image model: one lookup per pixel
+                y = model.runtime.run_quantized(ImagePreprocessing.apply_table(x, self._table))
+            else:
+                y = model.runtime.run(self.prep.apply(x))
             if y.shape[0] != len(items):
                 msg = f"the model returned {y.shape[0]} rows for a batch of {len(items)}"
                 raise RuntimeError(msg)

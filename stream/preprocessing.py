@@ -45,6 +45,35 @@ class ImagePreprocessing:
         std = np.asarray(self.std, dtype=np.float32)
         return ((x - mean) / std).astype(np.float32)
 
+    def quantization_table(self, scale: float, zero_point: int, dtype: str) -> np.ndarray:
+        """Per-channel table ``(channels, 256)``: uint8 pixel -> quantized model input.
+
+        ``table[c, v]`` equals ``quantize(apply(v)[c])``; looking pixels up in it replaces
+        the float normalization and the quantization of an integer model's input with
+        one gather per channel (bit-identical: the same float32 arithmetic on all 256 values).
+        """
+        values = np.arange(256, dtype=np.uint8).reshape(1, 1, 256, 1)
+        values = np.repeat(values, self.channels, axis=3).reshape(1, 1, 256, self.channels)
+        x = ImagePreprocessing(
+            height=1,
+            width=256,
+            channels=self.channels,
+            color=self.color,
+            mean=self.mean,
+            std=self.std,
+        ).apply(values)[0, 0]
+        return np.ascontiguousarray(quantize(x, scale, zero_point, dtype).T)
+
+    @staticmethod
+    def apply_table(images: np.ndarray, table: np.ndarray) -> np.ndarray:
+        """Quantized model input for uint8 images (N, H, W, C) via :meth:`quantization_table`."""
+        if table.shape[0] == 1:
+            return table[0][images]
+        out = np.empty(images.shape, dtype=table.dtype)
+        for c in range(table.shape[0]):
+            out[..., c] = table[c][images[..., c]]
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -112,9 +141,12 @@ def preprocessing_from_dict(data: dict[str, Any]) -> Preprocessing:
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:
-    """Float -> integer tensor with the model input's quantization parameters."""
+    """Float -> integer tensor with the model input's quantization parameters.
+
+    The same arithmetic as the agent's runtime: ``rint(x * (1 / scale)) + zero_point``.
+    """
     info = np.iinfo(np.dtype(dtype))
-    q = np.round(x / np.float32(scale)) + zero_point
+    q = np.rint(x * (1.0 / scale)) + zero_point
     return np.clip(q, info.min, info.max).astype(dtype)
 
 

@@ -464,8 +464,10 @@ def export_command(args: argparse.Namespace) -> int:
     )
     if args.out:
         result.out_dir = Path(args.out)
-    name = args.name or result.extra.get("name") or default_name(
-        result.dataset.name, result.config.arch
+    name = (
+        args.name
+        or result.extra.get("name")
+        or default_name(result.dataset.name, result.config.arch)
     )
     report = export(
         result,

@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -47,8 +49,11 @@ def sensor_npz(path: Path) -> Path:
 
 
 def test_train_export_verify_publish(
-    tmp_path: Path, kafka_settings: KafkaSettings, unique_topic, consumer_factory
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    kafka_settings: KafkaSettings,
+    unique_topic: Callable[[str], str],
+    consumer_factory: Callable[..., Any],
+) -> None:
     keys = tmp_path / "keys"
     assert edgeinfer("keys", "generate", "--out", str(keys)).returncode == 0
     private, public = keys / "edgeinfer.key", keys / "edgeinfer.pub"
@@ -119,8 +124,8 @@ def manifest_sha(bundle: Path) -> str:
 
 
 def test_kafka_topic_sensor_capture_equals_the_replayed_data(
-    tmp_path: Path, kafka_settings: KafkaSettings, unique_topic
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, kafka_settings: KafkaSettings, unique_topic: Callable[[str], str]
+) -> None:
     from stream.datasets import load_dataset
     from stream.replay import replay_sensors
     from trainer.capture import capture_topic
@@ -153,7 +158,9 @@ def test_kafka_topic_sensor_capture_equals_the_replayed_data(
     assert run["dataset"] == f"kafka:{topic}" and run["preprocessing"]["window"] == 100
 
 
-def test_kafka_topic_image_capture(kafka_settings: KafkaSettings, unique_topic) -> None:  # type: ignore[no-untyped-def]
+def test_kafka_topic_image_capture(
+    kafka_settings: KafkaSettings, unique_topic: Callable[[str], str]
+) -> None:
     from stream.datasets import load_dataset
     from stream.exceptions import DatasetError
     from stream.replay import replay_images

@@ -31,10 +31,15 @@ class SlowRuntime:
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
         self.name = runtime.name
+        self.input_spec = runtime.input_spec
 
     def run(self, x: np.ndarray) -> np.ndarray:
         time.sleep(DELAY_S)
         return self.runtime.run(x)
+
+    def run_quantized(self, q: np.ndarray) -> np.ndarray:
+        time.sleep(DELAY_S)
+        return self.runtime.run_quantized(q)
 
 
 class SlowStore:

@@ -35,7 +35,8 @@ def test_sequence_preprocessing_is_learned_per_channel() -> None:
     x = prep.apply(ds.x_train)
     np.testing.assert_allclose(x.reshape(-1, 3).mean(axis=0), 0.0, atol=1e-4)
     np.testing.assert_allclose(x.reshape(-1, 3).std(axis=0), 1.0, atol=1e-4)
-    assert fit_preprocessing(ds, stride=5).stride == 5
+    strided = fit_preprocessing(ds, stride=5)
+    assert isinstance(strided, SequencePreprocessing) and strided.stride == 5
 
 
 def test_image_preprocessing_is_learned_from_uint8_images() -> None:

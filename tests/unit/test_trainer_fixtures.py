@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def test_motions_bundles_are_sequence_models(motions_bundles: dict[str, Path]) -
     assert manifest["metrics"]["accuracy"] >= 0.9
 
 
-def test_make_bundle_signs_and_versions(make_bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_make_bundle_signs_and_versions(make_bundle: Callable[..., Path], tmp_path: Path) -> None:
     generate_keys(tmp_path / "k", tmp_path / "k.pub")
     signed = make_bundle(
         "digits", "cnn", "float16", version="7", private_key=load_private_key(tmp_path / "k")
