@@ -94,7 +94,7 @@ def register(subparsers: Any) -> None:
     m.add_argument("--dropout", type=float, default=0.2)
     _export_arguments(p)
     _capture_arguments(p)
-    p.set_defaults(handler="trainer.train:train_command")
+    p.set_defaults(handler="trainer.cli:train_command")
 
     e = subparsers.add_parser(
         "export",
@@ -109,4 +109,4 @@ def register(subparsers: Any) -> None:
     e.add_argument("--out", help="output folder (default: the model's folder)")
     _export_arguments(e)
     _capture_arguments(e)
-    e.set_defaults(handler="trainer.train:export_command")
+    e.set_defaults(handler="trainer.cli:export_command")

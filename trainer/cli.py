@@ -1,0 +1,160 @@
+"""Handlers of ``edgeinfer train`` and ``edgeinfer export`` (declared in :mod:`trainer.commands`).
+
+TensorFlow is imported only after the cheap checks (arguments, key file, dataset), so bad
+input fails in about a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from stream.bundle import VARIANTS, Variant
+from trainer.data import load_training_data
+from trainer.exceptions import TrainerConfigError
+from trainer.models import ModelConfig, check_arch
+from trainer.train import Hyperparameters, default_name, export, load_trained, train
+
+
+def parse_variants(text: str) -> list[Variant]:
+    chosen = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown or not chosen:
+        msg = f"--variants {text!r}: choose from {','.join(VARIANTS)}"
+        raise TrainerConfigError(msg)
+    return [v for v in VARIANTS if v in chosen]  # type: ignore[misc]
+
+
+def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
+    if not str(getattr(args, "dataset", "") or "").startswith("kafka:"):
+        return {}
+    from stream.settings import settings_from_args
+
+    return {
+        "settings": settings_from_args(args),
+        "window": args.window,
+        "max_window": args.max_window,
+        "max_messages": args.max_messages,
+        "timeout_s": args.capture_timeout,
+    }
+
+
+def _print_report(report: dict[str, Any], out_dir: Path) -> None:
+    keras_acc = report["keras"]["accuracy"]
+    print(f"keras accuracy {keras_acc:.4f} on {report['test_samples']} test samples")
+    print(
+        f"{'variant':<9} {'accuracy':>8} {'macro_f1':>8} {'size_B':>9} {'p50_ms':>8} "
+        f"{'p99_ms':>8}  publishable"
+    )
+    for name, v in report["variants"].items():
+        if v.get("error"):
+            print(f"{name:<9} failed: {v['error']}")
+            continue
+        print(
+            f"{name:<9} {v['accuracy']:>8.4f} {v['macro_f1']:>8.4f} {v['size_bytes']:>9,} "
+            f"{v['latency_ms']['p50']:>8.4f} {v['latency_ms']['p99']:>8.4f}  "
+            f"{'yes' if v['publishable'] else 'NO'}"
+        )
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print(f"report: {out_dir / 'report.md'}  bundles: {out_dir / 'bundles'}")
+
+
+def _config_from_args(args: argparse.Namespace) -> ModelConfig:
+    filters = tuple(int(f) for f in args.filters.split(",")) if args.filters else ()
+    return ModelConfig(
+        arch=args.arch,
+        filters=filters,
+        units=args.units or 0,
+        conv_stride=args.conv_stride or 0,
+        dropout=args.dropout,
+    )
+
+
+def _quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ info/warning lines (errors still show) unless the user set it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """``edgeinfer train``."""
+    _quiet_tensorflow()
+    variants = parse_variants(args.variants)
+    if args.key and not Path(args.key).is_file():
+        msg = f"--key {args.key} does not exist; make a pair with `edgeinfer keys generate`"
+        raise TrainerConfigError(msg)
+    config = _config_from_args(args)
+    hp = Hyperparameters(
+        epochs=args.epochs or 0,
+        batch_size=args.batch_size or 0,
+        learning_rate=args.learning_rate or 0.0,
+        patience=args.patience or 0,
+        validation_fraction=args.validation_split,
+        seed=args.seed,
+    )
+    ds = load_training_data(args.dataset, seed=args.seed, **_kafka_options(args))
+    check_arch(config.arch, ds.kind)
+    from trainer.device import select_device  # imports TensorFlow: after the cheap checks
+
+    device = select_device(allow_gpu=not args.cpu)
+    print(device.describe(), flush=True)
+    name = args.name or default_name(ds.name, config.arch)
+    out_dir = Path(args.out) if args.out else Path("runs") / name
+    result = train(
+        ds,
+        config,
+        hyperparameters=hp,
+        out_dir=out_dir,
+        stride=args.stride,
+        verbose=0 if args.quiet else 2,
+        device=device,
+        dataset_spec=args.dataset,
+        name=name,
+    )
+    print(
+        f"trained in {result.seconds:.1f} s ({result.extra['epochs_run']} epochs); "
+        f"model: {result.model_path}"
+    )
+    if args.no_export:
+        return 0
+    report = export(
+        result,
+        name=name,
+        version=args.version,
+        variants=variants,
+        max_accuracy_drop=args.max_accuracy_drop,
+        private_key_path=Path(args.key) if args.key else None,
+    )
+    _print_report(report, out_dir)
+    return 0 if report["recommended"] else 1
+
+
+def export_command(args: argparse.Namespace) -> int:
+    """``edgeinfer export``."""
+    _quiet_tensorflow()
+    variants = parse_variants(args.variants)
+    model_path = Path(args.model)
+    result = load_trained(
+        model_path, dataset=args.dataset, stride=args.stride, kafka_options=_kafka_options(args)
+    )
+    if args.out:
+        result.out_dir = Path(args.out)
+    name = (
+        args.name
+        or result.extra.get("name")
+        or default_name(result.dataset.name, result.config.arch)
+    )
+    report = export(
+        result,
+        name=name,
+        version=args.version,
+        variants=variants,
+        max_accuracy_drop=args.max_accuracy_drop,
+        private_key_path=Path(args.key) if args.key else None,
+    )
+    _print_report(report, result.out_dir)
+    if report["recommended"]:
+        print(f"recommended variant: {report['recommended']}")
+    return 0 if report["recommended"] else 1
