@@ -141,8 +141,8 @@ class Pipeline:
         #: For integer image models: uint8 pixel -> quantized input (see
         #: ImagePreprocessing.quantization_table), built once per model.
         self._table: np.ndarray | None = None
-        spec = self.model.runtime.input_spec
-        if isinstance(prep, ImagePreprocessing) and spec.quantized:
+        spec = getattr(getattr(self.model, "runtime", None), "input_spec", None)
+        if isinstance(prep, ImagePreprocessing) and spec is not None and spec.quantized:
             self._table = prep.quantization_table(spec.scale, spec.zero_point, spec.dtype)
         if isinstance(prep, SequencePreprocessing):
             if self.windows is None:
