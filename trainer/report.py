@@ -108,7 +108,8 @@ def notes(
         out.append(
             f"Recommended: {recommended} (accuracy {v['accuracy']:.4f}, "
             f"{v['size_bytes']:,} B, p50 {v['latency_ms']['p50']:.3f} ms): the smallest file "
-            "among the most accurate publishable variants, ties broken by latency."
+            f"among the publishable variants within {max_drop} of the best accuracy, "
+            "near-ties in size broken by latency."
         )
     else:
         out.append("No variant is publishable: do not ship this model.")
