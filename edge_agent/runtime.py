@@ -1,12 +1,12 @@
 """The inference runtime: one small interface over the LiteRT interpreter.
 
 :func:`load_runtime` picks the first interpreter that is available: ``ai_edge_litert``
-(LiteRT), then ``tflite_runtime``, then ``tf.lite`` -- the last only when TensorFlow is
-already imported or neither of the others is installed, so a device never pays for
-importing TensorFlow. The model is test-invoked once at load; a model whose first invoke
-fails under the default delegates (XNNPACK; seen with an int8 unrolled LSTM) is reloaded
-without them (``uses_default_delegates`` becomes False, a warning is logged, the caller
-counts ``edge_agent_runtime_fallback_total``).
+(LiteRT), then ``tflite_runtime``. There is deliberately no ``tf.lite`` fallback: nothing
+under ``edge_agent/`` imports TensorFlow (a device has none; DESIGN.md's ``tf.lite``
+fallback is dropped, see docs/architecture.md). The model is test-invoked once at load;
+a model whose first invoke fails under the default delegates (XNNPACK; seen with an int8
+unrolled LSTM) is reloaded without them (``uses_default_delegates`` becomes False, a
+warning is logged, the caller counts ``edge_agent_runtime_fallback_total``).
 
 :meth:`Runtime.run` takes a float32 batch already preprocessed, quantizes it for integer
 inputs, resizes the batch dimension only when the batch size changes (or loops over
@@ -17,7 +17,6 @@ returns a float32 copy: never a view into the interpreter's buffers.
 from __future__ import annotations
 
 import logging
-import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ _INT_DTYPES = ("int8", "uint8", "int16")
 class Runtime(ABC):
     """A loaded model that turns a float32 batch into float32 scores."""
 
-    #: "ai_edge_litert" | "tflite_runtime" | "tf.lite"
+    #: "ai_edge_litert" | "tflite_runtime"
     name: str
     #: Input and output as the model file declares them (batch dimension None).
     input_spec: TensorSpec
@@ -94,21 +93,9 @@ def _tflite_runtime() -> _Backend | None:
     return _Backend("tflite_runtime", Interpreter, OpResolverType)
 
 
-def _tf_lite() -> _Backend | None:
-    try:
-        import tensorflow as tf  # the last resort; see select_backend()
-    except ImportError:
-        return None
-    return _Backend("tf.lite", tf.lite.Interpreter, tf.lite.experimental.OpResolverType)
-
-
 def select_backend() -> _Backend:
-    """LiteRT, else tflite_runtime, else tf.lite (imported only when nothing else is there)."""
+    """LiteRT, else tflite_runtime; a clear error when neither is installed."""
     backend = _litert() or _tflite_runtime()
-    if backend is None:
-        if "tensorflow" not in sys.modules:
-            logger.warning("neither ai_edge_litert nor tflite_runtime is installed; trying tf.lite")
-        backend = _tf_lite()
     if backend is None:
         msg = (
             "no TFLite interpreter is installed: install LiteRT with "

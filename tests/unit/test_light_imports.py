@@ -62,3 +62,26 @@ def test_stream_and_edge_agent_never_import_tensorflow() -> None:
     assert "edge_agent" in result["imported"]
     assert result["heavy"] == [], f"TensorFlow/Keras modules got imported: {result['heavy'][:10]}"
     assert "replay" in result["help"]
+
+
+def test_no_tensorflow_import_statement_anywhere_on_the_device_side() -> None:
+    """Also the imports that only run on some path (a lazy import inside a function), which
+    importing the modules would not reveal."""
+    import ast
+
+    offenders = []
+    for package in ("stream", "edge_agent"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names = [node.module or ""]
+                else:
+                    continue
+                for name in names:
+                    if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}")
+    assert not offenders, "the device side must not import TensorFlow/Keras:\n" + "\n".join(
+        offenders
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -345,23 +344,3 @@ def test_backend_selection_never_imports_tensorflow() -> None:
     )
     assert out.stdout.split() == ["ai_edge_litert", "False"]
     assert select_backend().name == "ai_edge_litert"
-
-
-def test_tf_lite_backend_gives_the_same_answers(tiny: dict[str, Any]) -> None:
-    """The last-resort backend (only used when LiteRT and tflite_runtime are missing)."""
-    from edge_agent.runtime import _tf_lite
-
-    backend = _tf_lite()
-    assert backend is not None and backend.name == "tf.lite"
-    model = tiny["models"]["int8"]
-    with warnings.catch_warnings():  # tf.lite.Interpreter is deprecated in favour of LiteRT
-        warnings.simplefilter("ignore")
-        runtime = InterpreterRuntime(
-            backend=backend,
-            model_path=None,
-            model_content=model,
-            num_threads=1,
-            use_default_delegates=True,
-        )
-    x = tiny["x"][:6]
-    assert np.allclose(runtime.run(x), load_runtime(model_content=model).run(x), atol=1e-6)
