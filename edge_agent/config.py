@@ -18,7 +18,7 @@ from typing import Any
 from edge_agent.exceptions import AgentConfigError
 from stream import topics
 from stream.env import edge_environment, env_name
-from stream.settings import KafkaSettings, kafka_settings, load_config_file
+from stream.settings import KafkaSettings, kafka_settings, load_config_file, merge_sources
 
 DEFAULT_METRICS_PORT = 9400
 
@@ -224,26 +224,15 @@ def agent_config(
     ``config`` is the parsed TOML file (its ``[kafka]`` table feeds the Kafka settings
     unless ``kafka`` is given).
     """
-    env = edge_environment(environ)
-    table = (config or {}).get("agent", {})
-    if not isinstance(table, Mapping):
-        msg = "the config file's 'agent' entry must be a table ([agent])"
-        raise AgentConfigError(msg)
-    unknown = set(table) - set(SETTING_NAMES)
-    if unknown:
-        msg = (
-            f"unknown setting(s) {sorted(unknown)} in the config file's [agent] table; "
-            f"known: {', '.join(SETTING_NAMES)}"
-        )
-        raise AgentConfigError(msg)
-    values: dict[str, Any] = {}
-    for name in SETTING_NAMES:
-        if flags and flags.get(name) is not None:
-            values[name] = _coerce(name, flags[name], f"--{_flag(name)}")
-        elif name in env:
-            values[name] = _coerce(name, env[name], env_name(name))
-        elif name in table:
-            values[name] = _coerce(name, table[name], "the config file's [agent] table")
+    values = merge_sources(
+        names=SETTING_NAMES,
+        table="agent",
+        coerce=_coerce,
+        flags=flags,
+        config=config,
+        environ=environ,
+        error=AgentConfigError,
+    )
     if kafka is None:
         kafka = kafka_settings(flags=flags, config=config, environ=environ)
     return AgentConfig(kafka=kafka, **values)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -239,28 +239,54 @@ def kafka_settings(
     environ: Mapping[str, str] | None = None,
 ) -> KafkaSettings:
     """Merge the sources (flag > env > config file ``[kafka]`` > default) and validate."""
+    values = merge_sources(
+        names=_FIELD_NAMES,
+        table="kafka",
+        coerce=_coerce,
+        flags=flags,
+        config=config,
+        environ=environ,
+    )
+    return KafkaSettings(**values)
+
+
+def merge_sources(
+    *,
+    names: Sequence[str],
+    table: str,
+    coerce: Callable[[str, Any, str], Any],
+    flags: Mapping[str, Any] | None,
+    config: Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None,
+    error: type[ConfigError] = ConfigError,
+) -> dict[str, Any]:
+    """The project's one precedence rule: flag > ``EDGE_*`` > config file ``[table]``.
+
+    Returns the settings that were given (defaults stay with the dataclass); ``coerce``
+    turns ``(name, raw value, where it came from)`` into the typed value. Unknown keys in
+    the config file's table are an ``error`` naming them and the known ones.
+    """
     env = edge_environment(environ)
-    table = (config or {}).get("kafka", {})
-    if not isinstance(table, Mapping):
-        msg = f"the config file's 'kafka' entry must be a table ([kafka]), got {table!r}"
-        raise ConfigError(msg)
-    file_values = dict(table)
-    unknown = set(file_values) - set(_FIELD_NAMES)
+    entries = (config or {}).get(table, {})
+    if not isinstance(entries, Mapping):
+        msg = f"the config file's {table!r} entry must be a table ([{table}]), got {entries!r}"
+        raise error(msg)
+    unknown = set(entries) - set(names)
     if unknown:
         msg = (
-            f"unknown setting(s) {sorted(unknown)} in the config file's [kafka] table; "
-            f"known: {', '.join(_FIELD_NAMES)}"
+            f"unknown setting(s) {sorted(unknown)} in the config file's [{table}] table; "
+            f"known: {', '.join(names)}"
         )
-        raise ConfigError(msg)
+        raise error(msg)
     values: dict[str, Any] = {}
-    for name in _FIELD_NAMES:
+    for name in names:
         if flags and flags.get(name) is not None:
-            values[name] = _coerce(name, flags[name], f"--{name.replace('_', '-')}")
+            values[name] = coerce(name, flags[name], f"--{name.replace('_', '-')}")
         elif name in env:
-            values[name] = _coerce(name, env[name], env_name(name))
-        elif name in file_values:
-            values[name] = _coerce(name, file_values[name], "the config file")
-    return KafkaSettings(**values)
+            values[name] = coerce(name, env[name], env_name(name))
+        elif name in entries:
+            values[name] = coerce(name, entries[name], f"the config file's [{table}] table")
+    return values
 
 
 def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
