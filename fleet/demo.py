@@ -349,12 +349,16 @@ class Demo:
         collector.close()
         return summary
 
-    def _complete(self, c: ResultsCollector, images: int, windows: int) -> bool:
+    @staticmethod
+    def _answered(c: ResultsCollector) -> tuple[int, dict[str, int]]:
+        """Images answered (result or dead letter) and sensor windows per device so far."""
         img = c.per_source.get(topics.IMAGES)
         sen = c.per_source.get(topics.SENSORS)
-        answered_images = len(img.answered) if img else 0
-        got_windows = sum(sen.windows_by_device.values()) if sen else 0
-        return answered_images >= images and got_windows >= windows
+        return (len(img.answered) if img else 0), (dict(sen.windows_by_device) if sen else {})
+
+    def _complete(self, c: ResultsCollector, images: int, windows: int) -> bool:
+        answered_images, per_device = self._answered(c)
+        return answered_images >= images and sum(per_device.values()) >= windows
 
     def _draw(self, c: ResultsCollector, view: FleetView) -> None:
         rows = view.refresh()
@@ -380,10 +384,7 @@ class Demo:
     def _summary(
         self, c: ResultsCollector, images: int, windows: int, t_start: float
     ) -> dict[str, Any]:
-        img = c.per_source.get(topics.IMAGES)
-        sen = c.per_source.get(topics.SENSORS)
-        answered_images = len(img.answered) if img else 0
-        per_device = dict(sen.windows_by_device) if sen else {}
+        answered_images, per_device = self._answered(c)
         missing_windows = (
             sum(max(self.cfg.sensor_repeat - n, 0) for n in per_device.values())
             + max(40 - len(per_device), 0) * self.cfg.sensor_repeat
