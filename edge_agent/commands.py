@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from edge_agent.transport import CLIENTS
 from stream import topics
 from stream.env import env_name
 from stream.settings import add_kafka_arguments
@@ -141,6 +142,14 @@ def _agent(sub: Any) -> None:
         type=_float,
     )
     c = p.add_argument_group("consumer")
+    _opt(
+        c,
+        "--client",
+        "client",
+        "Kafka client library: kafka-python (default) or confluent (librdkafka, faster; "
+        "pip install 'edgeinfer[confluent]')",
+        choices=CLIENTS,
+    )
     _opt(
         c,
         "--max-poll-records",

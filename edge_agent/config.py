@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.exceptions import AgentConfigError
+from edge_agent.transport import CLIENTS
 from stream import topics
 from stream.env import edge_environment, env_name
 from stream.settings import KafkaSettings, kafka_settings, load_config_file, merge_sources
@@ -60,6 +61,8 @@ class AgentConfig:
     max_devices: int = 10_000
     device_idle_s: float = 600.0
     # Consumer loop.
+    #: Kafka client library: "kafka-python" (default) or "confluent" (librdkafka).
+    client: str = "kafka-python"
     max_poll_records: int = 256
     #: How long a fetch may wait for data. Kafka answers as soon as data arrives; the
     #: embedded broker (Tansu) answers only when this runs out, so it floors latency there.
@@ -131,6 +134,12 @@ def _validate(c: AgentConfig) -> None:
                 f"fix --{_flag(name)} or {env_name(name)}"
             )
             raise AgentConfigError(msg)
+    if c.client not in CLIENTS:
+        msg = (
+            f"client must be one of {', '.join(CLIENTS)}, got {c.client!r}; "
+            f"fix --client or {env_name('client')}"
+        )
+        raise AgentConfigError(msg)
     if not 0 <= c.metrics_port < 65536:
         msg = (
             f"metrics_port must be 0..65535 (0 = any free port), got {c.metrics_port}; "

@@ -1,9 +1,10 @@
 """The producer side of the agent: results and dead letters sent asynchronously and
 acknowledged all at once at a sync point, before any offset is committed.
 
-kafka-python's idempotent producer cannot be reused once the broker has forgotten its
-producer id (a broker restart: ``UnknownProducerIdError``, ``OutOfOrderSequenceNumber``),
-so any failure closes it; :meth:`Delivery.ensure` builds a new one.
+An idempotent producer cannot always be reused once the broker has forgotten its producer
+id (a broker restart: ``UnknownProducerIdError``, ``OutOfOrderSequenceNumber``), so any
+failure closes it; :meth:`Delivery.ensure` builds a new one from the transport
+(:mod:`edge_agent.transport`).
 """
 
 from __future__ import annotations
@@ -11,18 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
-
-from stream.exceptions import BrokerError
-from stream.kafka import make_producer
-from stream.settings import KafkaSettings
+from edge_agent.transport import Producer, Transport, TransportError
 
 logger = logging.getLogger(__name__)
 
 #: Longest wait for the broker to acknowledge what was sent (then: failure, replay).
 FLUSH_TIMEOUT_S = 15.0
-#: Longest a send() waits for topic metadata while the broker is away.
+#: Longest a send() waits for topic metadata or queue room while the broker is away.
 MAX_BLOCK_MS = 5000
 
 
@@ -36,33 +32,31 @@ class DeliveryFailed(Exception):
 
 
 class Delivery:
-    """One producer (made on demand) and the futures of everything sent since the last sync."""
+    """One producer (made on demand) and the count of everything sent since the last sync."""
 
-    def __init__(self, *, settings: KafkaSettings, client_id: str) -> None:
-        self.settings = settings
+    def __init__(self, *, transport: Transport, client_id: str, request_timeout_ms: int) -> None:
+        self.transport = transport
         self.client_id = client_id
-        self.producer: KafkaProducer | None = None
-        self._futures: list[Any] = []
+        self.request_timeout_ms = request_timeout_ms
+        self.producer: Producer | None = None
+        self._pending = 0
 
     @property
     def pending(self) -> int:
         """Sends not yet confirmed by :meth:`sync`."""
-        return len(self._futures)
+        return self._pending
 
     def ensure(self) -> bool:
         """Have a producer; False (logged) when the broker cannot be reached."""
         if self.producer is not None:
             return True
-        s = self.settings
         try:
-            self.producer = make_producer(
-                s,
+            self.producer = self.transport.producer(
                 client_id=self.client_id,
                 max_block_ms=MAX_BLOCK_MS,
-                batch_size=256 * 1024,
-                delivery_timeout_ms=s.request_timeout_ms + 10_000,
+                delivery_timeout_ms=self.request_timeout_ms + 10_000,
             )
-        except (BrokerError, KafkaError) as exc:
+        except TransportError as exc:
             logger.warning("producer cannot start: %s", exc)
             return False
         return True
@@ -72,34 +66,30 @@ class Delivery:
         if producer is None:
             raise DeliveryFailed("produce", RuntimeError("no producer"))
         try:
-            self._futures.append(producer.send(topic, value=value, key=key, headers=headers))
-        except KafkaError as exc:
+            producer.send(topic, value, key, headers)
+        except TransportError as exc:
             raise DeliveryFailed("produce", exc) from exc
+        self._pending += 1
 
     def sync(self) -> None:
         """Flush and check every send since the last sync; raises :class:`DeliveryFailed`."""
-        if not self._futures:
+        if not self._pending:
             return
         producer = self.producer
         if producer is None:
             raise DeliveryFailed("produce", RuntimeError("no producer"))
         try:
-            producer.flush(timeout=FLUSH_TIMEOUT_S)
-        except KafkaError as exc:
+            producer.flush(FLUSH_TIMEOUT_S)
+        except TransportError as exc:
             raise DeliveryFailed("produce", exc) from exc
-        for f in self._futures:
-            if not f.is_done:
-                raise DeliveryFailed("produce", TimeoutError("send not acknowledged in time"))
-            if f.exception is not None:
-                raise DeliveryFailed("produce", f.exception)
-        self._futures.clear()
+        self._pending = 0
 
     def reset(self) -> None:
         """Forget unconfirmed sends and drop the producer (a new one is made by ensure())."""
-        self._futures.clear()
+        self._pending = 0
         if self.producer is not None:
             try:
-                self.producer.close(timeout=0)
+                self.producer.close(0)
             except Exception:  # noqa: BLE001  it failed already; only release it
                 logger.debug("closing the failed producer raised", exc_info=True)
             self.producer = None
@@ -107,7 +97,7 @@ class Delivery:
     def close(self, timeout_s: float = 5.0) -> None:
         if self.producer is not None:
             try:
-                self.producer.close(timeout=timeout_s)
+                self.producer.close(timeout_s)
             except Exception:  # noqa: BLE001
                 logger.exception("closing the producer failed")
             self.producer = None

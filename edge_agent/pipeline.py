@@ -29,9 +29,6 @@ import time
 from typing import Any, Protocol
 
 import numpy as np
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from edge_agent.batching import MicroBatcher, Pending
 from edge_agent.config import AgentConfig
@@ -39,10 +36,16 @@ from edge_agent.delivery import Delivery, DeliveryFailed
 from edge_agent.inputs import image_input, sensor_chunk
 from edge_agent.metrics import AgentMetrics
 from edge_agent.results import encode_results, window_as_npy
+from edge_agent.transport import (
+    Consumer,
+    ConsumerOptions,
+    Transport,
+    TransportError,
+    make_transport,
+)
 from edge_agent.windows import DeviceWindows
 from stream.codecs import dead_letter_headers
-from stream.exceptions import BrokerError, DecodeError
-from stream.kafka import make_consumer
+from stream.exceptions import DecodeError
 from stream.preprocessing import ImagePreprocessing, SequencePreprocessing
 
 logger = logging.getLogger(__name__)
@@ -51,7 +54,6 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
 #: Poll timeout when no batch is waiting (bounds how stale health and swaps can get).
 IDLE_POLL_MS = 200
-COMMIT_TIMEOUT_MS = 10_000
 HOUSEKEEPING_S = 0.5
 RESULT_HEADERS = [("content-type", b"application/json")]
 #: At most one log line per dead-letter reason in this many seconds (all are counted).
@@ -66,17 +68,6 @@ class ModelProvider(Protocol):
     def poll(self) -> Any | None: ...
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, pipeline: Pipeline) -> None:
-        self.pipeline = pipeline
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.pipeline._on_revoked(revoked)
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        self.pipeline._on_assigned(assigned)
-
-
 class Pipeline:
     """Consume one input topic and answer it with the model from ``store``."""
 
@@ -87,6 +78,7 @@ class Pipeline:
         store: ModelProvider,
         metrics: AgentMetrics,
         stop: threading.Event | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -101,9 +93,12 @@ class Pipeline:
         self.batcher: MicroBatcher[Pending] = MicroBatcher(
             max_batch=config.max_batch, max_latency_s=config.max_latency_ms / 1000.0
         )
-        self.consumer: KafkaConsumer | None = None
+        self.transport = transport or make_transport(config.client, config.kafka)
+        self.consumer: Consumer | None = None
         self.delivery = Delivery(
-            settings=config.kafka, client_id=f"{config.kafka.client_id}-{config.agent_id}"
+            transport=self.transport,
+            client_id=f"{config.kafka.client_id}-{config.agent_id}",
+            request_timeout_ms=config.kafka.request_timeout_ms,
         )
         #: partition -> offset after the last record handled
         self._next: dict[int, int] = {}
@@ -176,23 +171,21 @@ class Pipeline:
             self.close()
 
     def _connect(self) -> None:
-        settings = self.config.kafka
+        c = self.config
+        options = ConsumerOptions(
+            group_id=self.group_id,
+            client_id=f"{c.kafka.client_id}-{c.agent_id}",
+            max_poll_records=c.max_poll_records,
+            fetch_max_wait_ms=c.fetch_max_wait_ms,
+            max_message_bytes=c.max_message_bytes,
+            max_poll_interval_ms=c.max_poll_interval_ms,
+        )
         while not self.stop_event.is_set():
             try:
-                consumer = make_consumer(
-                    settings,
-                    group_id=self.group_id,
-                    client_id=f"{settings.client_id}-{self.config.agent_id}",
-                    max_poll_records=self.config.max_poll_records,
-                    fetch_max_wait_ms=self.config.fetch_max_wait_ms,
-                    # One fetch holds at most about one maximal message: a device has
-                    # little memory, and a backlog must not be pulled in 32 MiB at a time.
-                    max_partition_fetch_bytes=self.config.max_message_bytes + 65536,
-                    fetch_max_bytes=self.config.max_message_bytes + 65536,
-                    max_poll_interval_ms=self.config.max_poll_interval_ms,
+                consumer = self.transport.consumer(
+                    self.topic, options, on_assigned=self._on_assigned, on_revoked=self._on_revoked
                 )
-                consumer.subscribe([self.topic], listener=_Listener(self))
-            except (BrokerError, KafkaError) as exc:
+            except TransportError as exc:
                 logger.warning(
                     "broker unreachable for the consumer, retrying in %.1f s: %s",
                     self._backoff,
@@ -202,10 +195,11 @@ class Pipeline:
                 continue
             self.consumer = consumer
             logger.info(
-                'consumer subscribed topic="%s" group="%s" agent_id="%s"',
+                'consumer subscribed topic="%s" group="%s" agent_id="%s" client="%s"',
                 self.topic,
                 self.group_id,
                 self.config.agent_id,
+                self.transport.name,
             )
             return
 
@@ -229,7 +223,7 @@ class Pipeline:
                 self.deadlettered,
                 dict(sorted(self._committed.items())),
             )
-        except (DeliveryFailed, KafkaError) as exc:
+        except (DeliveryFailed, TransportError) as exc:
             logger.error(  # noqa: TRY400 (the cause is in the message)
                 "drain could not deliver; nothing more committed (the messages are "
                 "processed again on restart): %s",
@@ -242,7 +236,7 @@ class Pipeline:
         self._closing = True  # drain() did the work; leaving the group must not redo it
         if self.consumer is not None:
             try:
-                self.consumer.close(autocommit=False)
+                self.consumer.close()
             except Exception:  # noqa: BLE001
                 logger.exception("closing the consumer failed")
             self.consumer = None
@@ -261,7 +255,7 @@ class Pipeline:
         try:
             left = self.batcher.time_left(time.monotonic())
             timeout_ms = IDLE_POLL_MS if left is None else int(left * 1000)
-            polled = consumer.poll(timeout_ms=timeout_ms, max_records=self.config.max_poll_records)
+            polled = consumer.poll(timeout_ms, self.config.max_poll_records)
             if polled:
                 self._handle_polled(polled)
             if self.batcher and (not polled or self.batcher.due(time.monotonic())):
@@ -271,7 +265,7 @@ class Pipeline:
         except DeliveryFailed as exc:
             self._recover(exc)
             return
-        except KafkaError as exc:
+        except TransportError as exc:
             self._recover(DeliveryFailed("poll", exc))
             return
         now = time.monotonic()
@@ -282,14 +276,13 @@ class Pipeline:
             except DeliveryFailed as exc:  # finishing a batch before a model swap
                 self._recover(exc)
 
-    def _handle_polled(self, polled: dict[TopicPartition, list[Any]]) -> None:
+    def _handle_polled(self, polled: dict[int, list[Any]]) -> None:
         wall = time.time()
         total = 0
         handle = self._handle_sensor if self.windows is not None else self._handle_image
-        for tp, records in polled.items():
+        for p, records in polled.items():
             if not records:
                 continue
-            p = tp.partition
             if p not in self._committed:
                 self._committed[p] = records[0].offset  # where this assignment started
             for r in records:
@@ -481,24 +474,23 @@ class Pipeline:
         offsets = self._committable()
         if offsets:
             try:
-                consumer.commit(offsets=offsets, timeout_ms=COMMIT_TIMEOUT_MS)
-            except KafkaError as exc:
+                consumer.commit(offsets)
+            except TransportError as exc:
                 raise DeliveryFailed("commit", exc) from exc
-            for tp, om in offsets.items():
-                self._committed[tp.partition] = om.offset
+            self._committed.update(offsets)
         self._advanced = False
         self._backoff = BACKOFF_MIN_S
         if not self._healthy:
             self._healthy = True
             logger.info("delivery works again: results acknowledged and offsets committed")
 
-    def _committable(self) -> dict[TopicPartition, OffsetAndMetadata]:
+    def _committable(self) -> dict[int, int]:
         """Per partition: min(next to consume, oldest held by a window, oldest in the batch)."""
         waiting: dict[int, int] = {}
         for it in self.batcher:
             if it.offset < waiting.get(it.partition, it.offset + 1):
                 waiting[it.partition] = it.offset
-        out: dict[TopicPartition, OffsetAndMetadata] = {}
+        out: dict[int, int] = {}
         for p, offset in self._next.items():
             if self.windows is not None:
                 held = self.windows.min_held(p)
@@ -508,7 +500,7 @@ class Pipeline:
             if oldest is not None and oldest < offset:
                 offset = oldest
             if offset > self._committed.get(p, -1):
-                out[TopicPartition(self.topic, p)] = OffsetAndMetadata(offset, "", -1)
+                out[p] = offset
         return out
 
     def _recover(self, failure: DeliveryFailed) -> None:
@@ -539,7 +531,7 @@ class Pipeline:
             if start is None:
                 continue
             try:
-                consumer.seek(TopicPartition(self.topic, p), start)
+                consumer.seek(p, start)
             except Exception as exc:  # noqa: BLE001  not assigned any more: nothing to replay
                 logger.warning("seek %s[%d] to %d failed: %s", self.topic, p, start, exc)
         self._next.clear()
@@ -547,8 +539,7 @@ class Pipeline:
 
     # --------------------------------------------------------------- rebalance
 
-    def _on_revoked(self, revoked: Any) -> None:
-        parts = {tp.partition for tp in revoked if tp.topic == self.topic}
+    def _on_revoked(self, parts: set[int]) -> None:
         logger.info("partitions revoked topic=%s partitions=%s", self.topic, sorted(parts))
         if parts:
             self.revocations += 1
@@ -556,7 +547,7 @@ class Pipeline:
             if self.delivery.producer is not None and not self._closing:
                 self._run_all()
                 self._sync()
-        except (DeliveryFailed, KafkaError) as exc:
+        except (DeliveryFailed, TransportError) as exc:
             logger.warning("could not finish work before the rebalance (replayed later): %s", exc)
             self.batcher.take_all()
             self.delivery.reset()
@@ -569,8 +560,7 @@ class Pipeline:
         self.metrics.forget_partitions(self.topic, sorted(parts))
         self.metrics.partitions_assigned.set(len(self.assigned))
 
-    def _on_assigned(self, assigned: Any) -> None:
-        parts = {tp.partition for tp in assigned if tp.topic == self.topic}
+    def _on_assigned(self, parts: set[int]) -> None:
         self.assigned = frozenset(parts)
         self.metrics.partitions_assigned.set(len(parts))
         logger.info("partitions assigned topic=%s partitions=%s", self.topic, sorted(parts))
@@ -608,9 +598,8 @@ class Pipeline:
                 # reachable. Joining the group is not waited for: a rebalance is normal
                 # operation (it would flap /readyz) and on the embedded broker the first
                 # join takes ~session_timeout/2. Assignment is the metric
-                # edge_agent_partitions_assigned. kafka-python has no public "connected"
-                # check; the coordinator is the broker the group heartbeats to.
-                ok = not consumer._coordinator.coordinator_unknown()
+                # edge_agent_partitions_assigned.
+                ok = consumer.coordinator_known()
             except Exception:  # noqa: BLE001  internals moved: report not ready, loudly
                 logger.exception("readiness check failed")
                 ok = False
@@ -638,16 +627,11 @@ class Pipeline:
         if consumer is None:
             return
         for p in self.assigned:
-            tp = TopicPartition(self.topic, p)
             try:
-                high = consumer.highwater(tp)  # not end_offsets(): wrong on Tansu
-                position = self._next.get(p)
-                if high is not None and position is None:
-                    position = consumer.position(tp, timeout_ms=100)
+                lag = consumer.lag(p, self._next.get(p))
             except Exception:  # noqa: BLE001, S112  not assigned any more, broker away
                 continue
-            if high is not None and position is not None:
-                lag = max(int(high) - int(position), 0)
+            if lag is not None:
                 self.metrics.consumer_lag.labels(topic=self.topic, partition=str(p)).set(lag)
 
     def _poll_model(self) -> None:

@@ -124,6 +124,31 @@ class KafkaSettings:
         cfg.update(overrides)
         return cfg
 
+    def librdkafka_config(self, **overrides: Any) -> dict[str, Any]:
+        """The same connection for librdkafka (confluent-kafka): dotted property names."""
+        cfg: dict[str, Any] = {
+            "bootstrap.servers": ",".join(self.bootstrap_list),
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol.lower(),
+            "socket.timeout.ms": self.request_timeout_ms,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            cfg["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.ssl_check_hostname else "none"
+            )
+            if self.ssl_cafile:
+                cfg["ssl.ca.location"] = self.ssl_cafile
+            if self.ssl_certfile:
+                cfg["ssl.certificate.location"] = self.ssl_certfile
+            if self.ssl_keyfile:
+                cfg["ssl.key.location"] = self.ssl_keyfile
+        if self.security_protocol.startswith("SASL"):
+            cfg["sasl.mechanisms"] = self.sasl_mechanism
+            cfg["sasl.username"] = self.sasl_username
+            cfg["sasl.password"] = self.sasl_password
+        cfg.update(overrides)
+        return cfg
+
 
 def _validate(s: KafkaSettings) -> None:
     if not s.bootstrap_list:

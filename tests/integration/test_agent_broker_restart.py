@@ -15,7 +15,7 @@ from stream.broker import EmbeddedBroker, free_port
 from stream.kafka import ensure_topics
 from stream.replay import replay_images
 from stream.settings import KafkaSettings
-from tests.fixtures.agent import TopicReader, http_get, wait_until
+from tests.fixtures.agent import CLIENTS, TopicReader, http_get, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +41,9 @@ def results_for(settings: KafkaSettings, expected: int, timeout_s: float) -> lis
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("client", CLIENTS)
 def test_agent_survives_a_broker_restart(
-    own_broker: EmbeddedBroker, agent_thread: Any, digits_bundles: dict[str, Path]
+    client: str, own_broker: EmbeddedBroker, agent_thread: Any, digits_bundles: dict[str, Path]
 ) -> None:
     settings = KafkaSettings(bootstrap_servers=own_broker.bootstrap, session_timeout_ms=6000)
     inp, out, dl = TOPICS
@@ -53,6 +54,7 @@ def test_agent_survives_a_broker_restart(
         input_topic=inp,
         output_topic=out,
         deadletter_topic=dl,
+        client=client,
     )
     port = agent.agent.metrics_port
     readyz = f"http://127.0.0.1:{port}/readyz"

@@ -15,6 +15,7 @@ from stream import codecs
 from stream.bundle import read_manifest
 from stream.kafka import ensure_topics
 from stream.preprocessing import SequencePreprocessing
+from tests.fixtures.agent import CLIENTS
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +57,9 @@ def check_dead_letters(
         assert d.headers == codecs.headers_dict(headers)
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_sensor_stream_with_bad_messages(
+    client: str,
     kafka_settings: Any,
     unique_topic: Any,
     agent_thread: Any,
@@ -76,6 +79,7 @@ def test_sensor_stream_with_bad_messages(
         output_topic=out,
         deadletter_topic=dl,
         max_message_bytes=MAX_BYTES,
+        client=client,
     )
     good = [0.5] * channels
     bad: list[tuple[str, bytes | None, list[Any]]] = [
@@ -147,7 +151,9 @@ def npy(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_image_stream_with_bad_messages(
+    client: str,
     kafka_settings: Any,
     unique_topic: Any,
     agent_thread: Any,
@@ -163,6 +169,7 @@ def test_image_stream_with_bad_messages(
         output_topic=out,
         deadletter_topic=dl,
         max_message_bytes=MAX_BYTES,
+        client=client,
     )
     rng = np.random.default_rng(0)
     digit = rng.integers(0, 16, (8, 8), dtype=np.uint8)

@@ -15,7 +15,7 @@ from stream import codecs
 from stream.kafka import ensure_topics, make_consumer
 from stream.replay import replay_images
 from stream.settings import KafkaSettings
-from tests.fixtures.agent import metric_value, wait_until
+from tests.fixtures.agent import CLIENTS, metric_value, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +43,12 @@ def answered(reader: Any, out: str) -> Counter[tuple[int, int]]:
     return Counter((r.source["partition"], r.source["offset"]) for r in results)
 
 
-def agent_args(bundle: Path, inp: str, out: str, dl: str, group: str) -> list[str]:
+def agent_args(
+    bundle: Path, inp: str, out: str, dl: str, group: str, client: str = "kafka-python"
+) -> list[str]:
     return [
+        "--client",
+        client,
         "--bundle",
         str(bundle),
         "--input",
@@ -58,7 +62,9 @@ def agent_args(bundle: Path, inp: str, out: str, dl: str, group: str) -> list[st
     ]
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_sigterm_drains_commits_everything_and_exits_0(
+    client: str,
     kafka_settings: KafkaSettings,
     unique_topic: Any,
     agent_process: Any,
@@ -68,7 +74,7 @@ def test_sigterm_drains_commits_everything_and_exits_0(
     inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
     group = unique_topic("group")
     ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
-    agent = agent_process(*agent_args(digits_bundles["int8"], inp, out, dl, group))
+    agent = agent_process(*agent_args(digits_bundles["int8"], inp, out, dl, group, client))
     stats = replay_images(kafka_settings, "digits", topic=inp, rate=0, partitions=None)
     n = stats.sent
     reader = topic_reader(inp, out, dl)
@@ -140,7 +146,9 @@ def test_sigterm_mid_stream_commits_only_answered_inputs(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("client", CLIENTS)
 def test_sigkill_mid_stream_then_restart_answers_every_input(
+    client: str,
     kafka_settings: KafkaSettings,
     unique_topic: Any,
     agent_process: Any,
@@ -150,7 +158,7 @@ def test_sigkill_mid_stream_then_restart_answers_every_input(
     inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
     group = unique_topic("group")
     ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
-    args = agent_args(digits_bundles["int8"], inp, out, dl, group)
+    args = agent_args(digits_bundles["int8"], inp, out, dl, group, client)
     first = agent_process(*args)
     total = 450 * 4
     replay = threading.Thread(

@@ -19,7 +19,13 @@ PARTITIONS = 4
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "clients",
+    [("kafka-python", "kafka-python"), ("confluent", "kafka-python")],
+    ids=["kafka-python", "confluent+kafka-python"],
+)
 def test_two_agents_split_partitions_and_answer_each_input_once(
+    clients: tuple[str, str],
     kafka_settings: Any,
     unique_topic: Any,
     agent_thread: Any,
@@ -36,8 +42,8 @@ def test_two_agents_split_partitions_and_answer_each_input_once(
         "deadletter_topic": dl,
         "group": group,
     }
-    a = agent_thread(**common)
-    b = agent_thread(**common)
+    a = agent_thread(**common, client=clients[0])  # one group, two client libraries
+    b = agent_thread(**common, client=clients[1])
     # no rebalance during the test: wait until the group has settled on a split
     deadline = time.monotonic() + 60
     while True:

@@ -16,6 +16,7 @@ from stream import codecs
 from stream.bundle import read_manifest
 from stream.kafka import ensure_topics
 from stream.replay import replay_images
+from tests.fixtures.agent import CLIENTS
 
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
@@ -38,7 +39,9 @@ def drain_reader(reader: Any, topic: str, expected: int, timeout_s: float = 120.
     return reader.records[topic]
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_digits_replay_one_result_per_image_with_the_bundles_accuracy(
+    client: str,
     kafka_settings: Any,
     unique_topic: Any,
     agent_thread: Any,
@@ -49,7 +52,9 @@ def test_digits_replay_one_result_per_image_with_the_bundles_accuracy(
     manifest = read_manifest(bundle)
     inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
     ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
-    agent = agent_thread(bundle=bundle, input_topic=inp, output_topic=out, deadletter_topic=dl)
+    agent = agent_thread(
+        bundle=bundle, input_topic=inp, output_topic=out, deadletter_topic=dl, client=client
+    )
 
     started = time.monotonic()
     stats = replay_images(kafka_settings, "digits", topic=inp, rate=0, partitions=None)

@@ -17,7 +17,7 @@ from stream.kafka import ensure_topics
 from stream.registry import Registry
 from stream.replay import replay_images
 from stream.settings import KafkaSettings
-from tests.fixtures.agent import wait_until
+from tests.fixtures.agent import CLIENTS, wait_until
 from tests.integration.test_agent_models import NAME, build_tiny_models, write_tiny_bundle
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def setup(kafka_settings: KafkaSettings, unique_topic: Any, tmp_path: Path) -> d
     }
 
 
-def _start(agent_thread: Any, s: dict[str, Any]) -> Any:
+def _start(agent_thread: Any, s: dict[str, Any], client: str = "kafka-python") -> Any:
     inp, out, dl = s["topics"]
     return agent_thread(
         registry=s["registry"].root,
@@ -56,6 +56,7 @@ def _start(agent_thread: Any, s: dict[str, Any]) -> Any:
         deadletter_topic=dl,
         model_poll_s=0.2,
         max_batch=8,
+        client=client,
     )
 
 
@@ -87,11 +88,16 @@ def _one_result_per_input(results: list[dict[str, Any]]) -> dict[int, list[tuple
     return by_partition
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_new_version_mid_stream_switches_between_batches_none_lost(
-    kafka_settings: KafkaSettings, agent_thread: Any, topic_reader: Any, setup: dict[str, Any]
+    client: str,
+    kafka_settings: KafkaSettings,
+    agent_thread: Any,
+    topic_reader: Any,
+    setup: dict[str, Any],
 ) -> None:
     inp, out, dl = setup["topics"]
-    agent = _start(agent_thread, setup)
+    agent = _start(agent_thread, setup, client)
     reader = topic_reader(out, dl)
     replay = _replay_in_background(kafka_settings, inp)
 

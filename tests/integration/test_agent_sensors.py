@@ -16,6 +16,7 @@ from stream.datasets import load_dataset
 from stream.kafka import ensure_topics
 from stream.preprocessing import SequencePreprocessing
 from stream.replay import replay_sensors
+from tests.fixtures.agent import CLIENTS
 
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
@@ -25,7 +26,9 @@ def windows_per_recording(length: int, window: int, stride: int) -> int:
     return 0 if length < window else (length - window) // stride + 1
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_basic_motions_replay_gives_the_expected_windows_per_device(
+    client: str,
     kafka_settings: Any,
     unique_topic: Any,
     agent_thread: Any,
@@ -42,7 +45,9 @@ def test_basic_motions_replay_gives_the_expected_windows_per_device(
     assert per_device >= 1
     inp, out, dl = unique_topic("sensors"), unique_topic("results"), unique_topic("dl")
     ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
-    agent = agent_thread(bundle=bundle, input_topic=inp, output_topic=out, deadletter_topic=dl)
+    agent = agent_thread(
+        bundle=bundle, input_topic=inp, output_topic=out, deadletter_topic=dl, client=client
+    )
 
     stats = replay_sensors(kafka_settings, "basic-motions", topic=inp, rate=0, partitions=None)
     assert stats.sent == devices * length

@@ -224,7 +224,7 @@ def test_pipeline_commits_below_open_windows_and_waiting_batch() -> None:
     p.windows.add("a", 1, readings(0, 2), partition=0, offset=10, now=0.0)
     p._next = {0: 20, 1: 7}
     p._committed = {0: 5, 1: 7}
-    got = {tp.partition: om.offset for tp, om in p._committable().items()}
+    got = p._committable()
     assert got == {0: 10}  # partition 1 has nothing new
     # a full window of partition 1 waits in the batch from offset 3: nothing past 3
     p._committed[1] = 0
@@ -243,10 +243,10 @@ def test_pipeline_commits_below_open_windows_and_waiting_batch() -> None:
         value=None,
     )
     p.batcher.add(item, now=0.0)
-    got = {tp.partition: om.offset for tp, om in p._committable().items()}
+    got = p._committable()
     assert got == {0: 10, 1: 3}
     # once device a's window is complete and nothing waits, everything handled commits
     p.windows.add("a", 2, readings(2, 1), partition=0, offset=19, now=0.0)
     p.batcher.take_all()
-    got = {tp.partition: om.offset for tp, om in p._committable().items()}
+    got = p._committable()
     assert got == {0: 20, 1: 7}

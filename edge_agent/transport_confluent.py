@@ -1,0 +1,358 @@
+"""The agent's transport on confluent-kafka (librdkafka): ``edgeinfer agent --client confluent``.
+
+librdkafka fetches ahead and produces from its own C threads; the Python side takes
+records in batches (``Consumer.consume``) and queues sends (``Producer.produce``), so the
+per-message cost in the agent's thread is a fraction of kafka-python's. The delivery rules
+are the same as with kafka-python (docs/agent.md): sends are confirmed by a flush before
+offsets are committed, explicitly and synchronously.
+
+Memory on a device: the pre-fetch queue is bounded to about two maximal messages
+(``queued.max.messages.kbytes``) and the producer queue to 64 MiB.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from edge_agent.transport import (
+    Consumer,
+    ConsumerOptions,
+    Producer,
+    RebalanceCallback,
+    TransportError,
+)
+from stream.exceptions import ConfigError
+from stream.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+#: How often librdkafka reports its statistics (the group coordinator's state comes
+#: from there: readiness).
+STATS_INTERVAL_MS = 200
+#: Longest a send waits for room in a full producer queue.
+PRODUCER_QUEUE_KBYTES = 64 * 1024
+#: Consumer errors logged at most once per this many seconds (per error code).
+ERROR_LOG_EVERY_S = 10.0
+
+
+def _confluent() -> Any:
+    try:
+        import confluent_kafka
+    except ImportError as exc:
+        msg = (
+            "--client confluent needs the confluent-kafka package (librdkafka), which is not "
+            f"installed ({exc}); install it with `pip install 'edgeinfer[confluent]'` or run "
+            "the agent with --client kafka-python (the default)"
+        )
+        raise ConfigError(msg) from exc
+    return confluent_kafka
+
+
+def _config_error(what: str, exc: Exception) -> ConfigError:
+    """librdkafka checks its configuration when a client is made (it does not connect
+    yet), so a failure there is a setting to fix, not an outage to wait out."""
+    err = exc.args[0] if exc.args else exc
+    text = err.str() if hasattr(err, "str") else str(err)
+    msg = (
+        f"librdkafka refused the {what} configuration: {text}; fix the Kafka settings "
+        "(TLS/SASL files and values, --max-message-bytes) or run with --client kafka-python"
+    )
+    return ConfigError(msg)
+
+
+class _LibrdkafkaLog:
+    """librdkafka's log lines into ``logging`` ("librdkafka"), at most one per facility
+    (FAIL, SESSTMOUT, ...) every ``ERROR_LOG_EVERY_S`` above DEBUG: a broker that is away
+    makes librdkafka report every reconnect attempt, which the client retries anyway."""
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("librdkafka")
+        self._next: dict[str, float] = {}
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        fac = str(args[0]) if args else ""
+        if level < logging.CRITICAL:
+            now = time.monotonic()
+            if now < self._next.get(fac, 0.0):
+                level = logging.DEBUG
+            else:
+                self._next[fac] = now + ERROR_LOG_EVERY_S
+                level = min(level, logging.WARNING)  # retried by the client
+        self._logger.log(level, fmt, *args)
+
+
+class _Record:
+    """A consumed message with the attributes of kafka-python's ``ConsumerRecord``."""
+
+    __slots__ = ("headers", "key", "offset", "timestamp", "value")
+
+    def __init__(
+        self, value: bytes | None, key: bytes | None, headers: Any, offset: int, timestamp: int
+    ) -> None:
+        self.value = value
+        self.key = key
+        self.headers = headers
+        self.offset = offset
+        self.timestamp = timestamp
+
+
+class ConfluentTransport:
+    """confluent-kafka ``Consumer`` / ``Producer``."""
+
+    name = "confluent"
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self.ck = _confluent()
+
+    def consumer(
+        self,
+        topic: str,
+        options: ConsumerOptions,
+        *,
+        on_assigned: RebalanceCallback,
+        on_revoked: RebalanceCallback,
+    ) -> Consumer:
+        return _ConfluentConsumer(
+            self.ck, self.settings, topic, options, on_assigned=on_assigned, on_revoked=on_revoked
+        )
+
+    def producer(self, *, client_id: str, max_block_ms: int, delivery_timeout_ms: int) -> Producer:
+        return _ConfluentProducer(
+            self.ck,
+            self.settings,
+            client_id=client_id,
+            max_block_ms=max_block_ms,
+            delivery_timeout_ms=delivery_timeout_ms,
+        )
+
+
+class _ConfluentConsumer:
+    def __init__(
+        self,
+        ck: Any,
+        settings: KafkaSettings,
+        topic: str,
+        o: ConsumerOptions,
+        *,
+        on_assigned: RebalanceCallback,
+        on_revoked: RebalanceCallback,
+    ) -> None:
+        self._ck = ck
+        self._topic = topic
+        self._coordinator_state = ""
+        self._error_logged_at: dict[int, float] = {}
+        fetch = o.fetch_bytes
+        conf = settings.librdkafka_config(
+            **{
+                "client.id": o.client_id,
+                "group.id": o.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "heartbeat.interval.ms": max(settings.session_timeout_ms // 3, 100),
+                "max.poll.interval.ms": o.max_poll_interval_ms,
+                "fetch.wait.max.ms": o.fetch_max_wait_ms,
+                "fetch.max.bytes": fetch,
+                "message.max.bytes": fetch,
+                "max.partition.fetch.bytes": fetch,
+                "receive.message.max.bytes": fetch + 65536,
+                # The pre-fetch queue: about two maximal messages, and a few polls' worth.
+                "queued.max.messages.kbytes": max(2 * fetch // 1024, 1024),
+                "queued.min.messages": max(2 * o.max_poll_records, 100),
+                "statistics.interval.ms": STATS_INTERVAL_MS,
+                "stats_cb": self._on_stats,
+                "error_cb": self._on_error,
+                "logger": _LibrdkafkaLog(),
+            }
+        )
+        try:
+            self._c = ck.Consumer(conf)
+        except ck.KafkaException as exc:
+            raise _config_error("consumer", exc) from exc
+
+        def assigned(_c: Any, parts: list[Any]) -> None:
+            on_assigned({tp.partition for tp in parts if tp.topic == topic})
+
+        def revoked(_c: Any, parts: list[Any]) -> None:
+            on_revoked({tp.partition for tp in parts if tp.topic == topic})
+
+        self._c.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+
+    def _on_stats(self, text: str) -> None:
+        try:
+            self._coordinator_state = str(json.loads(text).get("cgrp", {}).get("state", ""))
+        except (ValueError, AttributeError):
+            self._coordinator_state = ""
+
+    def _on_error(self, err: Any) -> None:
+        self._log_error("client", err)
+
+    def _log_error(self, where: str, err: Any) -> None:
+        now = time.monotonic()
+        code = err.code()
+        if now >= self._error_logged_at.get(code, 0.0):
+            self._error_logged_at[code] = now + ERROR_LOG_EVERY_S
+            logger.warning("librdkafka %s error (retried by the client): %s", where, err)
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[int, list[Any]]:
+        ck = self._ck
+        try:
+            msgs = self._c.consume(num_messages=max_records, timeout=timeout_ms / 1000.0)
+        except (ck.KafkaException, SystemError) as exc:
+            msg = f"poll: {exc}"
+            raise TransportError(msg) from exc
+        out: dict[int, list[Any]] = {}
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.fatal():
+                    msg = f"poll: {err}"
+                    raise TransportError(msg)
+                if err.code() != ck.KafkaError._PARTITION_EOF:
+                    self._log_error("fetch", err)
+                continue
+            part = m.partition()
+            rec = _Record(m.value(), m.key(), m.headers(), m.offset(), m.timestamp()[1])
+            bucket = out.get(part)
+            if bucket is None:
+                out[part] = [rec]
+            else:
+                bucket.append(rec)
+        return out
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        tp = self._ck.TopicPartition
+        request = [tp(self._topic, p, offset) for p, offset in offsets.items()]
+        try:
+            answered = self._c.commit(offsets=request, asynchronous=False)
+        except self._ck.KafkaException as exc:
+            msg = f"commit: {exc}"
+            raise TransportError(msg) from exc
+        for part in answered or ():
+            if part.error is not None:
+                msg = f"commit {self._topic}[{part.partition}]: {part.error}"
+                raise TransportError(msg)
+
+    def seek(self, partition: int, offset: int) -> None:
+        self._c.seek(self._ck.TopicPartition(self._topic, partition, offset))
+
+    def lag(self, partition: int, position: int | None) -> int | None:
+        tp = self._ck.TopicPartition(self._topic, partition)
+        _low, high = self._c.get_watermark_offsets(tp, cached=True)
+        if high is None or high < 0:
+            return None
+        if position is None:
+            (pos,) = self._c.position([tp])
+            if pos.offset < 0:  # OFFSET_INVALID: nothing consumed yet
+                return None
+            position = pos.offset
+        return max(int(high) - int(position), 0)
+
+    def coordinator_known(self) -> bool:
+        return self._coordinator_state == "up"
+
+    def close(self) -> None:
+        self._c.close()
+
+
+class _ConfluentProducer:
+    def __init__(
+        self,
+        ck: Any,
+        settings: KafkaSettings,
+        *,
+        client_id: str,
+        max_block_ms: int,
+        delivery_timeout_ms: int,
+    ) -> None:
+        self._ck = ck
+        self._max_block_s = max_block_ms / 1000.0
+        self._sent = 0
+        self._acked = 0
+        self._failures: list[str] = []
+        self._fatal: str | None = None
+        conf = settings.librdkafka_config(
+            **{
+                "client.id": client_id,
+                "acks": "all",
+                "enable.idempotence": True,
+                "compression.type": "lz4",
+                "linger.ms": 5,
+                "message.max.bytes": 16 * 1024 * 1024,
+                "message.timeout.ms": delivery_timeout_ms,
+                "queue.buffering.max.kbytes": PRODUCER_QUEUE_KBYTES,
+                "error_cb": self._on_error,
+                "logger": _LibrdkafkaLog(),
+            }
+        )
+        try:
+            self._p = ck.Producer(conf)
+        except ck.KafkaException as exc:
+            raise _config_error("producer", exc) from exc
+
+    def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            self._fatal = str(err)
+        else:
+            logger.debug("librdkafka producer error (retried by the client): %s", err)
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is None:
+            self._acked += 1
+        else:
+            self._failures.append(str(err))
+
+    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any) -> None:
+        if self._fatal is not None:
+            msg = f"the producer failed for good: {self._fatal}"
+            raise TransportError(msg)
+        deadline = time.monotonic() + self._max_block_s
+        while True:
+            try:
+                self._p.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                break
+            except BufferError:  # the queue is full: serve callbacks until there is room
+                if time.monotonic() >= deadline:
+                    msg = f"producer queue full for {self._max_block_s:.1f} s"
+                    raise TransportError(msg) from None
+                self._p.poll(0.05)
+            except self._ck.KafkaException as exc:
+                msg = f"produce: {exc}"
+                raise TransportError(msg) from exc
+        self._sent += 1
+
+    def flush(self, timeout_s: float) -> None:
+        if self._sent == 0:
+            return
+        try:
+            left = self._p.flush(timeout_s)
+        # confluent-kafka 2.16 raises SystemError ("returned NULL without setting an
+        # exception") from a flush that meets a fatal idempotence error (seen when the
+        # broker restarts and hands out the same producer id again).
+        except (self._ck.KafkaException, SystemError) as exc:
+            self._sent, self._acked, self._failures = 0, 0, []
+            msg = f"flush: {exc}"
+            raise TransportError(msg) from exc
+        sent, acked, failures = self._sent, self._acked, self._failures
+        self._sent, self._acked, self._failures = 0, 0, []
+        if failures:
+            msg = f"{len(failures)} send(s) failed, first: {failures[0]}"
+            raise TransportError(msg)
+        if self._fatal is not None:
+            msg = f"the producer failed for good: {self._fatal}"
+            raise TransportError(msg)
+        if left or acked != sent:
+            msg = f"{sent - acked} of {sent} send(s) not acknowledged within {timeout_s:.0f} s"
+            raise TransportError(msg)
+
+    def close(self, timeout_s: float) -> None:
+        if timeout_s > 0:
+            self._p.flush(timeout_s)
+        else:
+            self._p.purge()
+            self._p.flush(0)
