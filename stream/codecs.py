@@ -14,6 +14,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
+from types import ModuleType
 from typing import Any, NoReturn
 
 import numpy as np
@@ -24,6 +25,20 @@ from stream.exceptions import DecodeError
 from stream.schemas import CONTENT_TYPES, DeadLetter, ImageFrame, InferenceResult, SensorChunk
 
 logger = logging.getLogger(__name__)
+
+
+def _optional_simplejpeg() -> ModuleType | None:
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    return simplejpeg
+
+
+#: libjpeg-turbo through ``simplejpeg`` (in the ``agent`` extra): a 96x96 JPEG frame in
+#: ~55 us against PIL's ~185 us (PIL parses the markers in Python and unpacks row by row).
+#: None when it is not installed: PIL then decodes JPEG as well.
+_simplejpeg = _optional_simplejpeg()
 
 Headers = list[tuple[str, bytes]]
 
@@ -259,6 +274,11 @@ def headers_dict(headers: Headers | Mapping[Any, Any] | None) -> dict[str, str]:
 
 
 def _text(value: object) -> str:
+    # The common cases first (header values are bytes, names str): ~3x faster.
+    if type(value) is bytes:
+        return value.decode("utf-8", errors="replace")
+    if type(value) is str:
+        return value
     if value is None:
         return ""
     if isinstance(value, bytes | bytearray | memoryview):
@@ -581,6 +601,8 @@ def decode_image(
     ts = _ts_header(hdrs.get(topics.H_TS))
     if ctype == _NPY:
         pixels = _decode_npy(data, max_pixels)
+    elif ctype == _JPEG:
+        pixels = _decode_jpeg(data, max_pixels)
     else:
         pixels = _decode_pil(data, ctype, max_pixels)
     return ImageFrame(device_id=device_id, ts=ts, content_type=ctype, pixels=pixels)
@@ -643,6 +665,41 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             return None
         i += 2 + length
     return None
+
+
+#: JPEG colour spaces (as ``simplejpeg.decode_jpeg_header`` names them) that simplejpeg
+#: decodes exactly as PIL does, and the colour space to ask for. CMYK and YCCK go to PIL
+#: (it undoes Adobe's inverted CMYK and converts to RGB its own way).
+_SIMPLEJPEG_COLORSPACES = {"YCbCr": "RGB", "RGB": "RGB", "Gray": "GRAY"}
+
+
+def _decode_jpeg(data: bytes, max_pixels: int) -> np.ndarray:
+    """JPEG pixels via simplejpeg when it can decode them cleanly, else via PIL.
+
+    simplejpeg runs strict: a libjpeg warning (data ending early, a corrupt segment) is a
+    ``ValueError``. Anything it refuses goes to PIL, which decides as it always has (it
+    pads a scan that ends early, and names the error of truly broken bytes), so errors
+    and messages do not depend on whether simplejpeg is installed.
+    """
+    sj = _simplejpeg
+    if sj is not None:
+        try:
+            height, width, colorspace, _ = sj.decode_jpeg_header(data)
+        except ValueError:
+            pass
+        else:
+            # The size told by the header, checked before any pixel is decoded.
+            if width * height > max_pixels:
+                _too_many_pixels(width, height, max_pixels)
+            target = _SIMPLEJPEG_COLORSPACES.get(colorspace)
+            if target is not None:
+                try:
+                    pixels: np.ndarray = sj.decode_jpeg(data, colorspace=target)
+                except ValueError:
+                    pass
+                else:
+                    return pixels  # uint8 (H, W, 3|1), C-contiguous, writable (a new array)
+    return _decode_pil(data, _JPEG, max_pixels)
 
 
 def _decode_pil(data: bytes, ctype: str, max_pixels: int) -> np.ndarray:

@@ -40,6 +40,16 @@ class ImagePreprocessing:
                 f"got {tuple(images.shape)}"
             )
             raise DecodeError("wrong_shape", msg)
+        if images.dtype == np.uint8:
+            # uint8 pixels take one of 256 values per channel: normalize those 256 with
+            # the arithmetic below and look every pixel up (bit-identical, ~5x faster).
+            values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], self.channels, axis=1)
+            table = self._normalize(values).T
+            if table.shape == (self.channels, 256):  # else mean/std do not fit: no shortcut
+                return self.apply_table(images, np.ascontiguousarray(table))
+        return self._normalize(images)
+
+    def _normalize(self, images: np.ndarray) -> np.ndarray:
         x = images.astype(np.float32) / np.float32(255.0)
         mean = np.asarray(self.mean, dtype=np.float32)
         std = np.asarray(self.std, dtype=np.float32)
@@ -66,12 +76,17 @@ class ImagePreprocessing:
 
     @staticmethod
     def apply_table(images: np.ndarray, table: np.ndarray) -> np.ndarray:
-        """Quantized model input for uint8 images (N, H, W, C) via :meth:`quantization_table`."""
-        if table.shape[0] == 1:
-            return table[0][images]
+        """Quantized model input for uint8 images (N, H, W, C) via :meth:`quantization_table`.
+
+        Also takes a float table (:meth:`apply` uses one). ``np.take`` gathers 2-3x faster
+        than fancy indexing; one gather for all channels when their rows are equal (the
+        same mean and std for every channel).
+        """
+        if table.shape[0] == 1 or (table == table[0]).all():
+            return np.take(table[0], images)
         out = np.empty(images.shape, dtype=table.dtype)
         for c in range(table.shape[0]):
-            out[..., c] = table[c][images[..., c]]
+            out[..., c] = np.take(table[c], images[..., c])
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from stream import topics
+from stream import codecs, topics
 from stream.codecs import (
     dead_letter_headers,
     decode_dead_letter,
@@ -309,6 +309,33 @@ def test_mutated_images(case: tuple[str, bytes]) -> None:
     _, data = case
     for headers in IMAGE_HEADERS:
         check_image(data, headers)
+
+
+def _jpeg_outcome(data: bytes) -> tuple[str, Any]:
+    try:
+        return "ok", decode_image(data, {"content-type": "image/jpeg"}).pixels
+    except DecodeError as err:
+        return err.reason, err.message
+
+
+@FUZZ
+@given(mutated([n for n in VALID if n.startswith("jpeg")]))
+def test_mutated_jpegs_decode_alike_with_and_without_simplejpeg(case: tuple[str, bytes]) -> None:
+    """simplejpeg is only a faster path: same pixels, same errors and messages as PIL."""
+    if codecs._simplejpeg is None:
+        pytest.skip("simplejpeg is not installed")
+    _, data = case
+    fast = _jpeg_outcome(data)
+    saved, codecs._simplejpeg = codecs._simplejpeg, None
+    try:
+        slow = _jpeg_outcome(data)
+    finally:
+        codecs._simplejpeg = saved
+    assert fast[0] == slow[0]
+    if fast[0] == "ok":
+        np.testing.assert_array_equal(fast[1], slow[1])
+    else:
+        assert fast[1] == slow[1]
 
 
 @FUZZ

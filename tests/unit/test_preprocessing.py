@@ -43,6 +43,54 @@ def test_table_equals_normalize_then_quantize(
     np.testing.assert_array_equal(fast, slow)
 
 
+def _normalize_every_pixel(prep: ImagePreprocessing, images: np.ndarray) -> np.ndarray:
+    """The documented arithmetic, pixel by pixel (what apply computed before its table)."""
+    x = images.astype(np.float32) / np.float32(255.0)
+    mean = np.asarray(prep.mean, dtype=np.float32)
+    std = np.asarray(prep.std, dtype=np.float32)
+    return ((x - mean) / std).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("channels", "mean", "std"),
+    [
+        (1, [0.0], [1.0]),
+        (1, [0.1307], [0.3081]),
+        (3, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5]),
+        (3, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        (3, [0.2], [0.7]),  # one value for every channel
+        (1, [0.1, 0.2, 0.3], [1.0, 2.0, 3.0]),  # does not fit: broadcasts to 3 channels
+    ],
+)
+def test_apply_on_uint8_is_bit_identical_to_the_arithmetic(
+    channels: int, mean: list[float], std: list[float]
+) -> None:
+    prep = ImagePreprocessing(height=16, width=17, channels=channels, mean=mean, std=std)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(3, 16, 17, channels), dtype=np.uint8)
+    images[0].reshape(-1, channels)[:256] = np.arange(256, dtype=np.uint8)[:, None]
+    out = prep.apply(images)
+    expected = _normalize_every_pixel(prep, images)
+    assert out.dtype == np.float32 and out.shape == expected.shape
+    assert out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected)
+    # Other dtypes take the arithmetic path itself.
+    np.testing.assert_array_equal(prep.apply(images.astype(np.float64)), expected)
+
+
+@pytest.mark.parametrize("rows", ["equal", "different"])
+def test_apply_table_gathers_per_channel(rows: str) -> None:
+    table = np.stack([np.arange(256) - 128] * 3).astype(np.int8)
+    if rows == "different":
+        table[1] = table[1][::-1]
+        table[2] = 7
+    images = np.random.default_rng(2).integers(0, 256, size=(2, 4, 5, 3), dtype=np.uint8)
+    out = ImagePreprocessing.apply_table(images, table)
+    expected = np.stack([table[c][images[..., c]] for c in range(3)], axis=-1)
+    assert out.dtype == np.int8 and out.shape == images.shape
+    np.testing.assert_array_equal(out, expected)
+
+
 def test_quantize_round_trip_and_clipping() -> None:
     x = np.array([-2.0, -0.5, 0.0, 0.5, 2.0], dtype=np.float32)
     q = quantize(x, 0.01, 3, "int8")
