@@ -198,8 +198,10 @@ class Harness:
         cpus: Sequence[int] | None = None,
         wrap: Sequence[str] = (),
         agent_id: str | None = None,
+        client: str | None = None,
     ) -> AgentChild:
-        """Start ``edgeinfer agent`` (``python -m stream agent``) pinned to ``cpus``."""
+        """Start ``edgeinfer agent`` (``python -m stream agent``) pinned to ``cpus``;
+        ``client`` picks its Kafka library (``--client``; None = the agent's default)."""
         help_text = self.agent_help()
         port = free_port()
         cmd = python_command(
@@ -232,6 +234,11 @@ class Harness:
             cmd += ["--state-dir", str(self.cache / "agent-state" / topics.group)]
         if agent_id and "--agent-id" in help_text:
             cmd += ["--agent-id", agent_id]
+        if client is not None:
+            if "--client" not in help_text:
+                msg = f"this agent has no --client option (asked for {client})"
+                raise BenchError(msg)
+            cmd += ["--client", client]
         pinned = pin_command(cmd, [self.cpu] if cpus is None else cpus)
         child = Child(
             name=name, cmd=[*wrap, *pinned], log_path=self.logs / f"{_slug(name)}.log"

@@ -142,6 +142,18 @@ def _model_bound(details: dict[str, Any]) -> list[str]:
                 fmt(raw, ".2f"),
             )
         )
+    confluent = [
+        f"{variant} {fmt((mb.get(variant) or {})['agent_confluent']['per_s'])}/s, "
+        f"agent / raw **{fmt((mb.get(variant) or {})['agent_confluent']['ratio'], '.3f')}**"
+        for variant in ("int8", "float32")
+        if (mb.get(variant) or {}).get("agent_confluent")
+    ]
+    if confluent:
+        lines += [
+            "",
+            "The same agent with `--client confluent` (librdkafka fetches and produces from its "
+            "own threads, on the same pinned core): " + "; ".join(confluent) + ".",
+        ]
     rows = []
     for variant in ("int8", "float32"):
         d = mb.get(variant) or {}
@@ -182,6 +194,33 @@ def _client_bound(details: dict[str, Any]) -> list[str]:
                 f"**{fmt(d['ratio'], '.3f')}**",
             )
         )
+    rows = [(name, d["confluent"]) for name, d in cb.items() if d.get("confluent")]
+    if rows:
+        lines += [
+            "",
+            "On confluent-kafka (librdkafka): the agent with `--client confluent` against the "
+            "same passthrough on confluent-kafka (`bench/loops.py confluent`), and against the "
+            "default agent (kafka-python) above.",
+            "",
+            *_head(
+                "stream",
+                "passthrough (/s)",
+                "agent --client confluent (/s)",
+                "ratio",
+                "agent confluent / kafka-python",
+                align="lrrrr",
+            ),
+        ]
+        for name, c in rows:
+            lines.append(
+                _row(
+                    name,
+                    fmt(c["passthrough"]["per_s"]),
+                    fmt(c["agent"]["per_s"]),
+                    f"**{fmt(c['ratio'], '.3f')}**",
+                    f"**{fmt(c['agent_confluent_vs_agent'], '.2f')}x**",
+                )
+            )
     return [*lines, ""]
 
 

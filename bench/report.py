@@ -202,6 +202,11 @@ def console_table(summary: dict[str, Any]) -> str:
     extra = [
         ("agent_vs_naive_image", summary.get("agent_vs_naive_image")),
         ("confluent_vs_kafka_python", summary.get("confluent_vs_kafka_python")),
+        *(
+            (key, summary.get(key))
+            for key in sorted(summary)
+            if key.startswith("agent_confluent_vs_")
+        ),
         ("tf_cold_start_s", summary.get("tf_cold_start_s")),
         ("tf_peak_rss_mb", summary.get("tf_peak_rss_mb")),
     ]

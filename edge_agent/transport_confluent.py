@@ -157,10 +157,13 @@ class _ConfluentConsumer:
                 "heartbeat.interval.ms": max(settings.session_timeout_ms // 3, 100),
                 "max.poll.interval.ms": o.max_poll_interval_ms,
                 "fetch.wait.max.ms": o.fetch_max_wait_ms,
+                # receive.message.max.bytes stays at librdkafka's 100 MB: a broker may answer
+                # a fetch with more than fetch.max.bytes (the first batch always comes
+                # whole; the embedded broker overshoots), and a response over the limit is
+                # dropped and the connection reset, forever.
                 "fetch.max.bytes": fetch,
                 "message.max.bytes": fetch,
                 "max.partition.fetch.bytes": fetch,
-                "receive.message.max.bytes": fetch + 65536,
                 # The pre-fetch queue: about two maximal messages, and a few polls' worth.
                 "queued.max.messages.kbytes": max(2 * fetch // 1024, 1024),
                 "queued.min.messages": max(2 * o.max_poll_records, 100),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,15 @@ def raw_litert(h: Harness, model: Path, inputs: Path, label: str) -> dict[str, A
     return result
 
 
-def agent_starter(h: Harness, name: str, bundle: Path) -> Callable[[Topics], AgentChild]:
-    return lambda t: h.agent(name=name, bundle=bundle, topics=t)
+def agent_starter(
+    h: Harness, name: str, bundle: Path, client: str | None = None
+) -> Callable[[Topics], AgentChild]:
+    return lambda t: h.agent(name=name, bundle=bundle, topics=t, client=client)
+
+
+def confluent_installed() -> bool:
+    """The agent's optional librdkafka transport (``--client confluent``) can run."""
+    return find_spec("confluent_kafka") is not None
 
 
 def loop_starter(
@@ -137,6 +145,28 @@ def model_bound(h: Harness) -> None:
             },
             "ratio": rounded(r),
         }
+        if confluent_installed():
+            # The same agent on librdkafka: fetch and produce leave the agent's thread.
+            cf = [
+                h.run_preloaded(
+                    label=f"agent (confluent) mobilenet {variant} #{i + 1}",
+                    prefix=f"mobilenet-confluent-{variant}",
+                    messages=msgs,
+                    start=agent_starter(
+                        h, f"agent-confluent-mobilenet-{variant}-{i + 1}", bundle, "confluent"
+                    ),
+                )
+                for i in range(h.config.repeats)
+            ]
+            cf_rate = median([a.per_s for a in cf if a.per_s])
+            cf_r = ratio(cf_rate, raw_best)
+            h.summary[f"agent_confluent_vs_raw_mobilenet_{variant}"] = rounded(cf_r)
+            out[variant]["agent_confluent"] = {
+                "per_s": rounded(cf_rate, 1),
+                "runs": [a.as_dict() for a in cf],
+                "ratio": rounded(cf_r),
+            }
+            h.progress(f"agent (confluent)/raw mobilenet {variant}: {_r(cf_r)}")
         if variant == "int8" and agent_rate:
             h.capacity["mobilenet-int8"] = agent_rate
         h.progress(
@@ -200,6 +230,30 @@ def client_bound(h: Harness) -> None:
                     start=agent_starter(h, f"agent-{name}-{i + 1}", bundle),
                 )
             )
+        cpts: list[Run] = []
+        cags: list[Run] = []
+        for i in range(h.config.repeats if confluent_installed() else 0):
+            # The same pair on librdkafka: its passthrough is bench.loops confluent.
+            cpts.append(
+                h.run_preloaded(
+                    label=f"passthrough (confluent) {name} #{i + 1}",
+                    prefix=f"passthrough-confluent-{name}",
+                    messages=msgs,
+                    expected=expected,
+                    start=loop_starter(
+                        h, f"passthrough-confluent-{name}-{i + 1}", "confluent", bundle=bundle
+                    ),
+                )
+            )
+            cags.append(
+                h.run_preloaded(
+                    label=f"agent (confluent) {name} #{i + 1}",
+                    prefix=f"agent-confluent-{name}",
+                    messages=msgs,
+                    expected=expected,
+                    start=agent_starter(h, f"agent-confluent-{name}-{i + 1}", bundle, "confluent"),
+                )
+            )
         pt_rate = median([x.per_s for x in pts if x.per_s])
         ag_rate = median([x.per_s for x in ags if x.per_s])
         r = ratio(ag_rate, pt_rate)
@@ -215,6 +269,27 @@ def client_bound(h: Harness) -> None:
             "ratio": rounded(r),
         }
         h.progress(f"agent/passthrough {name}: {_r(r)}")
+        if cags:
+            cpt_rate = median([x.per_s for x in cpts if x.per_s])
+            cag_rate = median([x.per_s for x in cags if x.per_s])
+            cr = ratio(cag_rate, cpt_rate)
+            speedup = ratio(cag_rate, ag_rate)
+            h.summary[f"agent_confluent_vs_passthrough_confluent_{name}"] = rounded(cr)
+            h.summary[f"agent_confluent_vs_agent_{name}"] = rounded(speedup)
+            h.summary[f"{name}_agent_confluent_per_s"] = rounded(cag_rate, 1)
+            out[name]["confluent"] = {
+                "passthrough": {
+                    "per_s": rounded(cpt_rate, 1),
+                    "runs": [x.as_dict() for x in cpts],
+                },
+                "agent": {"per_s": rounded(cag_rate, 1), "runs": [x.as_dict() for x in cags]},
+                "ratio": rounded(cr),
+                "agent_confluent_vs_agent": rounded(speedup),
+            }
+            h.progress(
+                f"agent/passthrough {name} on confluent-kafka: {_r(cr)}; "
+                f"agent confluent/kafka-python: {_r(speedup)}"
+            )
     h.details["client_bound"] = out
 
 

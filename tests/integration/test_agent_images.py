@@ -155,3 +155,41 @@ def test_images_of_other_sizes_and_formats_are_fitted_to_the_model(
     assert sorted(r["source"]["offset"] for r in results) == [0, 1, 2, 3]
     assert {r["device_id"] for r in results} == {"cam"}  # the key when no device-id header
     assert all(r["ts"] is None and r["latency_ms"]["e2e"] >= 0 for r in results)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_backlog_larger_than_a_fetch_is_read_with_a_small_max_message_size(
+    client: str,
+    kafka_settings: Any,
+    unique_topic: Any,
+    agent_thread: Any,
+    topic_reader: Any,
+    producer_factory: Any,
+    digits_bundles: dict[str, Path],
+) -> None:
+    """Kafka answers a fetch with the first record batch whole, even when it is larger than
+    the fetch size the agent asked for (producers batch many small messages): the agent
+    must read it, not drop the response and reset the connection for ever (librdkafka did,
+    with receive.message.max.bytes set near the fetch size)."""
+    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
+    ensure_topics(kafka_settings, [inp, out, dl], partitions=1)
+    rng = np.random.default_rng(1)
+    producer = producer_factory(
+        {"compression_type": None, "batch_size": 2 * 1024 * 1024, "linger_ms": 2000}
+    )
+    n = 400
+    for i in range(n):  # ~3 KB noise PNGs in one ~1.2 MB batch; fetches of ~70 KB
+        png = codecs.encode_png(rng.integers(0, 256, (32, 32), dtype=np.uint8))
+        producer.send(inp, value=png, headers=codecs.image_headers("image/png", f"cam-{i}", i))
+    producer.flush(30)
+    agent_thread(
+        bundle=digits_bundles["int8"],
+        input_topic=inp,
+        output_topic=out,
+        deadletter_topic=dl,
+        max_message_bytes=4000,
+        client=client,
+    )
+    reader = topic_reader(out, dl)
+    reader.until(lambda r: r.count(out) >= n, 60, f"{n} results")
+    assert reader.count(dl) == 0
