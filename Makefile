@@ -52,10 +52,14 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgeinfer demo
 
+# Bytecode first: an installed package has it (pip compiles at install), an editable
+# checkout under PYTHONDONTWRITEBYTECODE=1 would recompile on every agent start.
 bench: $(STAMP)
+	$(VENV)/bin/python -m compileall -q stream edge_agent bench fleet trainer
 	$(VENV)/bin/edgeinfer bench --out bench/results
 
 bench-quick: $(STAMP)
+	$(VENV)/bin/python -m compileall -q stream edge_agent bench fleet trainer
 	$(VENV)/bin/edgeinfer bench --quick --out runs/bench-quick
 
 clean:

@@ -2,34 +2,92 @@
 
 ``edgeinfer agent`` runs :func:`run_agent_command`; tests and embedders use
 :class:`Agent` directly (``Agent(config).run()`` in a thread, ``.stop()`` to drain).
+
+Cold start (process start to ``/readyz`` 200) is kept short: this module imports only
+the standard library, the settings and :mod:`edge_agent.probe` at first; the constructor
+starts the child test load of the first model (:func:`start_test_load`: a fork made right
+after numpy and LiteRT are imported, while the process is single-threaded) *before* it
+imports the rest (prometheus_client, the pipeline, Pillow), so the test load runs while
+this process imports, serves HTTP and verifies the bundle. The model store then takes the
+running child's result for the same bytes (docs/agent.md, "Start-up").
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
-from typing import Any
-
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.config import AgentConfig, config_from_args
-from edge_agent.health import HealthServer
-from edge_agent.metrics import AgentMetrics
-from edge_agent.pipeline import Pipeline
-from stream.bundle import load_public_key
+from edge_agent.probe import CACHE_DIR, ProbeCache, Prober
+from stream.bundle import MANIFEST_FILE, MODEL_FILE
+from stream.exceptions import EdgeInferError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from edge_agent.metrics import AgentMetrics
+    from edge_agent.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
 
-def build_store(config: AgentConfig, metrics: AgentMetrics) -> Any:
+def start_test_load(config: AgentConfig, prober: Prober) -> None:
+    """Start the child test load of the model the store will most likely load first (the
+    ``--bundle``; in a registry the pinned, else the newest version), for the store to
+    take up.
+
+    Nothing is trusted here: the store still verifies the bundle, and uses this child's
+    result only for the very bytes it verified (same sha256, threads and delegates). The
+    ``models`` topic, and a bundle that cannot be read, wait for the store (which reports
+    why).
+    """
+    folder = _first_bundle(config)
+    if folder is None:
+        return
+    try:
+        model = (folder / MODEL_FILE).read_bytes()
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    if not model or not isinstance(manifest, dict):
+        return
+    prober.start(
+        model,
+        what=str(folder / MODEL_FILE),
+        num_threads=config.threads,
+        use_default_delegates=bool(manifest.get("use_default_delegates", True)),
+    )
+
+
+def _first_bundle(config: AgentConfig) -> Path | None:
+    if config.bundle is not None:
+        return Path(config.bundle)
+    if config.registry is None or config.model is None:
+        return None
+    from stream.registry import Registry
+
+    registry = Registry(config.registry)
+    try:  # as the store's choice at start: --pin, the registry's pin, the newest version
+        versions = registry.versions(config.model)
+        version = config.pin or registry.pinned(config.model) or (versions[-1] if versions else "")
+        return registry.bundle_path(config.model, version) if version in versions else None
+    except (OSError, EdgeInferError):
+        return None
+
+
+def build_store(config: AgentConfig, metrics: AgentMetrics, prober: Prober | None = None) -> Any:
     """The :class:`edge_agent.model_store.ModelStore` for the configured model source."""
     from edge_agent.model_store import ModelStore
     from edge_agent.sources import BundleDirSource, ModelsTopicSource, RegistrySource
+    from stream.bundle import load_public_key
 
     source: Any
     if config.bundle is not None:
@@ -51,6 +109,7 @@ def build_store(config: AgentConfig, metrics: AgentMetrics) -> Any:
         pinned_version=config.pin,
         metrics=metrics,
         state_dir=config.state_dir,
+        prober=prober,
     )
 
 
@@ -65,6 +124,15 @@ class Agent:
         store: Any | None = None,
     ) -> None:
         self.config = config
+        #: Test loads of this agent's models; a passed model is remembered in the state dir.
+        self.prober = Prober(cache=ProbeCache(config.state_dir / CACHE_DIR))
+        if store is None:
+            start_test_load(config, self.prober)  # first: it runs while we import
+        from prometheus_client import CollectorRegistry
+
+        from edge_agent.health import HealthServer
+        from edge_agent.metrics import AgentMetrics
+
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = AgentMetrics(registry=self.registry)
         self.metrics.info.labels(agent_id=config.agent_id, group=config.group or "").set(1)
@@ -102,8 +170,10 @@ class Agent:
         self.start_http()
         store = self._store
         try:
+            from edge_agent.pipeline import Pipeline
+
             if store is None:
-                store = build_store(self.config, self.metrics)
+                store = build_store(self.config, self.metrics, self.prober)
             started = time.monotonic()
             model = self._load_initial(store)
             if model is None:  # stopped while waiting for the first model
@@ -134,6 +204,7 @@ class Agent:
                     store.close()
                 except Exception:  # noqa: BLE001
                     logger.exception("closing the model store failed")
+            self.prober.close()
             self._http.stop()
             logger.info("agent stopped")
 

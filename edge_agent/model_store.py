@@ -4,9 +4,11 @@ A candidate version goes through, in order: fetch from the source, sha256 and Ed
 signature (:func:`stream.bundle.verify_bundle`; with a public key, unsigned bundles are
 refused), name/task/shape checks, a test load in a child process
 (:mod:`edge_agent.probe`: a corrupt model that crashes LiteRT kills the child, not the
-agent), then the load in this process from the very bytes that were verified. Anything that
-fails is refused: logged, counted (``edge_agent_model_swaps_total{result="refused"}``),
-remembered so it is not retried on every poll, and the current model keeps serving.
+agent; skipped when the same bytes passed it before on this installation, see
+:class:`~edge_agent.probe.ProbeCache`), then the load in this process from the very bytes
+that were verified. Anything that fails is refused: logged, counted
+(``edge_agent_model_swaps_total{result="refused"}``), remembered so it is not retried on
+every poll, and the current model keeps serving.
 
 Which version: a pin wins (``--pin``, then an in-process :meth:`ModelStore.rollback`, then
 the registry's ``pinned`` file written by ``edgeinfer rollback``/``pin``), else the newest
@@ -23,18 +25,19 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.exceptions import AgentError, ModelLoadError, ModelRefusedError, NoModelError
-from edge_agent.probe import DEFAULT_TIMEOUT_S, probe_model
+from edge_agent.probe import CACHE_DIR, DEFAULT_TIMEOUT_S, ProbeCache, Prober
 from edge_agent.runtime import Runtime, check_against_manifest, load_runtime
 from edge_agent.sources import BundleDirSource, ModelSource
 from stream.bundle import MODEL_FILE, Manifest, sha256_hex, verify_bundle
 from stream.exceptions import BundleError
 from stream.preprocessing import ImagePreprocessing, Preprocessing
 from stream.registry import version_key
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +80,10 @@ class ModelStore:
         state_dir: Path,
         probe_timeout_s: float = DEFAULT_TIMEOUT_S,
         keep: int = 2,
+        prober: Prober | None = None,
     ) -> None:
+        """``prober`` runs the child test loads (default: one caching passes in
+        ``state_dir/probe-cache``); the agent passes the one it started a test load with."""
         self.source = source
         self.model_name = model_name
         self.public_key = public_key
@@ -86,6 +92,11 @@ class ModelStore:
         self.state_dir = Path(state_dir)
         self.probe_timeout_s = probe_timeout_s
         self.keep = max(keep, 1)
+        self.prober = (
+            prober
+            if prober is not None
+            else Prober(cache=ProbeCache(self.state_dir / CACHE_DIR), timeout_s=probe_timeout_s)
+        )
         self._pin = pinned_version
         self._rollback_pin: str | None = None
         self._lock = threading.RLock()
@@ -239,6 +250,7 @@ class ModelStore:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self.prober.close()
         self.source.close()
         with self._lock:
             for model in (self._current, self._previous):
@@ -360,7 +372,7 @@ class ModelStore:
             msg = f"{path / MODEL_FILE} changed after it was verified: refused"
             raise ModelRefusedError(msg)
         what = f"{manifest.name} {version} ({path / MODEL_FILE})"
-        probe = probe_model(
+        probe = self.prober.probe(
             model,
             what=what,
             num_threads=self.num_threads,

@@ -55,6 +55,9 @@ BACKOFF_MAX_S = 10.0
 #: Poll timeout when no batch is waiting (bounds how stale health and swaps can get).
 IDLE_POLL_MS = 200
 HOUSEKEEPING_S = 0.5
+#: Poll timeout until the agent is ready for the first time: readiness is checked after
+#: every poll until then, so /readyz turns 200 as soon as the coordinator is known.
+STARTUP_POLL_MS = 20
 RESULT_HEADERS = [("content-type", b"application/json")]
 #: At most one log line per dead-letter reason in this many seconds (all are counted).
 DEADLETTER_LOG_EVERY_S = 10.0
@@ -106,6 +109,7 @@ class Pipeline:
         self._committed: dict[int, int] = {}
         self._advanced = False
         self._ready = False
+        self._was_ready = False
         self._healthy = True
         self._closing = False
         self._backoff = BACKOFF_MIN_S
@@ -255,6 +259,8 @@ class Pipeline:
         try:
             left = self.batcher.time_left(time.monotonic())
             timeout_ms = IDLE_POLL_MS if left is None else int(left * 1000)
+            if not self._was_ready:
+                timeout_ms = min(timeout_ms, STARTUP_POLL_MS)
             polled = consumer.poll(timeout_ms, self.config.max_poll_records)
             if polled:
                 self._handle_polled(polled)
@@ -275,6 +281,8 @@ class Pipeline:
                 self._housekeeping(now)
             except DeliveryFailed as exc:  # finishing a batch before a model swap
                 self._recover(exc)
+        elif not self._was_ready:
+            self._update_ready()
 
     def _handle_polled(self, polled: dict[int, list[Any]]) -> None:
         wall = time.time()
@@ -608,6 +616,7 @@ class Pipeline:
     def _set_ready(self, ok: bool) -> None:
         if ok != self._ready:
             self._ready = ok
+            self._was_ready = self._was_ready or ok
             self.metrics.ready.set(1 if ok else 0)
             if ok:
                 m = self.model.manifest

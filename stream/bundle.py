@@ -4,6 +4,11 @@ The manifest describes everything the agent needs to run the model without Tenso
 (input/output spec with quantization parameters, preprocessing, labels), the metrics the
 trainer measured, the model file's sha256 and an optional Ed25519 signature over the
 manifest (which covers the model through its sha256). See docs/wire-format.md.
+
+``cryptography`` is imported only by the functions that handle keys and signatures (an
+agent without ``--public-key`` never imports it), and numpy (through
+:mod:`stream.preprocessing`) only when a manifest is parsed: importing this module for its
+names costs nothing at an agent's start-up.
 """
 
 from __future__ import annotations
@@ -18,14 +23,17 @@ import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, Literal
 
 from stream.exceptions import BundleError
-from stream.preprocessing import Preprocessing, preprocessing_from_dict
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+
+    from stream.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +103,8 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        from stream.preprocessing import preprocessing_from_dict
+
         try:
             return cls(
                 name=str(data["name"]),
@@ -147,6 +157,9 @@ def now_version() -> str:
 
 def generate_keys(private_path: Path, public_path: Path) -> None:
     """Write a new Ed25519 key pair as PEM files (private key mode 0600)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     private_path.parent.mkdir(parents=True, exist_ok=True)
     public_path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +181,9 @@ def generate_keys(private_path: Path, public_path: Path) -> None:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
@@ -180,6 +196,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except (OSError, ValueError, TypeError) as exc:
@@ -192,6 +211,8 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return sha256_hex(raw)[:16]
 
@@ -297,6 +318,8 @@ def verify_bundle(
             msg = f"bundle {directory} is unsigned and a public key is configured: refused"
             raise BundleError(msg)
     elif public_key is not None:
+        from cryptography.exceptions import InvalidSignature
+
         try:
             sig = base64.b64decode(manifest.signature["value"], validate=True)
             public_key.verify(sig, manifest.signed_payload())

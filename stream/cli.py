@@ -4,6 +4,11 @@ Registration only declares arguments; the module that does the work is imported 
 subcommand runs, so ``edgeinfer agent`` never imports the trainer (nor TensorFlow).
 A handler is named ``"package.module:function"`` and takes the parsed namespace, returning
 an exit code.
+
+:func:`main` registers only the package that owns the subcommand on the command line
+(:data:`COMMANDS`), so ``edgeinfer agent`` does not import the other packages' argument
+declarations either (they cost start-up time on a device); ``edgeinfer --help``, an
+unknown command and :func:`build_parser` without arguments register every package.
 """
 
 from __future__ import annotations
@@ -30,8 +35,36 @@ _REGISTRARS = (
     "bench.commands:register",
 )
 
+#: The registrar that declares each subcommand (tests/unit/test_cli.py checks this table
+#: against what the registrars declare).
+COMMANDS: dict[str, str] = {
+    **dict.fromkeys(
+        ("broker", "topics", "replay", "tail", "keys", "verify", "publish"),
+        "stream.commands:register",
+    ),
+    **dict.fromkeys(("train", "export"), "trainer.commands:register"),
+    **dict.fromkeys(("agent", "rollback"), "edge_agent.commands:register"),
+    **dict.fromkeys(("demo", "top"), "fleet.commands:register"),
+    "bench": "bench.commands:register",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-level":
+            next(words, None)  # its value
+        elif word == "--":
+            return next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``edgeinfer`` parser; with ``argv``, only the package owning its subcommand is
+    registered (every package when the subcommand is unknown or missing)."""
     parser = argparse.ArgumentParser(
         prog="edgeinfer",
         description="Train models centrally, run them on devices against Kafka streams.",
@@ -43,16 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for spec in _REGISTRARS:
-        module_name, _, func = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue  # that package is not installed here (e.g. a device without bench/)
-            raise
-        getattr(module, func)(sub)
+    command = command_of(argv) if argv is not None else None
+    owner = COMMANDS.get(command) if command is not None else None
+    if owner is None or not _register(sub, owner):
+        for spec in _REGISTRARS:  # also when the owner is not installed: list what is
+            _register(sub, spec)
     return parser
+
+
+def _register(sub: argparse._SubParsersAction[argparse.ArgumentParser], spec: str) -> bool:
+    """Run the registrar ``spec``; False when its package is not installed here."""
+    module_name, _, func = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return False  # that package is not installed here (e.g. a device without bench/)
+        raise
+    getattr(module, func)(sub)
+    return True
 
 
 def _resolve(handler: str) -> Callable[[argparse.Namespace], int]:
@@ -79,7 +121,8 @@ def _resolve(handler: str) -> Callable[[argparse.Namespace], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     try:

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from edge_agent.exceptions import ModelRefusedError, NoModelError
 from edge_agent.metrics import AgentMetrics
 from edge_agent.model_store import LoadedModel, ModelStore
-from edge_agent.probe import probe_bundle, probe_model
+from edge_agent.probe import ProbeCache, Prober, probe_bundle, probe_model
 from edge_agent.sources import BundleDirSource, ModelSource, ModelsTopicSource, RegistrySource
 from stream.bundle import (
     MANIFEST_FILE,
@@ -498,6 +498,147 @@ def test_probe_that_does_not_finish_in_time_is_a_refusal(tiny_models: dict[str, 
     result = probe_model(tiny_models["int8"], what="slow model", timeout_s=0.01)
     assert not result.ok
     assert "test load of slow model did not finish within 0.01 s: refused" in result.error
+
+
+def _forked_test_load(model: bytes, path: Path) -> list[Any]:
+    """``[mode, ok, error, runtime]`` of a ProbeProcess(fork=True) in a fresh interpreter
+    (single-threaded, as ``edgeinfer agent`` is when it starts its test load)."""
+    path.write_bytes(model)
+    code = textwrap.dedent(
+        f"""
+        import json, pathlib
+        from edge_agent.probe import ProbeProcess, can_fork
+        assert can_fork()
+        p = ProbeProcess(pathlib.Path({str(path)!r}).read_bytes(), what="m", fork=True)
+        r = p.result()
+        print(json.dumps([p.mode, r.ok, r.error, r.details.get("runtime")]))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]  # the parent survived
+    result: list[Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_forked_test_load_refuses_a_crashing_model_and_passes_a_good_one(
+    tiny_models: dict[str, bytes], tmp_path: Path
+) -> None:
+    """The agent's start-up test load forks; a crash still kills the child only."""
+    crash = _forked_test_load(_crashing_mutation(tiny_models["float32"]), tmp_path / "c.tflite")
+    mode, ok, error, _ = crash
+    assert (mode, ok) == ("fork", False)
+    assert error.startswith("LiteRT crashed (signal 11, SIGSEGV) loading m in the test-load")
+    good = _forked_test_load(tiny_models["int8"], tmp_path / "g.tflite")
+    assert good == ["fork", True, "", "ai_edge_litert"]
+
+
+def test_a_child_that_cannot_import_without_site_is_run_again_with_it(
+    tiny_models: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``python -S`` gets this process's sys.path; an installation that needs ``site``
+    (a .pth hook) must not turn every model into a refusal."""
+    from edge_agent import probe
+
+    real = probe._child_env
+
+    def without_site_packages(*, fast: bool) -> dict[str, str]:
+        env = real(fast=fast)
+        if fast:
+            env["PYTHONPATH"] = probe._root()  # numpy and LiteRT not importable
+        return env
+
+    monkeypatch.setattr(probe, "_child_env", without_site_packages)
+    running = probe.ProbeProcess(tiny_models["int8"], what="m")
+    result = running.result()
+    assert result.ok, result.error
+    assert running.mode == "exec-site"
+
+
+def test_a_passed_test_load_is_cached_and_a_failed_one_is_not(
+    tiny_models: dict[str, bytes], tmp_path: Path
+) -> None:
+    cache = ProbeCache(tmp_path / "probe-cache")
+    first = Prober(cache=cache)
+    assert first.probe(tiny_models["int8"], what="good").ok
+    crash = _crashing_mutation(tiny_models["float32"])
+    assert not first.probe(crash, what="crash").ok
+    assert first.children == 2
+
+    restarted = Prober(cache=cache)
+    cached = restarted.probe(tiny_models["int8"], what="good")
+    assert cached.ok and cached.cached
+    assert cached.details["input"]["dtype"] == "int8"
+    assert restarted.children == 0
+    again = restarted.probe(crash, what="crash")  # failures are probed every time
+    assert not again.ok and "LiteRT crashed" in again.error
+    assert restarted.probe(tiny_models["int8"], what="good", num_threads=2).ok
+    assert restarted.children == 2
+
+
+def test_a_restarted_store_skips_the_test_load_of_the_same_model_only(
+    make: Any, store_factory: Any, tmp_path: Path
+) -> None:
+    folder = make("1", where=tmp_path / "served")
+    first = store_factory(BundleDirSource(folder))
+    assert first.load_initial(30).version == "1"
+    assert first.prober.children == 1
+    first.close()
+    second = store_factory(BundleDirSource(folder))  # the same state dir
+    assert second.load_initial(30).version == "1"
+    assert second.prober.children == 0
+    make("2", where=folder, variant="float32")  # other bytes: tested again
+    assert poll_until(second, "2").version == "2"
+    assert second.prober.children == 1
+
+
+def test_the_agent_refuses_a_crashing_bundle_before_serving_it(
+    make: Any, tiny_models: dict[str, bytes], tmp_path: Path
+) -> None:
+    """``edgeinfer agent`` test-loads its --bundle in a forked child while it starts: the
+    model that segfaults LiteRT is refused with the reason, and the agent exits (code 2)
+    without ever loading it (no broker needed: it never gets that far)."""
+    folder = make("1", model=_crashing_mutation(tiny_models["float32"]), variant="float32")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream",
+            "agent",
+            "--bundle",
+            str(folder),
+            "--bootstrap-servers",
+            "127.0.0.1:9",
+            "--metrics-port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "was refused: LiteRT crashed (signal 11, SIGSEGV)" in proc.stderr
+    assert "model loaded name=" not in proc.stderr
+    assert not list((tmp_path / "state").glob("probe-cache/*.json"))
+
+
+def test_an_agent_restarted_on_the_same_bundle_skips_its_test_load(
+    make: Any, agent_process: Any, unique_topic: Callable[[str], str], tmp_path: Path
+) -> None:
+    folder = make("1")
+    args = ["--bundle", str(folder), "--input", unique_topic("images"), "--state-dir"]
+    args += [str(tmp_path / "state"), "--group", unique_topic("group")]
+    first = agent_process(*args)
+    assert first.terminate() == 0
+    assert "test load skipped" not in first.log()
+    assert len(list((tmp_path / "state").glob("probe-cache/*.json"))) == 1
+    second = agent_process(*args)
+    assert second.terminate() == 0
+    assert "test load skipped: this model passed it before" in second.log()
 
 
 def test_bundle_dir_refused_at_start_fails_fast(make: Any, store_factory: Any) -> None:

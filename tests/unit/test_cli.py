@@ -163,3 +163,61 @@ def test_publish_without_topic_copies_into_the_registry(
     assert code == 0
     assert (registry / "motion" / "20240101" / "model.tflite").read_bytes() == bundle.model_bytes()
     assert f"registry: {registry / 'motion' / '20240101'}" in capsys.readouterr().out
+
+
+def test_the_command_table_matches_what_each_package_declares() -> None:
+    """``edgeinfer CMD`` registers only COMMANDS[CMD]: the table must name every command
+    its registrar declares, and no other."""
+    import argparse
+    import importlib
+
+    from stream.cli import _REGISTRARS, COMMANDS
+
+    for spec in _REGISTRARS:
+        module_name, _, func = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue  # a package not installed here
+        sub = argparse.ArgumentParser().add_subparsers()
+        getattr(module, func)(sub)
+        declared = set(sub.choices)
+        listed = {cmd for cmd, owner in COMMANDS.items() if owner == spec}
+        assert declared == listed, spec
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["agent", "--bundle", "x"], "agent"),
+        (["--log-level", "DEBUG", "agent"], "agent"),
+        (["--log-level=DEBUG", "rollback", "--model", "m"], "rollback"),
+        (["--help"], None),
+        ([], None),
+    ],
+)
+def test_the_command_is_the_first_word_that_is_not_an_option(
+    argv: list[str], command: str | None
+) -> None:
+    from stream.cli import command_of
+
+    assert command_of(argv) == command
+
+
+def test_the_agent_command_registers_only_the_agents_arguments() -> None:
+    code = (
+        "import sys; from stream.cli import build_parser; "
+        "a = build_parser(['agent']).parse_args(['agent', '--bundle', 'b']); "
+        "print(a.handler, sorted({m.split('.')[0] for m in sys.modules} "
+        "& {'trainer', 'fleet', 'bench', 'numpy', 'cryptography'}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["edge_agent.agent:run_agent_command", "[]"]
+    # An unknown command still gets the full list in the error.
+    proc = _edgeinfer("no-such-command")
+    assert proc.returncode == 2
+    assert "invalid choice: 'no-such-command'" in proc.stderr
+    assert "'agent'" in proc.stderr and "'broker'" in proc.stderr
