@@ -207,53 +207,13 @@ def client_bound(h: Harness) -> None:
     )
     out: dict[str, Any] = {}
     for name, bundle, msgs, expected, what in cases:
-        pts: list[Run] = []
-        ags: list[Run] = []
-        for i in range(h.config.repeats):  # alternate: passthrough, agent, passthrough, agent
-            pts.append(
-                h.run_preloaded(
-                    label=f"passthrough {name} #{i + 1}",
-                    prefix=f"passthrough-{name}",
-                    messages=msgs,
-                    expected=expected,
-                    start=loop_starter(
-                        h, f"passthrough-{name}-{i + 1}", "passthrough", bundle=bundle
-                    ),
-                )
-            )
-            ags.append(
-                h.run_preloaded(
-                    label=f"agent {name} #{i + 1}",
-                    prefix=f"agent-{name}",
-                    messages=msgs,
-                    expected=expected,
-                    start=agent_starter(h, f"agent-{name}-{i + 1}", bundle),
-                )
-            )
-        cpts: list[Run] = []
-        cags: list[Run] = []
-        for i in range(h.config.repeats if confluent_installed() else 0):
-            # The same pair on librdkafka: its passthrough is bench.loops confluent.
-            cpts.append(
-                h.run_preloaded(
-                    label=f"passthrough (confluent) {name} #{i + 1}",
-                    prefix=f"passthrough-confluent-{name}",
-                    messages=msgs,
-                    expected=expected,
-                    start=loop_starter(
-                        h, f"passthrough-confluent-{name}-{i + 1}", "confluent", bundle=bundle
-                    ),
-                )
-            )
-            cags.append(
-                h.run_preloaded(
-                    label=f"agent (confluent) {name} #{i + 1}",
-                    prefix=f"agent-confluent-{name}",
-                    messages=msgs,
-                    expected=expected,
-                    start=agent_starter(h, f"agent-confluent-{name}-{i + 1}", bundle, "confluent"),
-                )
-            )
+        pts, ags = _alternate(h, name, bundle, msgs, expected, client=None)
+        # The same pair on librdkafka: its passthrough is bench.loops confluent.
+        cpts, cags = (
+            _alternate(h, name, bundle, msgs, expected, client="confluent")
+            if confluent_installed()
+            else ([], [])
+        )
         pt_rate = median([x.per_s for x in pts if x.per_s])
         ag_rate = median([x.per_s for x in ags if x.per_s])
         r = ratio(ag_rate, pt_rate)
@@ -291,6 +251,43 @@ def client_bound(h: Harness) -> None:
                 f"agent confluent/kafka-python: {_r(speedup)}"
             )
     h.details["client_bound"] = out
+
+
+def _alternate(
+    h: Harness,
+    name: str,
+    bundle: Path,
+    msgs: list[Message],
+    expected: int,
+    *,
+    client: str | None,
+) -> tuple[list[Run], list[Run]]:
+    """Passthrough and agent runs, alternating, on one client library (None = default)."""
+    tag = "" if client is None else f"{client}-"
+    shown = "" if client is None else f" ({client})"
+    loop_mode = "passthrough" if client is None else client
+    pts: list[Run] = []
+    ags: list[Run] = []
+    for i in range(h.config.repeats):
+        pts.append(
+            h.run_preloaded(
+                label=f"passthrough{shown} {name} #{i + 1}",
+                prefix=f"passthrough-{tag}{name}",
+                messages=msgs,
+                expected=expected,
+                start=loop_starter(h, f"passthrough-{tag}{name}-{i + 1}", loop_mode, bundle=bundle),
+            )
+        )
+        ags.append(
+            h.run_preloaded(
+                label=f"agent{shown} {name} #{i + 1}",
+                prefix=f"agent-{tag}{name}",
+                messages=msgs,
+                expected=expected,
+                start=agent_starter(h, f"agent-{tag}{name}-{i + 1}", bundle, client),
+            )
+        )
+    return pts, ags
 
 
 # ---------------------------------------------------------------------- 3. naive loop
