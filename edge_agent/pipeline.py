@@ -117,6 +117,8 @@ class Pipeline:
         self._next_model_poll = time.monotonic() + config.model_poll_s
         self._evicted_seen = {"capacity": 0, "idle": 0}
         self._dl_log_at: dict[str, float] = {}
+        #: ``time.monotonic()`` when the loop last started a step (liveness: /healthz).
+        self.last_step_at = time.monotonic()
         #: Partitions of the input topic this agent owns now.
         self.assigned: frozenset[int] = frozenset()
         # Plain counters for the summary line and tests.
@@ -250,6 +252,7 @@ class Pipeline:
 
     def step(self) -> None:
         """One poll: handle its records, run due batches, sync, housekeeping."""
+        self.last_step_at = time.monotonic()
         if not self.delivery.ensure():
             self._set_ready(False)
             self._wait_backoff()
