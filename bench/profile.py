@@ -59,7 +59,7 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "edge_agent/runtime.py",
             "edge_agent/model_store.py",
             "edge_agent/sources.py",
-            "edge_agent/probe.py",
+            "edge_agent/probe/",
             "_load_initial",
             "stream/bundle.py",
         ),

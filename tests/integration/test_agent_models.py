@@ -539,18 +539,18 @@ def test_a_child_that_cannot_import_without_site_is_run_again_with_it(
 ) -> None:
     """``python -S`` gets this process's sys.path; an installation that needs ``site``
     (a .pth hook) must not turn every model into a refusal."""
-    from edge_agent import probe
+    from edge_agent.probe import process
 
-    real = probe._child_env
+    real = process._child_env
 
     def without_site_packages(*, fast: bool) -> dict[str, str]:
         env = real(fast=fast)
         if fast:
-            env["PYTHONPATH"] = probe._root()  # numpy and LiteRT not importable
+            env["PYTHONPATH"] = process._root()  # numpy and LiteRT not importable
         return env
 
-    monkeypatch.setattr(probe, "_child_env", without_site_packages)
-    running = probe.ProbeProcess(tiny_models["int8"], what="m")
+    monkeypatch.setattr(process, "_child_env", without_site_packages)
+    running = process.ProbeProcess(tiny_models["int8"], what="m")
     result = running.result()
     assert result.ok, result.error
     assert running.mode == "exec-site"

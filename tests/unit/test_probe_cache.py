@@ -17,6 +17,8 @@ import pytest
 
 from edge_agent import probe
 from edge_agent.probe import ProbeCache, ProbeKey, Prober, ProbeResult
+from edge_agent.probe import cache as cache_module
+from edge_agent.probe import prober as prober_module
 
 OK = {"ok": True, "runtime": "ai_edge_litert", "batchable": True}
 KEY = ProbeKey(sha256="ab" * 32, num_threads=1, use_default_delegates=True)
@@ -51,7 +53,7 @@ def test_other_bytes_or_options_are_a_miss(cache: ProbeCache, other: ProbeKey) -
 def test_another_installation_is_a_miss(cache: ProbeCache, monkeypatch: pytest.MonkeyPatch) -> None:
     cache.put(KEY, OK)
     changed = {**probe.installation(), "packages": {"ai_edge_litert": {"files": [["x.so", 1, 2]]}}}
-    monkeypatch.setattr(probe, "installation", lambda: changed)
+    monkeypatch.setattr(cache_module, "installation", lambda: changed)
     assert cache.get(KEY) is None
 
 
@@ -61,7 +63,10 @@ def test_the_installation_covers_litert_numpy_this_code_and_python() -> None:
     litert = inst["packages"]["ai_edge_litert"]
     if litert is not None:  # the agent extra is installed
         assert any(name.endswith(".so") for name, _, _ in litert["files"])
-    assert [name for name, _, _ in inst["code"]] == ["probe.py", "runtime.py"]
+    package = Path(probe.__file__).parent  # every module of the package, found, not listed
+    modules = [f"probe/{path.name}" for path in sorted(package.glob("*.py"))]
+    assert [name for name, _, _ in inst["code"]] == [*modules, "runtime.py"]
+    assert {"probe/child.py", "probe/process.py", "probe/cache.py"} <= set(modules)
     assert inst["python"][1].startswith("3.")
     assert inst["cpu"]
 
@@ -70,11 +75,11 @@ def test_a_rewritten_library_changes_its_stamp(tmp_path: Path) -> None:
     lib = tmp_path / "_interpreter.so"
     lib.write_bytes(b"v1")
     (tmp_path / "helper.py").write_text("")  # not a native library: not stamped
-    before = probe._file_stamps(tmp_path)
+    before = cache_module._file_stamps(tmp_path)
     assert [name for name, _, _ in before] == ["_interpreter.so"]
     lib.write_bytes(b"v2 longer")
     os.utime(lib, ns=(1, 1))
-    assert probe._file_stamps(tmp_path) != before
+    assert cache_module._file_stamps(tmp_path) != before
 
 
 def test_failures_are_never_cached(cache: ProbeCache) -> None:
@@ -132,7 +137,7 @@ class _NoChild:
 @pytest.fixture
 def no_child(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     _NoChild.started = []
-    monkeypatch.setattr(probe, "ProbeProcess", _NoChild)
+    monkeypatch.setattr(prober_module, "ProbeProcess", _NoChild)
     return _NoChild.started
 
 
