@@ -1,4 +1,4 @@
-"""Turn input records into what the model's preprocessing expects.
+"""Turn input records into batch items: images and full sensor windows alike.
 
 Decoding itself is :mod:`stream.codecs` (untrusted bytes -> schema objects, raising only
 ``DecodeError`` with a bounded reason); this module adds the agent's checks.
@@ -17,8 +17,9 @@ import numpy as np
 from PIL import Image
 
 from edge_agent.batching import Pending
+from edge_agent.windows import Window
 from stream import topics
-from stream.codecs import decode_image, decode_sensor
+from stream.codecs import MAX_DEVICE_ID_CHARS, decode_image, decode_sensor
 from stream.exceptions import DecodeError
 from stream.preprocessing import ImagePreprocessing
 from stream.schemas import SensorChunk
@@ -67,6 +68,12 @@ def image_input(
     x = fit_image(frame.pixels, frame.content_type, prep)
     key = record.key
     device = frame.device_id or (key.decode("utf-8", "replace") if key else "") or "unknown"
+    if len(device) > MAX_DEVICE_ID_CHARS:
+        msg = (
+            f"the key (the device id when there is no device-id header) has {len(device)} "
+            f"characters, over the limit of {MAX_DEVICE_ID_CHARS}; use a shorter id"
+        )
+        raise DecodeError("too_large", msg)
     return Pending(
         x=x,
         device_id=device,
@@ -80,6 +87,24 @@ def image_input(
         consumed_at=consumed_at,
         key=key,
         value=record.value,
+    )
+
+
+def window_item(w: Window, record: Any, consumed_at: float) -> Pending:
+    """A full sensor window (filled by ``record``) -> a batch item."""
+    return Pending(
+        x=w.values,
+        device_id=w.device_id,
+        partition=w.partition,
+        offset=w.first_offset,
+        last_offset=w.last_offset,
+        window=True,
+        ts=w.ts,
+        kafka_ts=record.timestamp,
+        headers=w.headers,
+        consumed_at=consumed_at,
+        key=record.key,
+        value=None,
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from stream.exceptions import DecodeError
+from edge_agent.deadletters import REASONS
 
 #: Per-batch inference time: 50 us .. 10 s.
 INFERENCE_BUCKETS = (
@@ -52,8 +52,6 @@ E2E_BUCKETS = (
     60.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-#: Dead-letter reasons that are not decode failures.
-EXTRA_REASONS = ("inference_error", "internal_error")
 SWAP_RESULTS = ("ok", "refused", "rollback")
 
 
@@ -142,6 +140,26 @@ class AgentMetrics:
             ["stage"],
             registry=registry,
         )
+        self.undeliverable = Counter(
+            "edge_agent_undeliverable_total",
+            "Outputs the broker refused for good (too large, topic missing or not "
+            "authorized), by output: result (dead-lettered instead), deadletter (sent again "
+            "without the value) or dropped (not even that: the input was skipped).",
+            ["output", "code"],
+            registry=registry,
+        )
+        self.bad_outputs = Counter(
+            "edge_agent_bad_model_outputs_total",
+            "Inputs whose model output was not finite or not shaped (1, classes).",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.model_rollbacks = Counter(
+            "edge_agent_model_rollbacks_total",
+            "Automatic rollbacks of the serving model, by reason.",
+            ["reason"],
+            registry=registry,
+        )
         self.partitions_assigned = Gauge(
             "edge_agent_partitions_assigned",
             "Input partitions this agent owns in its consumer group.",
@@ -158,8 +176,9 @@ class AgentMetrics:
             "1 when connected to the broker with a model loaded (as /readyz), else 0.",
             registry=registry,
         )
-        for reason in (*DecodeError.REASONS, *EXTRA_REASONS):
+        for reason in REASONS:
             self.deadletters.labels(reason=reason)
+        self.model_rollbacks.labels(reason="bad_model_output")
         for result in SWAP_RESULTS:
             self.model_swaps.labels(result=result)
         self.runtime_fallback.labels(reason="xnnpack_invoke_failed")

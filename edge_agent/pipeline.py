@@ -9,10 +9,17 @@ there is no locking between stages. Delivery rules (docs/agent.md):
   offset of a partition is ``min(next offset to consume, oldest offset still held in an
   open sensor window, oldest offset waiting in the batch)``, so every message below it has
   its result or dead letter acknowledged by the broker.
-* **Failures.** A failed send, flush or commit (broker gone, idempotent producer fenced
-  after a broker restart, ...) drops the producer, the in-memory windows and the batch,
-  seeks every owned partition back to its last commit and backs off (0.5 s doubling to
-  10 s). The messages are processed again: duplicates are possible, losses are not.
+* **Per-record isolation.** Anything that goes wrong with one input or window (decode,
+  preprocessing, inference, a non-finite or mis-shaped output, result encoding, a send
+  the broker refuses for good) ends as a dead letter with a reason
+  (:mod:`edge_agent.deadletters`), never as a crash; offsets: :mod:`edge_agent.offsets`.
+* **Failures.** A transient failure of a send, flush or commit (broker gone, idempotent
+  producer fenced after a broker restart, ...) drops the producer, the in-memory windows
+  and the batch, seeks every owned partition back to its last commit and backs off (0.5 s
+  doubling to 10 s). The messages are processed again: duplicates are possible, losses
+  are not.
+* **Model health.** A serving model whose outputs are mostly unusable is rolled back to
+  the previous verified version (:class:`edge_agent.outputs.OutputGate`).
 * **Rebalance.** Before partitions are revoked, pending batches are run, flushed and
   committed, and the windows of the revoked partitions are dropped (their new owner
   rebuilds them from the committed offset).
@@ -32,9 +39,12 @@ import numpy as np
 
 from edge_agent.batching import MicroBatcher, Pending
 from edge_agent.config import AgentConfig
-from edge_agent.delivery import Delivery, DeliveryFailed
-from edge_agent.inputs import image_input, sensor_chunk
+from edge_agent.deadletters import DeadLetters, DeadLetterSent, Reason
+from edge_agent.delivery import Delivery, DeliveryFailed, Refused
+from edge_agent.inputs import image_input, sensor_chunk, window_item
 from edge_agent.metrics import AgentMetrics
+from edge_agent.offsets import Offsets
+from edge_agent.outputs import OutputGate, usable_rows
 from edge_agent.results import encode_results, window_as_npy
 from edge_agent.transport import (
     Consumer,
@@ -44,7 +54,6 @@ from edge_agent.transport import (
     make_transport,
 )
 from edge_agent.windows import DeviceWindows
-from stream.codecs import dead_letter_headers
 from stream.exceptions import DecodeError
 from stream.preprocessing import ImagePreprocessing, SequencePreprocessing
 
@@ -59,8 +68,9 @@ HOUSEKEEPING_S = 0.5
 #: every poll until then, so /readyz turns 200 as soon as the coordinator is known.
 STARTUP_POLL_MS = 20
 RESULT_HEADERS = [("content-type", b"application/json")]
-#: At most one log line per dead-letter reason in this many seconds (all are counted).
-DEADLETTER_LOG_EVERY_S = 10.0
+#: Rounds of answering refused sends another way at one sync point: a result becomes a
+#: dead letter, a dead letter one without its value, that one is dropped.
+MAX_REFUSED_ROUNDS = 3
 
 
 class ModelProvider(Protocol):
@@ -69,6 +79,8 @@ class ModelProvider(Protocol):
     def current(self) -> Any: ...
 
     def poll(self) -> Any | None: ...
+
+    def rollback(self) -> Any: ...
 
 
 class Pipeline:
@@ -103,11 +115,15 @@ class Pipeline:
             client_id=f"{config.kafka.client_id}-{config.agent_id}",
             request_timeout_ms=config.kafka.request_timeout_ms,
         )
-        #: partition -> offset after the last record handled
-        self._next: dict[int, int] = {}
-        #: partition -> last committed offset (or where this assignment started)
-        self._committed: dict[int, int] = {}
-        self._advanced = False
+        self.offsets = Offsets()
+        self.deadletters = DeadLetters(
+            delivery=self.delivery,
+            metrics=metrics,
+            source_topic=self.topic,
+            topic=config.deadletter_topic,
+            agent_id=config.agent_id,
+        )
+        self.gate = OutputGate()
         self._ready = False
         self._was_ready = False
         self._healthy = True
@@ -116,7 +132,6 @@ class Pipeline:
         self._next_housekeeping = 0.0
         self._next_model_poll = time.monotonic() + config.model_poll_s
         self._evicted_seen = {"capacity": 0, "idle": 0}
-        self._dl_log_at: dict[str, float] = {}
         #: ``time.monotonic()`` when the loop last started a step (liveness: /healthz).
         self.last_step_at = time.monotonic()
         #: Partitions of the input topic this agent owns now.
@@ -124,13 +139,16 @@ class Pipeline:
         # Plain counters for the summary line and tests.
         self.consumed = 0
         self.results = 0
-        self.deadlettered = 0
         #: Rebalances that took partitions from this agent.
         self.revocations = 0
         self._consumed_metric = metrics.messages_consumed.labels(topic=self.topic)
         metrics.set_model(manifest)
 
     # ------------------------------------------------------------------ state
+
+    @property
+    def deadlettered(self) -> int:
+        return self.deadletters.count
 
     @property
     def ready(self) -> bool:
@@ -227,7 +245,7 @@ class Pipeline:
                 self.consumed,
                 self.results,
                 self.deadlettered,
-                dict(sorted(self._committed.items())),
+                dict(sorted(self.offsets.committed.items())),
             )
         except (DeliveryFailed, TransportError) as exc:
             logger.error(  # noqa: TRY400 (the cause is in the message)
@@ -269,7 +287,7 @@ class Pipeline:
                 self._handle_polled(polled)
             if self.batcher and (not polled or self.batcher.due(time.monotonic())):
                 self._run_all()
-            if self._advanced or self.delivery.pending:
+            if self.offsets.advanced or self.delivery.pending:
                 self._sync()
         except DeliveryFailed as exc:
             self._recover(exc)
@@ -294,14 +312,11 @@ class Pipeline:
         for p, records in polled.items():
             if not records:
                 continue
-            if p not in self._committed:
-                self._committed[p] = records[0].offset  # where this assignment started
             for r in records:
                 handle(r, p, wall)
-            self._next[p] = records[-1].offset + 1
+            self.offsets.handled(p, records[0].offset, records[-1].offset)
             total += len(records)
         if total:
-            self._advanced = True
             self.consumed += total
             self._consumed_metric.inc(total)
 
@@ -341,22 +356,7 @@ class Pipeline:
             self._internal_error(r, p, exc)
             return
         for w in full:
-            self._add(
-                Pending(
-                    x=w.values,
-                    device_id=w.device_id,
-                    partition=p,
-                    offset=w.first_offset,
-                    last_offset=w.last_offset,
-                    window=True,
-                    ts=w.ts,
-                    kafka_ts=r.timestamp,
-                    headers=w.headers,
-                    consumed_at=wall,
-                    key=r.key,
-                    value=None,
-                )
-            )
+            self._add(window_item(w, r, wall))
 
     def _internal_error(self, r: Any, p: int, exc: Exception) -> None:
         logger.exception("%s[%d] offset=%d: unexpected failure decoding", self.topic, p, r.offset)
@@ -384,47 +384,69 @@ class Pipeline:
                 y = model.runtime.run_quantized(ImagePreprocessing.apply_table(x, self._table))
             else:
                 y = model.runtime.run(self.prep.apply(x))
-            if y.shape[0] != len(items):
-                msg = f"the model returned {y.shape[0]} rows for a batch of {len(items)}"
-                raise RuntimeError(msg)
         except Exception as exc:  # noqa: BLE001  isolate the input(s) that fail
             if len(items) == 1:
                 it = items[0]
                 logger.exception(
                     "%s[%d] offset=%d: inference failed", self.topic, it.partition, it.offset
                 )
-                value = window_as_npy(it.x) if it.window else it.value
-                message = f"{type(exc).__name__}: {exc}"
-                self._dead_letter(
-                    value, it.key, it.headers, it.partition, it.offset, "inference_error", message
-                )
+                self._dead_letter_item(it, "inference_error", f"{type(exc).__name__}: {exc}")
                 return
             logger.warning("batch of %d failed (%s); retrying one by one", len(items), exc)
             for it in items:
                 self._run_batch([it])
             return
-        self._emit(items, y, time.perf_counter() - t0, started, model)
+        infer_s = time.perf_counter() - t0
+        ok, why = usable_rows(y, len(items), len(model.manifest.labels))
+        self.gate.record(ok, [it.device_id for it in items])
+        if ok.all():
+            self._emit(items, y, infer_s, started, model)
+        else:
+            m = model.manifest
+            bad = [it for it, good in zip(items, ok.tolist(), strict=True) if not good]
+            self.metrics.bad_outputs.labels(model=m.name, version=m.version).inc(len(bad))
+            for it in bad:
+                self._dead_letter_item(it, "bad_model_output", why)
+            if ok.any():
+                good = [it for it, g in zip(items, ok.tolist(), strict=True) if g]
+                self._emit(good, y[ok], infer_s, started, model)
+            if self.gate.tripped():
+                self._roll_back_bad_model()
 
     def _emit(
         self, items: list[Pending], y: np.ndarray, infer_s: float, started: float, model: Any
     ) -> None:
         m = model.manifest
         output = self.config.output_topic
-        values, e2e = encode_results(
-            items,
-            y,
-            model=m.name,
-            version=m.version,
-            labels=m.labels,
-            topic=self.topic,
-            agent_id=self.config.agent_id,
-            started=started,
-            infer_s=infer_s,
-            produced_at=int(time.time() * 1000),
-        )
+        produced_at = int(time.time() * 1000)
+        try:
+            values, e2e = self._encode(items, y, infer_s, started, model, produced_at)
+        except Exception:  # noqa: BLE001  find the input(s) whose result cannot be encoded
+            if len(items) == 1:
+                raise
+            values, e2e, kept = [], [], []
+            for i, it in enumerate(items):
+                try:
+                    v, e = self._encode([it], y[i : i + 1], infer_s, started, model, produced_at)
+                except Exception as exc:  # noqa: BLE001
+                    logger.exception(
+                        "%s[%d] offset=%d: result encoding failed",
+                        self.topic,
+                        it.partition,
+                        it.offset,
+                    )
+                    self._dead_letter_item(it, "internal_error", f"{type(exc).__name__}: {exc}")
+                    continue
+                values += v
+                e2e += e
+                kept.append(it)
+            items = kept
         send = self.delivery.send
         for it, value in zip(items, values, strict=True):
-            send(output, value, it.device_id.encode(), RESULT_HEADERS)
+            # A device id is str (possibly with lone surrogates from JSON): never let the
+            # key's encoding fail.
+            key = it.device_id.encode("utf-8", "backslashreplace")
+            send(output, value, key, RESULT_HEADERS, it)
         metrics = self.metrics
         metrics.inference_duration.labels(model=m.name, version=m.version).observe(infer_s)
         metrics.batch_size.labels(model=m.name).observe(len(items))
@@ -437,6 +459,29 @@ class Pipeline:
         )
         self.results += len(items)
 
+    def _encode(
+        self,
+        items: list[Pending],
+        y: np.ndarray,
+        infer_s: float,
+        started: float,
+        model: Any,
+        produced_at: int,
+    ) -> tuple[list[bytes], list[int]]:
+        m = model.manifest
+        return encode_results(
+            items,
+            y,
+            model=m.name,
+            version=m.version,
+            labels=m.labels,
+            topic=self.topic,
+            agent_id=self.config.agent_id,
+            started=started,
+            infer_s=infer_s,
+            produced_at=produced_at,
+        )
+
     # ------------------------------------------------------------ dead letters
 
     def _dead_letter(
@@ -446,34 +491,29 @@ class Pipeline:
         headers: Any,
         p: int,
         offset: int,
-        reason: str,
+        reason: Reason,
         message: str,
     ) -> None:
-        now = time.monotonic()
-        if now >= self._dl_log_at.get(reason, 0.0):
-            self._dl_log_at[reason] = now + DEADLETTER_LOG_EVERY_S
-            logger.warning(
-                '%s[%d] offset=%d dead-lettered reason="%s": %s (further ones of this reason '
-                "in the next %.0f s are only counted in edge_agent_deadletters_total)",
-                self.topic,
-                p,
-                offset,
-                reason,
-                message,
-                DEADLETTER_LOG_EVERY_S,
-            )
-        hdrs = dead_letter_headers(
-            list(headers or []),
-            error_type=reason,
-            error_message=message,
-            topic=self.topic,
-            partition=p,
-            offset=offset,
-            agent_id=self.config.agent_id,
-        )
-        self.delivery.send(self.config.deadletter_topic, value, key, hdrs)
-        self.deadlettered += 1
-        self.metrics.deadletters.labels(reason=reason).inc()
+        self.deadletters.send(value, key, headers, p, offset, reason, message)
+
+    def _dead_letter_item(self, it: Pending, reason: Reason, message: str) -> None:
+        """Dead-letter a batch item (a window goes as the ``.npy`` of its readings)."""
+        value = window_as_npy(it.x) if it.window else it.value
+        self.deadletters.send(value, it.key, it.headers, it.partition, it.offset, reason, message)
+
+    def _answer_refused(self, refused: list[Refused]) -> None:
+        """Answer sends the broker refused for good another way (see DeadLetters)."""
+        for token, error in refused:
+            if isinstance(token, Pending):
+                self.metrics.undeliverable.labels(output="result", code=error.code or "other").inc()
+                message = f"the result could not be produced ({error.code}): {error}"
+                self._dead_letter_item(token, "undeliverable_result", message)
+            elif isinstance(token, DeadLetterSent) and not token.stripped:
+                self.deadletters.send_stripped(token, error)
+            elif isinstance(token, DeadLetterSent):
+                self.deadletters.dropped(token, error)
+            else:  # pragma: no cover - every send names its input
+                logger.error("a send without a token was refused for good: %s", error)
 
     # ----------------------------------------------------------- sync / commit
 
@@ -481,38 +521,31 @@ class Pipeline:
         """Flush, check every send, then commit what is done. Raises DeliveryFailed."""
         consumer = self.consumer
         assert consumer is not None  # noqa: S101
-        self.delivery.sync()
-        offsets = self._committable()
+        for _ in range(MAX_REFUSED_ROUNDS):
+            refused = self.delivery.sync()
+            if not refused:
+                break
+            self._answer_refused(refused)
+        else:
+            for _token, error in self.delivery.sync():
+                logger.error(
+                    "a send was refused for good after %d rounds: %s", MAX_REFUSED_ROUNDS, error
+                )
+        windows = self.windows
+        offsets = self.offsets.committable(
+            windows.min_held if windows is not None else _nothing_held,
+            ((it.partition, it.offset) for it in self.batcher),
+        )
         if offsets:
             try:
                 consumer.commit(offsets)
             except TransportError as exc:
                 raise DeliveryFailed("commit", exc) from exc
-            self._committed.update(offsets)
-        self._advanced = False
+        self.offsets.mark_committed(offsets)
         self._backoff = BACKOFF_MIN_S
         if not self._healthy:
             self._healthy = True
             logger.info("delivery works again: results acknowledged and offsets committed")
-
-    def _committable(self) -> dict[int, int]:
-        """Per partition: min(next to consume, oldest held by a window, oldest in the batch)."""
-        waiting: dict[int, int] = {}
-        for it in self.batcher:
-            if it.offset < waiting.get(it.partition, it.offset + 1):
-                waiting[it.partition] = it.offset
-        out: dict[int, int] = {}
-        for p, offset in self._next.items():
-            if self.windows is not None:
-                held = self.windows.min_held(p)
-                if held is not None and held < offset:
-                    offset = held
-            oldest = waiting.get(p)
-            if oldest is not None and oldest < offset:
-                offset = oldest
-            if offset > self._committed.get(p, -1):
-                out[p] = offset
-        return out
 
     def _recover(self, failure: DeliveryFailed) -> None:
         """Drop in-memory work, replay from the last commit, back off."""
@@ -523,7 +556,7 @@ class Pipeline:
         logger.warning(
             "delivery failed (%s); replaying from the last committed offsets %s after %.1f s",
             failure,
-            dict(sorted(self._committed.items())),
+            dict(sorted(self.offsets.committed.items())),
             self._backoff,
         )
         self.delivery.reset()
@@ -537,16 +570,11 @@ class Pipeline:
         consumer = self.consumer
         if consumer is None:
             return
-        for p in self.assigned:
-            start = self._committed.get(p)
-            if start is None:
-                continue
+        for p, start in self.offsets.rewind_targets(self.assigned).items():
             try:
                 consumer.seek(p, start)
             except Exception as exc:  # noqa: BLE001  not assigned any more: nothing to replay
                 logger.warning("seek %s[%d] to %d failed: %s", self.topic, p, start, exc)
-        self._next.clear()
-        self._advanced = False
 
     # --------------------------------------------------------------- rebalance
 
@@ -564,9 +592,7 @@ class Pipeline:
             self.delivery.reset()
         if self.windows is not None:
             self.windows.drop_partitions(parts)
-        for p in parts:
-            self._next.pop(p, None)
-            self._committed.pop(p, None)
+        self.offsets.forget(parts)
         self.assigned = frozenset(self.assigned - parts)
         self.metrics.forget_partitions(self.topic, sorted(parts))
         self.metrics.partitions_assigned.set(len(self.assigned))
@@ -640,7 +666,7 @@ class Pipeline:
             return
         for p in self.assigned:
             try:
-                lag = consumer.lag(p, self._next.get(p))
+                lag = consumer.lag(p, self.offsets.next.get(p))
             except Exception:  # noqa: BLE001, S112  not assigned any more, broker away
                 continue
             if lag is not None:
@@ -654,6 +680,10 @@ class Pipeline:
             return
         if new is None:
             return
+        self._switch_to(new, why="switched")
+
+    def _switch_to(self, new: Any, *, why: str) -> None:
+        """Serve ``new`` from the next batch on (the old model finishes the pending one)."""
         old = self.model.manifest
         if type(new.preprocessing) is not type(self.prep):
             logger.error(
@@ -668,10 +698,43 @@ class Pipeline:
         finally:
             self.model = new
             self._set_preprocessing(new.preprocessing)
+            self.gate.reset()
         logger.info(
-            'model switched name="%s" from_version="%s" to_version="%s" sha256=%s',
+            'model %s name="%s" from_version="%s" to_version="%s" sha256=%s',
+            why,
             new.manifest.name,
             old.version,
             new.manifest.version,
             new.manifest.model_sha256[:12],
         )
+
+    def _roll_back_bad_model(self) -> None:
+        """The serving model fails its output gate: back to the previous verified version."""
+        m = self.model.manifest
+        share = self.gate.share
+        self.gate.reset()  # judge afresh whatever serves next (also if no rollback exists)
+        try:
+            previous = self.store.rollback()
+        except Exception as exc:  # noqa: BLE001  nothing to roll back to: keep serving
+            logger.error(  # noqa: TRY400 (the cause is in the message)
+                'model version="%s" gives unusable outputs for %.0f%% of recent inputs, but '
+                "cannot be rolled back: %s",
+                m.version,
+                100 * share,
+                exc,
+            )
+            return
+        self.metrics.model_rollbacks.labels(reason="bad_model_output").inc()
+        logger.error(
+            'model version="%s" gives unusable outputs for %.0f%% of recent inputs: rolled '
+            'back to version="%s"',
+            m.version,
+            100 * share,
+            previous.manifest.version,
+        )
+        self.model = previous
+        self._set_preprocessing(previous.preprocessing)
+
+
+def _nothing_held(_partition: int) -> int | None:
+    return None

@@ -18,6 +18,13 @@ from edge_agent.batching import Pending
 from stream import topics
 from stream.codecs import headers_dict
 
+#: Input headers embedded in a result: at most this many, names and values cut to these
+#: lengths, so a result stays far below the results topic's message limit (1 MB by default
+#: on Kafka) whatever headers the input carried (undecodable bytes grow ~6x in JSON).
+MAX_RESULT_HEADERS = 32
+MAX_HEADER_NAME_CHARS = 64
+MAX_HEADER_VALUE_CHARS = 256
+
 #: Built once: ``json.dumps`` with any option builds a new encoder per call (~4 us).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
@@ -65,7 +72,7 @@ def encode_results(
         else:
             source["offset"] = it.offset
         e2e_ms = produced_at - (it.ts if it.ts is not None else it.kafka_ts)
-        hdrs = headers_dict(it.headers)
+        hdrs = bounded_headers(it.headers)
         values.append(
             _dumps(
                 {
@@ -91,6 +98,22 @@ def encode_results(
         )
         e2e.append(e2e_ms)
     return values, e2e
+
+
+def bounded_headers(headers: Any) -> dict[str, str]:
+    """:func:`headers_dict` within the ``MAX_RESULT_HEADERS``/``..._CHARS`` limits."""
+    hdrs = headers_dict(headers)
+    if len(hdrs) <= MAX_RESULT_HEADERS and all(
+        len(k) <= MAX_HEADER_NAME_CHARS and len(v) <= MAX_HEADER_VALUE_CHARS
+        for k, v in hdrs.items()
+    ):
+        return hdrs
+    out: dict[str, str] = {}
+    for k, v in hdrs.items():
+        if len(out) >= MAX_RESULT_HEADERS:
+            break
+        out[k[:MAX_HEADER_NAME_CHARS]] = v[:MAX_HEADER_VALUE_CHARS]
+    return out
 
 
 def window_as_npy(x: np.ndarray) -> bytes:

@@ -18,6 +18,10 @@ Rules (documented in docs/agent.md):
   open window: the agent never commits at or past it, so after a crash the readings of
   incomplete windows are read again (at-least-once).
 * A device whose messages move to another partition starts a new window there.
+* **Per message.** The windows one message fills are copies (one per stride): a chunk of
+  10,000 readings on a stride-1 model would fill ~10,000 windows at once. A message whose
+  windows would take more than ``max_emit_bytes`` is refused with
+  ``DecodeError("too_large")`` before anything changes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,15 @@ import numpy as np
 from stream.exceptions import DecodeError
 
 logger = logging.getLogger(__name__)
+
+#: Default budget for the windows one message may fill (float32 copies).
+DEFAULT_MAX_EMIT_BYTES = 16 * 1024 * 1024
+
+
+def _check_geometry(window: int, stride: int, channels: int) -> None:
+    if window < 1 or stride < 1 or channels < 1:
+        msg = f"window, stride and channels must be >= 1, got {window}, {stride}, {channels}"
+        raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,10 +88,9 @@ class DeviceWindows:
         channels: int,
         max_devices: int = 10_000,
         idle_s: float = 600.0,
+        max_emit_bytes: int = DEFAULT_MAX_EMIT_BYTES,
     ) -> None:
-        if window < 1 or stride < 1 or channels < 1:
-            msg = f"window, stride and channels must be >= 1, got {window}, {stride}, {channels}"
-            raise ValueError(msg)
+        _check_geometry(window, stride, channels)
         if max_devices < 1:
             msg = f"max_devices must be >= 1, got {max_devices}"
             raise ValueError(msg)
@@ -87,6 +99,7 @@ class DeviceWindows:
         self.channels = channels
         self.max_devices = max_devices
         self.idle_s = idle_s
+        self.max_emit_bytes = max_emit_bytes
         self._devices: OrderedDict[str, _Device] = OrderedDict()
         # partition -> lazy min-heap of (first held offset, device id); stale entries are
         # skipped when they reach the top.
@@ -148,6 +161,7 @@ class DeviceWindows:
                 f"{self.channels}); send {self.channels} numbers per reading"
             )
             raise DecodeError("wrong_shape", msg)
+        self._check_emit_budget(device_id, samples.shape[0])
         dev = self._devices.get(device_id)
         if dev is not None and dev.partition != partition:
             logger.warning(
@@ -177,6 +191,22 @@ class DeviceWindows:
         dev.last_ts = ts
         dev.last_seen = now
         return self._append(device_id, dev, samples, offset, ts, headers)
+
+    def _check_emit_budget(self, device_id: str, readings: int) -> None:
+        """Refuse a message that would fill more windows than ``max_emit_bytes`` holds."""
+        held = self.held(device_id)
+        filled = held + readings - self.window
+        if filled < 0:
+            return
+        count = filled // self.stride + 1
+        size = count * self.window * self.channels * 4
+        if size > self.max_emit_bytes:
+            msg = (
+                f"the message's {readings} readings would fill {count} windows "
+                f"({size} bytes), over the limit of {self.max_emit_bytes} bytes per message; "
+                "send fewer readings per chunk"
+            )
+            raise DecodeError("too_large", msg)
 
     def _append(
         self,
@@ -303,6 +333,7 @@ class DeviceWindows:
 
     def reconfigure(self, *, window: int, stride: int, channels: int) -> None:
         """Adopt a new model's geometry; open windows are kept when the channels match."""
+        _check_geometry(window, stride, channels)
         if channels != self.channels:
             logger.warning(
                 "window channels change from %d to %d: %d open windows dropped",

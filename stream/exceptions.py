@@ -6,6 +6,24 @@ caller can catch the project's errors without catching programming mistakes.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
+#: Why untrusted bytes could not be decoded (docs/wire-format.md, "Error reasons").
+DecodeReason = Literal[
+    "not_json",
+    "missing_field",
+    "wrong_type",
+    "non_finite",
+    "too_large",
+    "unknown_content_type",
+    "corrupt_image",
+    "image_too_large",
+    "wrong_shape",
+    "wrong_dtype",
+    "bad_header",
+    "out_of_order",
+]
+
 
 class EdgeInferError(Exception):
     """Root of every error raised on purpose by edgeinfer."""
@@ -22,21 +40,8 @@ class DecodeError(EdgeInferError):
     and as the dead letter's ``error-type`` header); ``str(err)`` is the human message.
     """
 
-    #: The closed set of reasons; a metric label, so it must stay bounded.
-    REASONS = (
-        "not_json",
-        "missing_field",
-        "wrong_type",
-        "non_finite",
-        "too_large",
-        "unknown_content_type",
-        "corrupt_image",
-        "image_too_large",
-        "wrong_shape",
-        "wrong_dtype",
-        "bad_header",
-        "out_of_order",
-    )
+    #: The closed set of reasons (:data:`DecodeReason`); a metric label, so it stays bounded.
+    REASONS: tuple[DecodeReason, ...] = get_args(DecodeReason)
 
     def __init__(self, reason: str, message: str) -> None:
         if reason not in self.REASONS:

@@ -15,6 +15,28 @@ import numpy as np
 from stream.exceptions import BundleError, DecodeError
 
 ImageColor = Literal["L", "RGB"]
+#: Largest window, image side and channel count a manifest may ask for: one input of the
+#: largest shape stays within a few hundred MB even at float32.
+MAX_DIM = 16_384
+
+
+def _check_geometry(what: str, sizes: dict[str, int], mean: list[float], std: list[float]) -> None:
+    """Raise ValueError unless every size is in [1, MAX_DIM] and mean/std are usable.
+
+    Runs whenever a manifest is parsed (start-up and hot swap alike): a stride of 0 would
+    loop forever, a zero std divides by zero.
+    """
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIM:
+            msg = f"{what} {name} must be an integer in [1, {MAX_DIM}], got {value!r}"
+            raise ValueError(msg)
+    for name, values in (("mean", mean), ("std", std)):
+        if not values or not all(np.isfinite(values)):
+            msg = f"{what} {name} must be a non-empty list of finite numbers, got {values!r}"
+            raise ValueError(msg)
+    if not all(v > 0 for v in std):
+        msg = f"{what} std must be > 0, got {std!r}"
+        raise ValueError(msg)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +53,10 @@ class ImagePreprocessing:
     color: ImageColor = "L"
     mean: list[float] = field(default_factory=lambda: [0.0])
     std: list[float] = field(default_factory=lambda: [1.0])
+
+    def __post_init__(self) -> None:
+        sizes = {"height": self.height, "width": self.width, "channels": self.channels}
+        _check_geometry("image", sizes, self.mean, self.std)
 
     def apply(self, images: np.ndarray) -> np.ndarray:
         """Normalize a batch of uint8 images shaped (N, height, width, channels)."""
@@ -107,6 +133,10 @@ class SequencePreprocessing:
     channels: int
     mean: list[float]
     std: list[float]
+
+    def __post_init__(self) -> None:
+        sizes = {"window": self.window, "stride": self.stride, "channels": self.channels}
+        _check_geometry("sequence", sizes, self.mean, self.std)
 
     def apply(self, windows: np.ndarray) -> np.ndarray:
         """Normalize a batch of windows shaped (N, window, channels)."""

@@ -25,6 +25,18 @@ OffsetReset = Literal["earliest", "latest"]
 DEFAULT_BOOTSTRAP = "localhost:9092"
 
 
+#: The durable producer defaults, one table for both client libraries:
+#: (kafka-python name, librdkafka name, value); an empty name = not a setting there.
+PRODUCER_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
+    ("acks", "acks", "all"),
+    ("enable_idempotence", "enable.idempotence", True),
+    ("compression_type", "compression.type", "lz4"),
+    ("linger_ms", "linger.ms", 5),
+    ("max_request_size", "message.max.bytes", 16 * 1024 * 1024),
+    ("retries", "", 5),
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class KafkaSettings:
     """Validated, immutable Kafka connection settings. ``repr`` masks the password."""
@@ -84,17 +96,15 @@ class KafkaSettings:
             cfg["sasl_plain_password"] = self.sasl_password
         return cfg
 
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        """A third of the session timeout (Kafka's rule of thumb), at least 100 ms."""
+        return max(self.session_timeout_ms // 3, 100)
+
     def producer_config(self, **overrides: Any) -> dict[str, Any]:
-        """Durable producer defaults: acks=all, idempotent, lz4, small linger."""
+        """Durable producer defaults (:data:`PRODUCER_DEFAULTS`) for kafka-python."""
         cfg = self.common_config()
-        cfg.update(
-            acks="all",
-            enable_idempotence=True,
-            compression_type="lz4",
-            linger_ms=5,
-            max_request_size=16 * 1024 * 1024,
-            retries=5,
-        )
+        cfg.update({kp: value for kp, _rd, value in PRODUCER_DEFAULTS if kp})
         cfg.update(overrides)
         return cfg
 
@@ -112,7 +122,7 @@ class KafkaSettings:
             enable_auto_commit=False,
             auto_offset_reset=auto_offset_reset,
             session_timeout_ms=self.session_timeout_ms,
-            heartbeat_interval_ms=max(self.session_timeout_ms // 3, 100),
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
             max_partition_fetch_bytes=16 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
         )
@@ -146,6 +156,29 @@ class KafkaSettings:
             cfg["sasl.mechanisms"] = self.sasl_mechanism
             cfg["sasl.username"] = self.sasl_username
             cfg["sasl.password"] = self.sasl_password
+        cfg.update(overrides)
+        return cfg
+
+    def librdkafka_producer_config(self, **overrides: Any) -> dict[str, Any]:
+        """Durable producer defaults (:data:`PRODUCER_DEFAULTS`) for librdkafka."""
+        cfg = self.librdkafka_config()
+        cfg.update({rd: value for _kp, rd, value in PRODUCER_DEFAULTS if rd})
+        cfg.update(overrides)
+        return cfg
+
+    def librdkafka_consumer_config(self, *, group_id: str, **overrides: Any) -> dict[str, Any]:
+        """Consumer with manual commits and explicit offset storage, for librdkafka."""
+        cfg = self.librdkafka_config()
+        cfg.update(
+            {
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": self.session_timeout_ms,
+                "heartbeat.interval.ms": self.heartbeat_interval_ms,
+            }
+        )
         cfg.update(overrides)
         return cfg
 

@@ -22,3 +22,8 @@ H_SOURCE_TOPIC = "source-topic"
 H_SOURCE_PARTITION = "source-partition"
 H_SOURCE_OFFSET = "source-offset"
 H_AGENT_ID = "agent-id"
+# On a dead letter whose original value (and headers) could not be produced: what was left
+# out, so it can still be identified (docs/wire-format.md, "Dead letters").
+H_ORIGINAL_SIZE = "original-size"
+H_ORIGINAL_SHA256 = "original-sha256"
+H_VALUE_DROPPED = "value-dropped"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from edge_agent.batching import Pending
@@ -56,3 +58,45 @@ def test_results_are_the_bytes_encode_result_writes() -> None:
             "first_offset": 6,
             "last_offset": 9,
         }
+
+
+def test_embedded_headers_are_bounded_whatever_the_input_carried() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from edge_agent.results import (
+        MAX_HEADER_NAME_CHARS,
+        MAX_HEADER_VALUE_CHARS,
+        MAX_RESULT_HEADERS,
+        bounded_headers,
+    )
+
+    headers = st.lists(
+        st.tuples(st.text(max_size=300), st.one_of(st.none(), st.binary(max_size=5000))),
+        max_size=200,
+    )
+
+    @settings(max_examples=60, deadline=None)
+    @given(headers)
+    def check(hdrs: list[tuple[str, bytes | None]]) -> None:
+        item = dataclasses.replace(pending(1, ts=1), headers=hdrs)
+        values, _ = encode_results(
+            [item],
+            np.array([[0.5, 0.5]], np.float32),
+            model="m",
+            version="1",
+            labels=["a", "b"],
+            topic="t",
+            agent_id="a",
+            started=0.0,
+            infer_s=0.0,
+            produced_at=2,
+        )
+        out = bounded_headers(hdrs)
+        assert len(out) <= MAX_RESULT_HEADERS
+        assert all(len(k) <= MAX_HEADER_NAME_CHARS for k in out)
+        assert all(len(v) <= MAX_HEADER_VALUE_CHARS for v in out.values())
+        # names <= 64 and values <= 256 chars, each char at most 6 bytes of JSON (\\uXXXX)
+        assert len(values[0]) < 2_000 + MAX_RESULT_HEADERS * (64 + 256 + 6) * 6
+
+    check()

@@ -13,7 +13,8 @@ import pytest
 
 from edge_agent.config import agent_config
 from edge_agent.exceptions import AgentConfigError
-from edge_agent.transport import CLIENTS, ConsumerOptions, KafkaPythonTransport, make_transport
+from edge_agent.transport import CLIENTS, ConsumerOptions, make_transport
+from edge_agent.transport.kafka_python import KafkaPythonTransport
 from stream.exceptions import ConfigError
 from stream.settings import KafkaSettings
 

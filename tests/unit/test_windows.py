@@ -199,54 +199,21 @@ def test_bad_geometry_is_refused() -> None:
         DeviceWindows(window=1, stride=1, channels=1, max_devices=0)
 
 
-def test_pipeline_commits_below_open_windows_and_waiting_batch() -> None:
-    """The commit rule: min(next offset, oldest held by a window, oldest in the batch)."""
-    from types import SimpleNamespace
+def test_reconfigure_refuses_a_stride_that_would_loop_forever() -> None:
+    w = DeviceWindows(window=4, stride=2, channels=1)
+    with pytest.raises(ValueError, match="stride and channels must be >= 1"):
+        w.reconfigure(window=4, stride=0, channels=1)
+    assert (w.window, w.stride) == (4, 2)
 
-    from prometheus_client import CollectorRegistry
 
-    from edge_agent.batching import Pending
-    from edge_agent.config import AgentConfig
-    from edge_agent.metrics import AgentMetrics
-    from edge_agent.pipeline import Pipeline
-    from stream.preprocessing import SequencePreprocessing
-
-    prep = SequencePreprocessing(window=3, stride=3, channels=2, mean=[0, 0], std=[1, 1])
-    manifest = SimpleNamespace(
-        name="m", version="1", task="sequence-classification", model_sha256="x", variant="int8"
-    )
-    model = SimpleNamespace(manifest=manifest, preprocessing=prep, runtime=None)
-    store = SimpleNamespace(current=lambda: model, poll=lambda: None)
-    config = AgentConfig(bundle=Path("/b"), max_batch=100, max_latency_ms=1000)
-    p = Pipeline(config=config, store=store, metrics=AgentMetrics(registry=CollectorRegistry()))
-    assert p.windows is not None
-    # partition 0: device a holds offsets 10.. (incomplete), messages up to 19 handled
-    p.windows.add("a", 1, readings(0, 2), partition=0, offset=10, now=0.0)
-    p._next = {0: 20, 1: 7}
-    p._committed = {0: 5, 1: 7}
-    got = p._committable()
-    assert got == {0: 10}  # partition 1 has nothing new
-    # a full window of partition 1 waits in the batch from offset 3: nothing past 3
-    p._committed[1] = 0
-    item = Pending(
-        x=np.zeros((3, 2), np.float32),
-        device_id="b",
-        partition=1,
-        offset=3,
-        last_offset=6,
-        window=True,
-        ts=1,
-        kafka_ts=1,
-        headers=None,
-        consumed_at=0.0,
-        key=None,
-        value=None,
-    )
-    p.batcher.add(item, now=0.0)
-    got = p._committable()
-    assert got == {0: 10, 1: 3}
-    # once device a's window is complete and nothing waits, everything handled commits
-    p.windows.add("a", 2, readings(2, 1), partition=0, offset=19, now=0.0)
-    p.batcher.take_all()
-    got = p._committable()
-    assert got == {0: 20, 1: 7}
+def test_a_chunk_filling_windows_over_the_budget_is_refused_before_any_change() -> None:
+    w = DeviceWindows(window=100, stride=1, channels=6, max_emit_bytes=1024 * 1024)
+    w.add("d", 1, np.zeros((50, 6), np.float32), partition=0, offset=0)
+    big = np.zeros((10_000, 6), np.float32)  # ~9,950 windows of 2,400 bytes
+    with pytest.raises(DecodeError, match="over the limit of 1048576 bytes") as err:
+        w.add("d", 2, big, partition=0, offset=1)
+    assert err.value.reason == "too_large"
+    assert w.held("d") == 50
+    # Just inside the budget: 50 + 485 readings fill 436 windows of 2,400 bytes.
+    out = w.add("d", 3, np.zeros((485, 6), np.float32), partition=0, offset=2)
+    assert len(out) == 436

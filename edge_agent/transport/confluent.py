@@ -17,9 +17,10 @@ import logging
 import time
 from typing import Any
 
-from edge_agent.transport import (
+from edge_agent.transport.base import (
     Consumer,
     ConsumerOptions,
+    FlushReport,
     Producer,
     RebalanceCallback,
     TransportError,
@@ -36,6 +37,8 @@ STATS_INTERVAL_MS = 200
 PRODUCER_QUEUE_KBYTES = 64 * 1024
 #: How soon librdkafka fetches again once its (small, bounded) pre-fetch queue has room.
 FETCH_QUEUE_BACKOFF_MS = 10
+#: How long a send to a topic the broker does not list waits for it to appear.
+MISSING_TOPIC_WAIT_MS = 3000
 #: Consumer errors logged at most once per this many seconds (per error code).
 ERROR_LOG_EVERY_S = 10.0
 
@@ -51,6 +54,20 @@ def _confluent() -> Any:
         )
         raise ConfigError(msg) from exc
     return confluent_kafka
+
+
+def _code(err: Any) -> str:
+    """librdkafka's error name without the leading ``_`` of its local errors."""
+    try:
+        return str(err.name()).lstrip("_")
+    except Exception:  # noqa: BLE001  not a KafkaError
+        return ""
+
+
+def _error(where: str, exc: BaseException, *, failed: tuple[Any, ...] = ()) -> TransportError:
+    """A confluent-kafka exception as a :class:`TransportError` keeping librdkafka's code."""
+    err = exc.args[0] if exc.args else None
+    return TransportError(f"{where}: {exc}", code=_code(err), failed=failed)
 
 
 def _config_error(what: str, exc: Exception) -> ConfigError:
@@ -148,15 +165,10 @@ class _ConfluentConsumer:
         self._coordinator_state = ""
         self._error_logged_at: dict[int, float] = {}
         fetch = o.fetch_bytes
-        conf = settings.librdkafka_config(
+        conf = settings.librdkafka_consumer_config(
+            group_id=o.group_id,
             **{
                 "client.id": o.client_id,
-                "group.id": o.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": settings.session_timeout_ms,
-                "heartbeat.interval.ms": max(settings.session_timeout_ms // 3, 100),
                 "max.poll.interval.ms": o.max_poll_interval_ms,
                 "fetch.wait.max.ms": o.fetch_max_wait_ms,
                 # receive.message.max.bytes stays at librdkafka's 100 MB: a broker may answer
@@ -177,7 +189,7 @@ class _ConfluentConsumer:
                 "stats_cb": self._on_stats,
                 "error_cb": self._on_error,
                 "logger": _LibrdkafkaLog(),
-            }
+            },
         )
         try:
             self._c = ck.Consumer(conf)
@@ -213,15 +225,14 @@ class _ConfluentConsumer:
         try:
             msgs = self._c.consume(num_messages=max_records, timeout=timeout_ms / 1000.0)
         except (ck.KafkaException, SystemError) as exc:
-            msg = f"poll: {exc}"
-            raise TransportError(msg) from exc
+            raise _error("poll", exc) from exc
         out: dict[int, list[Any]] = {}
         for m in msgs:
             err = m.error()
             if err is not None:
                 if err.fatal():
                     msg = f"poll: {err}"
-                    raise TransportError(msg)
+                    raise TransportError(msg, code=_code(err))
                 if err.code() != ck.KafkaError._PARTITION_EOF:
                     self._log_error("fetch", err)
                 continue
@@ -240,12 +251,11 @@ class _ConfluentConsumer:
         try:
             answered = self._c.commit(offsets=request, asynchronous=False)
         except self._ck.KafkaException as exc:
-            msg = f"commit: {exc}"
-            raise TransportError(msg) from exc
+            raise _error("commit", exc) from exc
         for part in answered or ():
             if part.error is not None:
                 msg = f"commit {self._topic}[{part.partition}]: {part.error}"
-                raise TransportError(msg)
+                raise TransportError(msg, code=_code(part.error))
 
     def seek(self, partition: int, offset: int) -> None:
         self._c.seek(self._ck.TopicPartition(self._topic, partition, offset))
@@ -283,17 +293,15 @@ class _ConfluentProducer:
         self._max_block_s = max_block_ms / 1000.0
         self._sent = 0
         self._acked = 0
-        self._failures: list[str] = []
+        self._failures: list[TransportError] = []
         self._fatal: str | None = None
-        conf = settings.librdkafka_config(
+        conf = settings.librdkafka_producer_config(
             **{
                 "client.id": client_id,
-                "acks": "all",
-                "enable.idempotence": True,
-                "compression.type": "lz4",
-                "linger.ms": 5,
-                "message.max.bytes": 16 * 1024 * 1024,
                 "message.timeout.ms": delivery_timeout_ms,
+                # A topic the broker does not have fails its sends after this long
+                # (UNKNOWN_TOPIC, permanent) instead of waiting out message.timeout.ms.
+                "topic.metadata.propagation.max.ms": MISSING_TOPIC_WAIT_MS,
                 "queue.buffering.max.kbytes": PRODUCER_QUEUE_KBYTES,
                 "error_cb": self._on_error,
                 "logger": _LibrdkafkaLog(),
@@ -310,20 +318,28 @@ class _ConfluentProducer:
         else:
             logger.debug("librdkafka producer error (retried by the client): %s", err)
 
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
-        if err is None:
-            self._acked += 1
-        else:
-            self._failures.append(str(err))
+    def _on_delivery(self, token: Any) -> Any:
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is None:
+                self._acked += 1
+            else:
+                self._failures.append(
+                    TransportError(f"send: {err}", code=_code(err), failed=(token,))
+                )
 
-    def send(self, topic: str, value: bytes | None, key: bytes | None, headers: Any) -> None:
+        return delivered
+
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Any, token: Any
+    ) -> None:
         if self._fatal is not None:
             msg = f"the producer failed for good: {self._fatal}"
             raise TransportError(msg)
         deadline = time.monotonic() + self._max_block_s
+        on_delivery = self._on_delivery(token)
         while True:
             try:
-                self._p.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                self._p.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:  # the queue is full: serve callbacks until there is room
                 if time.monotonic() >= deadline:
@@ -331,13 +347,13 @@ class _ConfluentProducer:
                     raise TransportError(msg) from None
                 self._p.poll(0.05)
             except self._ck.KafkaException as exc:
-                msg = f"produce: {exc}"
-                raise TransportError(msg) from exc
+                raise _error("produce", exc, failed=(token,)) from exc
         self._sent += 1
 
-    def flush(self, timeout_s: float) -> None:
+    def flush(self, timeout_s: float) -> FlushReport:
+        report = FlushReport(sent=self._sent)
         if self._sent == 0:
-            return
+            return report
         try:
             left = self._p.flush(timeout_s)
         # confluent-kafka 2.16 raises SystemError ("returned NULL without setting an
@@ -345,19 +361,21 @@ class _ConfluentProducer:
         # broker restarts and hands out the same producer id again).
         except (self._ck.KafkaException, SystemError) as exc:
             self._sent, self._acked, self._failures = 0, 0, []
-            msg = f"flush: {exc}"
-            raise TransportError(msg) from exc
+            raise _error("flush", exc) from exc
         sent, acked, failures = self._sent, self._acked, self._failures
         self._sent, self._acked, self._failures = 0, 0, []
-        if failures:
-            msg = f"{len(failures)} send(s) failed, first: {failures[0]}"
-            raise TransportError(msg)
         if self._fatal is not None:
             msg = f"the producer failed for good: {self._fatal}"
             raise TransportError(msg)
-        if left or acked != sent:
+        transient = [f for f in failures if not f.permanent]
+        if transient:
+            msg = f"{len(transient)} send(s) failed, first: {transient[0]}"
+            raise TransportError(msg, code=transient[0].code)
+        report.permanent = [(f.failed[0], f) for f in failures]
+        if left or acked + len(failures) != sent:
             msg = f"{sent - acked} of {sent} send(s) not acknowledged within {timeout_s:.0f} s"
             raise TransportError(msg)
+        return report
 
     def close(self, timeout_s: float) -> None:
         if timeout_s > 0:

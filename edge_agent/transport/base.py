@@ -1,0 +1,163 @@
+"""The agent's Kafka transport interface: one consumer and one producer, any client library.
+
+The pipeline (:mod:`edge_agent.pipeline`) speaks only to :class:`Consumer` and
+:class:`Producer`; each client library is one module of this package
+(:mod:`~edge_agent.transport.kafka_python`, :mod:`~edge_agent.transport.confluent`),
+chosen by name through :func:`edge_agent.transport.make_transport`.
+
+Every failure the broker or the client reports is a :class:`TransportError` that keeps the
+client's error code (``MESSAGE_TOO_LARGE``, ``TOPIC_AUTHORIZATION_FAILED``, ...), so the
+delivery layer can tell a record that can never be produced from an outage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from edge_agent.exceptions import AgentError
+
+Client = Literal["kafka-python", "confluent"]
+CLIENTS: tuple[Client, ...] = ("kafka-python", "confluent")
+
+#: ``on_assigned(partitions)`` / ``on_revoked(partitions)``, partitions of the input topic.
+RebalanceCallback = Callable[[set[int]], None]
+
+#: Error codes (Kafka protocol names, as both clients spell them) that no retry can fix
+#: for the record that got them: the record is too large for the topic or the broker, or
+#: the agent may not / cannot write to the topic. Every other code is an outage to wait out.
+PERMANENT_CODES = frozenset(
+    {
+        "MESSAGE_TOO_LARGE",
+        "MSG_SIZE_TOO_LARGE",
+        "RECORD_LIST_TOO_LARGE",
+        "INVALID_RECORD",
+        "CORRUPT_MESSAGE",
+        "TOPIC_AUTHORIZATION_FAILED",
+        "CLUSTER_AUTHORIZATION_FAILED",
+        "UNKNOWN_TOPIC_OR_PARTITION",
+        "UNKNOWN_TOPIC_OR_PART",
+        "UNKNOWN_TOPIC",
+        "TOPIC_EXCEPTION",
+        "INVALID_TOPIC_EXCEPTION",
+    }
+)
+
+
+class TransportError(AgentError):
+    """The client or the broker failed a poll, send, flush or commit.
+
+    ``code`` is the client's error code name ("" when it gave none); ``failed`` holds the
+    tokens of the sends that failed permanently (see :meth:`Producer.send`).
+    """
+
+    def __init__(self, message: str, *, code: str = "", failed: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.code = code
+        self.failed = failed
+
+    @property
+    def permanent(self) -> bool:
+        """No retry can fix it (see :data:`PERMANENT_CODES`)."""
+        return self.code in PERMANENT_CODES
+
+
+class Record(Protocol):
+    """One consumed message (kafka-python's ``ConsumerRecord`` has these attributes)."""
+
+    value: bytes | None
+    key: bytes | None
+    headers: Any
+    offset: int
+    timestamp: int
+
+
+class Consumer(Protocol):
+    """A group consumer of one topic with manual commits."""
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict[int, list[Any]]:
+        """``{partition: records in offset order}``; rebalance callbacks run inside."""
+        ...
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Commit ``{partition: next offset to read}`` synchronously."""
+        ...
+
+    def seek(self, partition: int, offset: int) -> None: ...
+
+    def lag(self, partition: int, position: int | None) -> int | None:
+        """High watermark minus ``position`` (the consumer's own when None); None if unknown."""
+        ...
+
+    def coordinator_known(self) -> bool:
+        """The group's coordinator is known and reachable (readiness)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class FlushReport:
+    """What a flush found: sends that failed for good (token, error), and the count sent."""
+
+    sent: int = 0
+    permanent: list[tuple[Any, TransportError]] = field(default_factory=list)
+
+
+class Producer(Protocol):
+    """Asynchronous sends, confirmed all at once by :meth:`flush`."""
+
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Any, token: Any
+    ) -> None:
+        """Queue one message. ``token`` names it in :class:`FlushReport`. Raises
+        :class:`TransportError` if it cannot be queued (``permanent`` when it never can,
+        e.g. larger than the producer's limit)."""
+        ...
+
+    def flush(self, timeout_s: float) -> FlushReport:
+        """Wait until every send since the last flush is acknowledged.
+
+        Sends refused for good (:data:`PERMANENT_CODES`) are listed in the report; any
+        other failure or a timeout raises :class:`TransportError`."""
+        ...
+
+    def close(self, timeout_s: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    """The agent's consumer settings, the same for every client library."""
+
+    group_id: str
+    client_id: str
+    max_poll_records: int
+    fetch_max_wait_ms: int
+    #: One fetch holds at most about one such message: a device has little memory, and a
+    #: backlog must not be pulled in 32 MiB at a time.
+    max_message_bytes: int
+    max_poll_interval_ms: int
+
+    @property
+    def fetch_bytes(self) -> int:
+        return self.max_message_bytes + 65536
+
+
+class Transport(Protocol):
+    """Makes the agent's consumer and producer (one client library)."""
+
+    name: str
+
+    def consumer(
+        self,
+        topic: str,
+        options: ConsumerOptions,
+        *,
+        on_assigned: RebalanceCallback,
+        on_revoked: RebalanceCallback,
+    ) -> Consumer: ...
+
+    def producer(
+        self, *, client_id: str, max_block_ms: int, delivery_timeout_ms: int
+    ) -> Producer: ...
