@@ -13,21 +13,19 @@ import logging
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from bench.config import BenchConfig
 from bench.exceptions import BenchError
 from bench.kafka_io import ResultsReader, fresh_topics, preload, produce_paced, unique_topic
 from bench.messages import Message
 from bench.models import ModelSet
-from bench.procs import Child, http_status, pin_command, pin_tree, python_command, status_kb
+from bench.procs import Child, pin_command, pin_tree, python_command, status_kb
 from bench.stats import percentile, rounded, steady_rate
+from fleet.scrape import NotReady, http_get, metric_sums, wait_ready
 from stream.broker import free_port
 from stream.settings import KafkaSettings
 
@@ -80,41 +78,39 @@ class AgentChild:
     port: int
 
     @property
-    def readyz(self) -> str:
-        return f"http://127.0.0.1:{self.port}/readyz"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/metrics"
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def scrape(self) -> dict[str, float]:
         """Sums over label sets of the agent's counters and histograms ({} if unreachable)."""
-        try:
-            with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310
-                text = resp.read().decode()
-        except (OSError, ValueError):
+        status, text = http_get(f"{self.url}/metrics", timeout=5)
+        if status != 200:
             return {}
-        return parse_metrics(text)
+        try:
+            return metric_sums(text)
+        except ValueError:  # not the exposition format
+            return {}
 
     def wait_ready(
         self, timeout_s: float = 90.0, poll_s: float = 0.005
     ) -> tuple[float, float | None]:
         """(seconds to /readyz 200, seconds to the first HTTP answer of any status)."""
-        deadline = time.perf_counter() + timeout_s
-        first_answer: float | None = None
-        while time.perf_counter() < deadline:
-            self.child.check_alive()
-            status = http_status(self.readyz, timeout_s=0.5)
-            if status is not None and first_answer is None:
-                first_answer = time.perf_counter() - self.child.started_at
-            if status == 200:
-                return time.perf_counter() - self.child.started_at, first_answer
-            time.sleep(poll_s)
-        msg = (
-            f"{self.child.name} was not ready ({self.readyz}) within {timeout_s:.0f} s; its log "
-            f"({self.child.log_path}) ends with:\n{self.child.log_tail()}"
-        )
-        raise BenchError(msg)
+        try:
+            (ready,) = wait_ready(
+                [self.url],
+                timeout_s=timeout_s,
+                check=self.child.check_alive,
+                poll_s=poll_s,
+                request_timeout_s=0.5,
+            ).values()
+        except NotReady as exc:
+            msg = (
+                f"{self.child.name} was not ready ({self.url}/readyz) within {timeout_s:.0f} s; "
+                f"its log ({self.child.log_path}) ends with:\n{self.child.log_tail()}"
+            )
+            raise BenchError(msg) from exc
+        started = self.child.started_at
+        return ready.ready - started, ready.first_answer - started
 
 
 @dataclass
@@ -430,21 +426,6 @@ class Harness:
         }
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> {metric name: value summed over its label sets}."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name_labels, _, value = line.rpartition(" ")
-        name = name_labels.split("{", 1)[0]
-        try:
-            out[name] = out.get(name, 0.0) + float(value)
-        except ValueError:
-            continue
-    return out
-
-
 def agent_efficiency(m: dict[str, float], per_s: float | None) -> dict[str, Any]:
     """From the agent's own metrics: time in inference per input, mean batch, and the share
     of its wall time spent in inference at the measured rate (1.0 = no pipeline overhead).
@@ -551,7 +532,3 @@ def rss_split(pid: int) -> dict[str, float | None]:
 
 def python_version() -> str:
     return sys.version.split()[0]
-
-
-def median(values: Sequence[float]) -> float | None:
-    return float(np.median(values)) if values else None

@@ -16,8 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -168,32 +166,6 @@ class Child:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def http_status(url: str, timeout_s: float = 0.5) -> int | None:
-    """The HTTP status of GET ``url``; None when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (loopback)
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError, ValueError):
-        return None
-
-
-def wait_http_ok(child: Child, url: str, timeout_s: float, poll_s: float = 0.005) -> float:
-    """Seconds from the child's start until ``url`` answers 200 (BenchError at the deadline)."""
-    deadline = time.perf_counter() + timeout_s
-    while time.perf_counter() < deadline:
-        child.check_alive()
-        if http_status(url, timeout_s=0.5) == 200:
-            return time.perf_counter() - child.started_at
-        time.sleep(poll_s)
-    msg = (
-        f"{child.name} did not answer 200 on {url} within {timeout_s:.0f} s; its log "
-        f"({child.log_path}) ends with:\n{child.log_tail()}"
-    )
-    raise BenchError(msg)
 
 
 def run_json(

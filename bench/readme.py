@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench.stats import median
+
 
 def fmt(value: Any, spec: str = ",.1f", missing: str = "—") -> str:
     if value is None:
@@ -23,14 +25,6 @@ def _head(*names: str, align: str = "") -> list[str]:
     """A table header; ``align`` has one letter per column, ``l`` or ``r`` (default ``l``)."""
     marks = ["---:" if a == "r" else "---" for a in align.ljust(len(names), "l")]
     return [_row(*names), _row(*marks)]
-
-
-def _median(values: Any) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    mid = len(s) // 2
-    return float(s[mid]) if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
 def render(
@@ -342,7 +336,7 @@ def _footprint(details: dict[str, Any], plots: dict[str, str]) -> list[str]:
         "same core.",
         "",
         *_head("process", "cold start (s)", "peak RSS (MB)", align="lrr"),
-        _row("agent (LiteRT)", fmt(_median(colds), ".3f"), fmt(fp.get("agent_peak_rss_mb"))),
+        _row("agent (LiteRT)", fmt(median(colds), ".3f"), fmt(fp.get("agent_peak_rss_mb"))),
         _row(
             "TensorFlow + Keras",
             fmt(fp.get("tf_cold_start_s"), ".3f"),

@@ -6,7 +6,8 @@ No Kafka, no TensorFlow: these are unit-tested on their own (tests/unit/test_ben
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +36,12 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     hi = min(lo + 1, len(data) - 1)
     frac = pos - lo
     return data[lo] + (data[hi] - data[lo]) * frac
+
+
+def median(values: Iterable[float]) -> float | None:
+    """The median (the mean of the middle two for an even count); None for no values."""
+    data = [float(v) for v in values]
+    return statistics.median(data) if data else None
 
 
 def steady_rate(times_ms: Sequence[float], *, trim: float = DEFAULT_TRIM) -> float | None:

@@ -18,11 +18,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from fleet.scrape import NotReady, wait_ready
 from fleet.top import FleetView, render, scrape
 from stream import topics
 from stream.broker import EmbeddedBroker, die_with_parent, free_port
@@ -205,25 +205,18 @@ class Demo:
         return f"127.0.0.1:{port}"
 
     def wait_ready(self, urls: list[str], timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        pending = set(urls)
-        while pending and time.monotonic() < deadline:
+        def check() -> None:
             self.check_stop()
-            for url in list(pending):
-                try:
-                    with urllib.request.urlopen(f"http://{url}/readyz", timeout=1) as r:  # noqa: S310
-                        if r.status == 200:
-                            pending.discard(url)
-                except OSError:
-                    pass
             for p in self.procs:
                 if p.poll() is not None:
                     msg = f"an agent exited with code {p.returncode}; see {self.work / 'logs'}"
                     raise EdgeInferError(msg)
-            time.sleep(0.2)
-        if pending:
-            msg = f"agents {sorted(pending)} not ready after {timeout_s:.0f} s; see logs"
-            raise EdgeInferError(msg)
+
+        try:
+            wait_ready(urls, timeout_s=timeout_s, check=check, poll_s=0.2)
+        except NotReady as exc:
+            msg = f"{exc}; see logs"
+            raise EdgeInferError(msg) from exc
 
     def wait_assigned(self, timeout_s: float = 60.0) -> None:
         """Wait until each model's group has spread all partitions over its agents."""

@@ -11,12 +11,11 @@ import logging
 import math
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from fleet.scrape import base_url, families, http_get
 from stream.exceptions import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -48,10 +47,8 @@ class Scrape:
 
 def parse_metrics(text: str, *, url: str, at: float) -> Scrape:
     """Sum the agent's metrics from the Prometheus text exposition format."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     s = Scrape(url=url, at=at, up=True)
-    for family in text_string_to_metric_families(text):
+    for family in families(text):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
             if name == f"{PREFIX}messages_consumed_total":
@@ -113,14 +110,10 @@ def bucket_delta(new: dict[float, float], old: dict[float, float]) -> dict[float
 
 def scrape(url: str, timeout_s: float = 2.0) -> Scrape:
     """Scrape ``url`` (``host:port`` or ``http://host:port``) once."""
-    base = url if url.startswith("http") else f"http://{url}"
-    base = base.rstrip("/")
     at = time.monotonic()
-    try:
-        with urllib.request.urlopen(f"{base}/metrics", timeout=timeout_s) as resp:  # noqa: S310
-            text = resp.read().decode("utf-8", "replace")
-    except (OSError, urllib.error.URLError) as exc:
-        return Scrape(url=url, at=at, up=False, error=str(exc))
+    status, text = http_get(f"{base_url(url)}/metrics", timeout=timeout_s)
+    if status != 200:
+        return Scrape(url=url, at=at, up=False, error=text if status == 0 else f"HTTP {status}")
     return parse_metrics(text, url=url, at=at)
 
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from bench.assets import frames, mobilenet_models
 from bench.exceptions import BenchError
-from bench.harness import Harness, median, rss_split, smaps_top
+from bench.harness import Harness, rss_split, smaps_top
 from bench.kafka_io import ResultsReader, preload
 from bench.messages import jpeg_messages
 from bench.procs import Child, python_command
-from bench.stats import rounded
+from bench.stats import median, rounded
 
 #: Frames the agent answers before its peak RSS is read.
 RSS_FRAMES = 200

@@ -21,7 +21,7 @@ from bench.assets import (
     sensor_models,
     sensor_windows,
 )
-from bench.harness import AgentChild, Harness, Run, Topics, median
+from bench.harness import AgentChild, Harness, Run, Topics
 from bench.kafka_io import ResultsReader
 from bench.messages import (
     Message,
@@ -36,7 +36,7 @@ from bench.messages import (
 )
 from bench.models import window_of
 from bench.procs import Child, python_command, run_json
-from bench.stats import ratio, rounded
+from bench.stats import median, ratio, rounded
 from stream.bundle import MODEL_FILE
 
 logger = logging.getLogger(__name__)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from bench.config import CASES, BenchConfig, parse_cases
-from bench.harness import agent_efficiency, parse_metrics
+from bench.harness import agent_efficiency
 from bench.messages import expected_windows, fit_windows
-from bench.stats import GOALS, judge_goals, knee, percentile, ratio, steady_rate
+from bench.stats import GOALS, judge_goals, knee, median, percentile, ratio, steady_rate
+from fleet.scrape import metric_sums
 
 
 @pytest.mark.parametrize("q", [0, 1, 25, 50, 90, 99, 100])
@@ -22,6 +23,12 @@ def test_percentile_edge_cases() -> None:
     assert percentile([4.0], 99) == 4.0
     with pytest.raises(ValueError, match="q must be in"):
         percentile([1.0], 101)
+
+
+@pytest.mark.parametrize("values", [[3.0], [5.0, 1.0], [4.0, 1.0, 9.0, 2.0], [2, 7, 1]])
+def test_median_is_numpys(values: list[float]) -> None:
+    assert median(values) == pytest.approx(float(np.median(values)))
+    assert median([]) is None
 
 
 def test_steady_rate_ignores_slow_start_and_tail() -> None:
@@ -120,7 +127,7 @@ def test_agent_efficiency_from_metrics() -> None:
             'edge_agent_inference_duration_seconds_sum{model="m",version="2"} 1.5',
         ]
     )
-    m = parse_metrics(text)
+    m = metric_sums(text)
     assert m["edge_agent_inference_duration_seconds_sum"] == pytest.approx(4.5)
     eff = agent_efficiency(m, per_s=180.0)
     assert eff["agent_infer_ms_per_input"] == pytest.approx(5.0)

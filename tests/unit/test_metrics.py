@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from edge_agent.exceptions import AgentConfigError
 from edge_agent.health import HealthServer
 from edge_agent.metrics import AgentMetrics
+from fleet.scrape import http_get as get
 from stream.exceptions import DecodeError
 
 
@@ -92,14 +91,6 @@ def test_forget_partitions_drops_lag_series() -> None:
     m.forget_partitions("t", [0, 5])
     assert reg.get_sample_value("edge_agent_consumer_lag", {"topic": "t", "partition": "0"}) is None
     assert reg.get_sample_value("edge_agent_consumer_lag", {"topic": "t", "partition": "1"}) == 2
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (local test server)
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
 
 
 def test_http_endpoints() -> None:
