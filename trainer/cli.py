@@ -15,7 +15,7 @@ from stream.bundle import VARIANTS, Variant
 from trainer.data import load_training_data
 from trainer.exceptions import TrainerConfigError
 from trainer.models import ModelConfig, check_arch
-from trainer.train import Hyperparameters, default_name, export, load_trained, train
+from trainer.train import Hyperparameters, default_name, export_bundles, load_trained, train
 
 
 def parse_variants(text: str) -> list[Variant]:
@@ -119,7 +119,7 @@ def train_command(args: argparse.Namespace) -> int:
     )
     if args.no_export:
         return 0
-    report = export(
+    report = export_bundles(
         result,
         name=name,
         version=args.version,
@@ -146,7 +146,7 @@ def export_command(args: argparse.Namespace) -> int:
         or result.extra.get("name")
         or default_name(result.dataset.name, result.config.arch)
     )
-    report = export(
+    report = export_bundles(
         result,
         name=name,
         version=args.version,

@@ -1,6 +1,6 @@
 """Training: data -> preprocessing -> model -> fit (under a distribution strategy) -> run folder.
 
-:func:`train`, :func:`export` and :func:`load_trained` are the API used by the CLI
+:func:`train`, :func:`export_bundles` and :func:`load_trained` are the API used by the CLI
 (:mod:`trainer.cli`) and by the test fixtures.
 The run folder receives ``model.keras``, ``history.json``, ``run.json`` (what export needs
 to rebuild the inputs), plots, ``report.json``/``report.md`` and ``bundles/<variant>/``.
@@ -210,7 +210,7 @@ def train(
     )
 
 
-def export(
+def export_bundles(
     result: TrainResult,
     *,
     name: str,
