@@ -27,8 +27,10 @@ from fleet.top import FleetView, render, scrape
 from stream import topics
 from stream.broker import EmbeddedBroker, die_with_parent, free_port
 from stream.bundle import generate_keys, verify_bundle
+from stream.datasets import Dataset, load_dataset
 from stream.exceptions import EdgeInferError
 from stream.kafka import ensure_topics, make_producer, quiet_kafka_logs
+from stream.preprocessing import SequencePreprocessing
 from stream.registry import Registry, announce
 from stream.replay import ReplayStats, replay_images, replay_sensors
 from stream.results import ResultsCollector
@@ -80,6 +82,36 @@ class DemoConfig:
 
 class DemoInterrupted(EdgeInferError):
     """Ctrl-C or SIGTERM: the demo stops its agents and broker and exits."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the replays should get answered, derived from the datasets' test splits (one
+    image each, one simulated device per sensor recording) and the sensor model's window."""
+
+    images: int
+    devices: int
+    windows_per_device: int
+
+    @property
+    def windows(self) -> int:
+        return self.devices * self.windows_per_device
+
+    @classmethod
+    def of(
+        cls, cfg: DemoConfig, *, images: Dataset, sensors: Dataset, sensor_bundle: Path
+    ) -> Expected:
+        pre = verify_bundle(sensor_bundle, public_key=None).manifest.preprocessing
+        if not isinstance(pre, SequencePreprocessing):
+            msg = f"{sensor_bundle} is not a sensor model: its preprocessing is {pre}"
+            raise EdgeInferError(msg)
+        readings = int(sensors.x_test.shape[1]) * cfg.sensor_repeat  # per device
+        windows = 1 + (readings - pre.window) // pre.stride if readings >= pre.window else 0
+        return cls(
+            images=len(images.x_test) * cfg.image_repeat,
+            devices=len(sensors.x_test),
+            windows_per_device=windows,
+        )
 
 
 class Demo:
@@ -289,13 +321,15 @@ class Demo:
         self.wait_assigned()
         self.say("agents ready; replaying BasicMotions (sensors) and digits (images)")
 
+        motions, digits = load_dataset(MOTIONS.dataset), load_dataset(DIGITS.dataset)
+        expected = Expected.of(cfg, images=digits, sensors=motions, sensor_bundle=motions_v1)
         collector = ResultsCollector(settings=settings)
         view = FleetView(all_urls)
         sensors = self._replay(
             "sensors",
             replay_sensors,
             settings=settings,
-            dataset="basic-motions",
+            dataset=motions,
             topic=topics.SENSORS,
             rate=cfg.sensor_rate,
             split="test",
@@ -306,15 +340,13 @@ class Demo:
             "images",
             replay_images,
             settings=settings,
-            dataset="digits",
+            dataset=digits,
             topic=topics.IMAGES,
             rate=cfg.image_rate,
             split="test",
             repeat=cfg.image_repeat,
             partitions=None,
         )
-        expected_images = 450 * cfg.image_repeat
-        expected_windows = 40 * cfg.sensor_repeat
         swapped = False
         next_draw = 0.0
         deadline = time.monotonic() + cfg.timeout_s
@@ -325,7 +357,7 @@ class Demo:
                 raise self._replay_errors[0]
             digits_stats = collector.per_model.get(DIGITS.name)
             done_images = digits_stats.results if digits_stats else 0
-            if not swapped and done_images >= expected_images // 2:
+            if not swapped and done_images >= expected.images // 2:
                 self.say("midway: publishing retrained digits-cnn v2")
                 self.publish(digits_v2, settings)
                 swapped = True
@@ -335,10 +367,10 @@ class Demo:
             if (
                 not sensors.is_alive()
                 and not images.is_alive()
-                and self._complete(collector, expected_images, expected_windows)
+                and self._complete(collector, expected)
             ):
                 break
-        summary = self._summary(collector, expected_images, expected_windows, t_start)
+        summary = self._summary(collector, expected, t_start)
         collector.close()
         return summary
 
@@ -349,9 +381,9 @@ class Demo:
         sen = c.per_source.get(topics.SENSORS)
         return (len(img.answered) if img else 0), (dict(sen.windows_by_device) if sen else {})
 
-    def _complete(self, c: ResultsCollector, images: int, windows: int) -> bool:
+    def _complete(self, c: ResultsCollector, expected: Expected) -> bool:
         answered_images, per_device = self._answered(c)
-        return answered_images >= images and sum(per_device.values()) >= windows
+        return answered_images >= expected.images and sum(per_device.values()) >= expected.windows
 
     def _draw(self, c: ResultsCollector, view: FleetView) -> None:
         rows = view.refresh()
@@ -374,22 +406,20 @@ class Demo:
             self.cfg.out.write(text + "\n\n")
         self.cfg.out.flush()
 
-    def _summary(
-        self, c: ResultsCollector, images: int, windows: int, t_start: float
-    ) -> dict[str, Any]:
+    def _summary(self, c: ResultsCollector, expected: Expected, t_start: float) -> dict[str, Any]:
         answered_images, per_device = self._answered(c)
-        missing_windows = (
-            sum(max(self.cfg.sensor_repeat - n, 0) for n in per_device.values())
-            + max(40 - len(per_device), 0) * self.cfg.sensor_repeat
+        per = expected.windows_per_device
+        missing_windows = sum(max(per - n, 0) for n in per_device.values()) + per * max(
+            expected.devices - len(per_device), 0
         )
         summary: dict[str, Any] = {
             "elapsed_s": round(time.monotonic() - t_start, 1),
             "replayed": {
                 k: {"sent": v.sent, "seconds": round(v.seconds, 1)} for k, v in self.replays.items()
             },
-            "expected": {"images": images, "sensor_windows": windows},
+            "expected": {"images": expected.images, "sensor_windows": expected.windows},
             "lost": {
-                "images": max(images - answered_images, 0),
+                "images": max(expected.images - answered_images, 0),
                 "sensor_windows": missing_windows,
             },
             "models": {name: s.summary() for name, s in c.per_model.items()},
