@@ -263,16 +263,26 @@ class Demo:
             time.sleep(0.2)
         self.say("warning: consumer groups not settled yet; starting anyway")
 
-    def _replay(self, name: str, fn: Any, **kwargs: Any) -> threading.Thread:
+    def _replay(
+        self, name: str, fn: Any, settings: KafkaSettings, plan: ModelPlan, **kwargs: Any
+    ) -> threading.Thread:
+        """Replay the test split of ``kwargs["dataset"]`` onto ``plan``'s topic in a thread
+        (``fn`` is :func:`replay_sensors` or :func:`replay_images`)."""
         # The demo owns the replay producers so that a stop can close them before the
         # broker goes away (otherwise their exit-time flush waits on a dead broker).
-        producer = make_producer(kwargs["settings"])
+        producer = make_producer(settings)
         self._producers.append(producer)
-        kwargs["producer"] = producer
 
         def run() -> None:
             try:
-                self.replays[name] = fn(**kwargs)
+                self.replays[name] = fn(
+                    settings=settings,
+                    producer=producer,
+                    topic=plan.topic,
+                    split="test",
+                    partitions=None,  # the demo created the topics
+                    **kwargs,
+                )
             except BaseException as exc:  # reported by the main loop
                 self._replay_errors.append(exc)
 
@@ -328,24 +338,20 @@ class Demo:
         sensors = self._replay(
             "sensors",
             replay_sensors,
-            settings=settings,
+            settings,
+            MOTIONS,
             dataset=motions,
-            topic=topics.SENSORS,
             rate=cfg.sensor_rate,
-            split="test",
             repeat=cfg.sensor_repeat,
-            partitions=None,
         )
         images = self._replay(
             "images",
             replay_images,
-            settings=settings,
+            settings,
+            DIGITS,
             dataset=digits,
-            topic=topics.IMAGES,
             rate=cfg.image_rate,
-            split="test",
             repeat=cfg.image_repeat,
-            partitions=None,
         )
         swapped = False
         next_draw = 0.0
