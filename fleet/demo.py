@@ -394,14 +394,7 @@ class Demo:
     def _draw(self, c: ResultsCollector, view: FleetView) -> None:
         rows = view.refresh()
         lines = [render(rows, title=f"edgeinfer demo  ({time.strftime('%H:%M:%S')})"), ""]
-        lines.append(f"{'model':<14} {'results':>8} {'accuracy':>9} {'e2e p50':>8} {'e2e p99':>8}")
-        for name, s in sorted(c.per_model.items()):
-            lat = s.latency_percentiles("e2e")
-            acc = f"{s.accuracy:.3f}" if s.accuracy is not None else "-"
-            lines.append(
-                f"{name:<14} {s.results:>8} {acc:>9} {lat.get('p50', 0):>8.1f} "
-                f"{lat.get('p99', 0):>8.1f}"
-            )
+        lines += _model_table(c, p50="e2e p50", p99="e2e p99")
         lines.append(
             f"dead letters: {c.stats.deadletters}  versions seen: {dict(c.stats.by_version)}"
         )
@@ -439,16 +432,7 @@ class Demo:
         (self.work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         out = self.cfg.out
         out.write("\n=== edgeinfer demo summary ===\n")
-        out.write(
-            f"{'model':<14} {'results':>8} {'accuracy':>9} {'e2e p50 ms':>11} {'p99 ms':>8}\n"
-        )
-        for name, s in sorted(c.per_model.items()):
-            lat = s.latency_percentiles("e2e")
-            acc = f"{s.accuracy:.3f}" if s.accuracy is not None else "-"
-            out.write(
-                f"{name:<14} {s.results:>8} {acc:>9} {lat.get('p50', 0):>11.1f} "
-                f"{lat.get('p99', 0):>8.1f}\n"
-            )
+        out.write("".join(f"{line}\n" for line in _model_table(c, p50="e2e p50 ms", p99="p99 ms")))
         out.write(f"versions served: {summary['versions']}\n")
         out.write(f"lost: {summary['lost']}   dead letters: {summary['deadletters']}\n")
         out.write(f"elapsed: {summary['elapsed_s']} s\n")
@@ -480,6 +464,20 @@ class Demo:
                 p.wait()
         if self.broker is not None:
             self.broker.stop()
+
+
+def _model_table(c: ResultsCollector, *, p50: str, p99: str) -> list[str]:
+    """A header and one row per model: results, accuracy, end-to-end p50 and p99 (ms)."""
+    w = len(p50) + 1
+    lines = [f"{'model':<14} {'results':>8} {'accuracy':>9} {p50:>{w}} {p99:>8}"]
+    for name, s in sorted(c.per_model.items()):
+        lat = s.latency_percentiles("e2e")
+        acc = f"{s.accuracy:.3f}" if s.accuracy is not None else "-"
+        lines.append(
+            f"{name:<14} {s.results:>8} {acc:>9} {lat.get('p50', 0):>{w}.1f} "
+            f"{lat.get('p99', 0):>8.1f}"
+        )
+    return lines
 
 
 def run_demo_config(cfg: DemoConfig) -> dict[str, Any]:
