@@ -25,7 +25,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("LiteRT invoke", ("ai_edge_litert", "tflite_runtime", "interpreter.py")),
     ("image decode (PIL)", ("PIL/",)),
     ("JSON encode/decode", ("json/",)),
-    ("wire codecs (stream.codecs)", ("stream/codecs.py", "stream/schemas.py")),
+    ("wire codecs (stream.codecs)", ("stream/codecs/", "stream/schemas.py")),
     ("preprocessing / numpy", ("stream/preprocessing.py", "numpy/", "edge_agent/inputs.py")),
     ("sensor windows", ("edge_agent/windows.py",)),
     ("metrics (prometheus_client)", ("prometheus_client/",)),

@@ -23,7 +23,7 @@ import numpy as np
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from stream import topics
+from stream import content_types, topics
 from stream.datasets import Dataset, load_dataset
 from stream.exceptions import BrokerError, ConfigError, DatasetError
 from stream.kafka import ensure_topics, error_text, make_producer, quiet_kafka_logs
@@ -361,9 +361,9 @@ def _encoder(fmt: str) -> tuple[str, Callable[[np.ndarray], bytes]]:
     from stream import codecs
 
     encoders: dict[str, tuple[str, Callable[[np.ndarray], bytes]]] = {
-        "png": ("image/png", codecs.encode_png),
-        "jpeg": ("image/jpeg", codecs.encode_jpeg),
-        "npy": ("application/x-npy", codecs.encode_npy),
+        "png": (content_types.PNG, codecs.encode_png),
+        "jpeg": (content_types.JPEG, codecs.encode_jpeg),
+        "npy": (content_types.NPY, codecs.encode_npy),
     }
     if fmt not in encoders:
         msg = f"image format must be one of {', '.join(IMAGE_FORMATS)}, got {fmt!r}"

@@ -1,24 +1,18 @@
 """Message schemas of wire contract v1 (docs/wire-format.md).
 
 These are the decoded, validated forms of what travels on the topics. The byte-level
-encoding lives in :mod:`stream.codecs`.
+encoding lives in :mod:`stream.codecs`, the ``content-type`` values in
+:mod:`stream.content_types`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-#: The content types an image (or raw tensor) message may declare in its header.
-ContentType = Literal["application/json", "image/png", "image/jpeg", "application/x-npy"]
-CONTENT_TYPES: tuple[str, ...] = (
-    "application/json",
-    "image/png",
-    "image/jpeg",
-    "application/x-npy",
-)
+from stream.content_types import ImageContentType
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +42,7 @@ class ImageFrame:
 
     device_id: str | None
     ts: int | None
-    content_type: str
+    content_type: ImageContentType
     pixels: np.ndarray
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
 from stream import topics
+from stream.content_types import IMAGE_CONTENT_TYPES
 from stream.exceptions import DecodeError, EdgeInferError
 from stream.kafka import (
     kafka_errors,
@@ -35,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 _MAX_TEXT = 400
-_IMAGE_TYPES = ("image/png", "image/jpeg", "application/x-npy")
 
 
 def _short(text: str, limit: int = _MAX_TEXT) -> str:
@@ -77,7 +77,7 @@ def describe_value(value: bytes | None, headers: Headers) -> str:
             )
         if value is None:
             return _raw(value)
-        if hdrs.get(topics.H_CONTENT_TYPE) in _IMAGE_TYPES:
+        if hdrs.get(topics.H_CONTENT_TYPE) in IMAGE_CONTENT_TYPES:
             frame = codecs.decode_image(value, list(headers))
             shape = "x".join(str(d) for d in frame.pixels.shape)
             return f"{frame.content_type} {shape} ({len(value)} bytes) device={frame.device_id}"

@@ -4,8 +4,9 @@ The whole topic is read from the beginning to its end (the highwater of every pa
 the time each is first fetched). Every message needs the ``label`` header. Sensor readings
 (JSON ``values``/``samples``) are grouped per device, in offset order, and cut into windows
 of ``window`` readings (default: every reading of a device, up to ``max_window``); a new
-label on a device starts a new recording. Images are decoded with
-:func:`stream.codecs.decode_image`, exactly as the agent decodes them.
+label on a device starts a new recording. Readings and images are decoded with
+:func:`stream.codecs.decode_sensor_record` and :func:`stream.codecs.decode_image`, exactly
+as the agent decodes them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from stream import topics
-from stream.codecs import decode_image, decode_sensor, headers_dict
+from stream.codecs import content_type, decode_image, decode_sensor_record, headers_dict
+from stream.content_types import SENSOR_CONTENT_TYPES
 from stream.datasets import Dataset, stratified_split
 from stream.exceptions import DatasetError, DecodeError
 from stream.settings import KafkaSettings
@@ -27,7 +29,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_WINDOW = 512
 DEFAULT_MAX_MESSAGES = 200_000
-_SENSOR_TYPES = ("application/json",)
 
 
 @dataclass
@@ -59,10 +60,9 @@ class _Capture:
         if not label:
             self.unlabelled += 1
             return
-        ctype = headers.get(topics.H_CONTENT_TYPE, "")
         try:
-            if ctype in _SENSOR_TYPES or (not ctype and value and value[:1] == b"{"):
-                chunk = decode_sensor(value)
+            if _is_sensor(value, headers):
+                chunk = decode_sensor_record(value, headers)
                 rec = self.open.get(chunk.device_id)
                 if rec is None or rec.label != label:
                     rec = _Recording(chunk.device_id, label)
@@ -76,6 +76,14 @@ class _Capture:
         except DecodeError as exc:
             self.undecodable += 1
             self.first_error = self.first_error or f"{exc.reason}: {exc}"
+
+
+def _is_sensor(value: bytes | None, headers: dict[str, str]) -> bool:
+    """A sensor reading: a sensor content type, or no content type and a JSON object."""
+    ctype = content_type(headers)
+    if ctype:
+        return ctype in SENSOR_CONTENT_TYPES
+    return value is not None and value[:1] == b"{"
 
 
 def capture_topic(

@@ -15,7 +15,7 @@ RAW = [
     "thread (100): MainThread;<module> (stream/__main__.py:7);Pipeline.step "
     "(/x/edge_agent/pipeline.py:300);Interpreter.invoke (/x/ai_edge_litert/interpreter.py:9) 60",
     "thread (100): MainThread;<module> (stream/__main__.py:7);decode_image "
-    "(/x/stream/codecs.py:140);ImageFile.load (/x/PIL/ImageFile.py:2) 30",
+    "(/x/stream/codecs/images.py:140);ImageFile.load (/x/PIL/ImageFile.py:2) 30",
     "thread (101);Thread.run (threading.py:1);_poll_once (/x/kafka/net/selector.py:5);"
     "EpollSelector.select (/usr/lib/python3.11/selectors.py:468) 90",
     "not a stack line",

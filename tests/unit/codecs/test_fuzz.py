@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from stream import codecs, topics
+from stream import topics
 from stream.codecs import (
+    DEAD_LETTER_HEADERS,
     dead_letter_headers,
     decode_dead_letter,
     decode_image,
@@ -27,6 +28,7 @@ from stream.codecs import (
     encode_png,
     encode_reading,
     encode_result,
+    images,
 )
 from stream.exceptions import DecodeError
 from stream.schemas import InferenceResult
@@ -108,18 +110,7 @@ def test_arbitrary_bytes(value: bytes) -> None:
     st.one_of(st.none(), st.binary(max_size=64)),
     st.lists(
         st.tuples(
-            st.sampled_from(
-                [
-                    topics.H_ERROR_TYPE,
-                    topics.H_ERROR_MESSAGE,
-                    topics.H_SOURCE_TOPIC,
-                    topics.H_SOURCE_PARTITION,
-                    topics.H_SOURCE_OFFSET,
-                    topics.H_AGENT_ID,
-                    topics.H_CONTENT_TYPE,
-                    "other",
-                ]
-            ),
+            st.sampled_from([*DEAD_LETTER_HEADERS, topics.H_CONTENT_TYPE, "other"]),
             st.one_of(st.none(), st.binary(max_size=24)),
         ),
         max_size=10,
@@ -322,15 +313,15 @@ def _jpeg_outcome(data: bytes) -> tuple[str, Any]:
 @given(mutated([n for n in VALID if n.startswith("jpeg")]))
 def test_mutated_jpegs_decode_alike_with_and_without_simplejpeg(case: tuple[str, bytes]) -> None:
     """simplejpeg is only a faster path: same pixels, same errors and messages as PIL."""
-    if codecs._simplejpeg is None:
+    if images._simplejpeg is None:
         pytest.skip("simplejpeg is not installed")
     _, data = case
     fast = _jpeg_outcome(data)
-    saved, codecs._simplejpeg = codecs._simplejpeg, None
+    saved, images._simplejpeg = images._simplejpeg, None
     try:
         slow = _jpeg_outcome(data)
     finally:
-        codecs._simplejpeg = saved
+        images._simplejpeg = saved
     assert fast[0] == slow[0]
     if fast[0] == "ok":
         np.testing.assert_array_equal(fast[1], slow[1])

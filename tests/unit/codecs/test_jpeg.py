@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stream import codecs
-from stream.codecs import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg, encode_png
+from stream.codecs import DEFAULT_MAX_PIXELS, decode_image, encode_jpeg, encode_png, images
 from stream.exceptions import DecodeError
 
 RNG = np.random.default_rng(11)
@@ -71,13 +70,13 @@ JPEGS: dict[str, tuple[Callable[[], bytes], int]] = {
 
 @pytest.fixture
 def without_simplejpeg(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codecs, "_simplejpeg", None)
+    monkeypatch.setattr(images, "_simplejpeg", None)
 
 
 @pytest.fixture
 def simplejpeg() -> ModuleType:
     module = pytest.importorskip("simplejpeg")
-    loaded = codecs._simplejpeg
+    loaded = images._simplejpeg
     assert loaded is module
     return loaded
 
@@ -88,18 +87,18 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
     if request.param == "simplejpeg":
         request.getfixturevalue("simplejpeg")
     else:
-        monkeypatch.setattr(codecs, "_simplejpeg", None)
+        monkeypatch.setattr(images, "_simplejpeg", None)
     yield request.param
 
 
 def decode_both(data: bytes, **kwargs: int) -> tuple[np.ndarray, np.ndarray]:
     fast = decode_image(data, JPEG_HEADERS, **kwargs).pixels
-    saved = codecs._simplejpeg
-    codecs._simplejpeg = None
+    saved = images._simplejpeg
+    images._simplejpeg = None
     try:
         slow = decode_image(data, JPEG_HEADERS, **kwargs).pixels
     finally:
-        codecs._simplejpeg = saved
+        images._simplejpeg = saved
     return fast, slow
 
 
@@ -133,7 +132,7 @@ def test_simplejpeg_decodes_rgb_and_gray_without_pil(
     def no_pil(*args: object) -> np.ndarray:
         raise AssertionError("PIL was used for a JPEG simplejpeg decodes")
 
-    monkeypatch.setattr(codecs, "_decode_pil", no_pil)
+    monkeypatch.setattr(images, "_decode_pil", no_pil)
     for name in ("rgb-420-97x33", "rgb-progressive", "gray-97x33", "rgb-colorspace-rgb"):
         make, channels = JPEGS[name]
         assert decode_image(make(), JPEG_HEADERS).pixels.shape[2] == channels
@@ -146,13 +145,13 @@ def test_cmyk_goes_to_pil(simplejpeg: ModuleType, monkeypatch: pytest.MonkeyPatc
     data = JPEGS["cmyk"][0]()
     assert simplejpeg.decode_jpeg_header(data)[2] == "CMYK"
     calls: list[str] = []
-    decode_pil = codecs._decode_pil
+    decode_pil = images._decode_pil
 
     def spy(data: bytes, ctype: str, max_pixels: int) -> np.ndarray:
         calls.append(ctype)
         return decode_pil(data, ctype, max_pixels)
 
-    monkeypatch.setattr(codecs, "_decode_pil", spy)
+    monkeypatch.setattr(images, "_decode_pil", spy)
     pixels = decode_image(data, JPEG_HEADERS).pixels
     assert calls == ["image/jpeg"]
     assert pixels.shape == (33, 97, 3)
@@ -220,7 +219,7 @@ def test_corrupt_jpegs_fail_with_the_same_message_on_both_paths(
     data: bytes, fragment: str, simplejpeg: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast = error_of(data)
-    monkeypatch.setattr(codecs, "_simplejpeg", None)
+    monkeypatch.setattr(images, "_simplejpeg", None)
     slow = error_of(data)
     assert (fast.reason, fast.message) == (slow.reason, slow.message)
 
@@ -248,7 +247,7 @@ def test_pixel_limit_is_checked_before_simplejpeg_decodes(
             decoded.append(data)
             return np.asarray(simplejpeg.decode_jpeg(data, **kwargs))
 
-    monkeypatch.setattr(codecs, "_simplejpeg", Spy)
+    monkeypatch.setattr(images, "_simplejpeg", Spy)
     err = error_of(bytes(data))
     assert err.reason == "image_too_large"
     assert "60000x50000" in err.message and str(DEFAULT_MAX_PIXELS) in err.message

@@ -1,0 +1,20 @@
+"""Assertions shared by the codec tests."""
+
+from __future__ import annotations
+
+import re
+
+from stream.exceptions import DecodeError
+
+#: An f-string placeholder that was never formatted, e.g. "{field}".
+UNFORMATTED = re.compile(r"\{[a-z_]+(![rs])?\}")
+
+
+def assert_meaningful(err: DecodeError, *fragments: str) -> None:
+    text = str(err)
+    assert err.reason in DecodeError.REASONS
+    assert text == err.message
+    assert len(text) > 25, text
+    assert not UNFORMATTED.search(text), text
+    for fragment in fragments:
+        assert fragment in text, f"{fragment!r} not in {text!r}"
