@@ -7,7 +7,7 @@ poll: a batch is run when it holds ``max_batch`` items, when its oldest item has
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -72,6 +72,15 @@ class MicroBatcher(Generic[T]):
         del self._items[: self.max_batch]
         del self._times[: self.max_batch]
         return batch
+
+    def drop(self, predicate: Callable[[T], bool]) -> int:
+        """Remove the items for which ``predicate`` is true (a revoked partition's)."""
+        keep = [i for i, item in enumerate(self._items) if not predicate(item)]
+        dropped = len(self._items) - len(keep)
+        if dropped:
+            self._items = [self._items[i] for i in keep]
+            self._times = [self._times[i] for i in keep]
+        return dropped
 
     def take_all(self) -> list[T]:
         """Remove and return every pending item (may exceed ``max_batch``)."""

@@ -47,10 +47,19 @@ class DeliveryFailed(AgentError):
 class Delivery:
     """One producer (made on demand) and the sends made since the last sync."""
 
-    def __init__(self, *, transport: Transport, client_id: str, request_timeout_ms: int) -> None:
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        client_id: str,
+        request_timeout_ms: int,
+        max_bytes: int = 1024 * 1024,
+    ) -> None:
         self.transport = transport
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
+        #: Largest record sent (larger: refused for good before it leaves).
+        self.max_bytes = max_bytes
         self.producer: Producer | None = None
         self._pending = 0
         self._refused: list[Refused] = []
@@ -69,6 +78,7 @@ class Delivery:
                 client_id=self.client_id,
                 max_block_ms=MAX_BLOCK_MS,
                 delivery_timeout_ms=self.request_timeout_ms + 10_000,
+                max_bytes=self.max_bytes,
             )
         except TransportError as exc:
             logger.warning("producer cannot start: %s", exc)

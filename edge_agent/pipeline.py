@@ -20,9 +20,10 @@ there is no locking between stages. Delivery rules (docs/agent.md):
   are not.
 * **Model health.** A serving model whose outputs are mostly unusable is rolled back to
   the previous verified version (:class:`edge_agent.outputs.OutputGate`).
-* **Rebalance.** Before partitions are revoked, pending batches are run, flushed and
-  committed, and the windows of the revoked partitions are dropped (their new owner
-  rebuilds them from the committed offset).
+* **Rebalance.** The callbacks only note the change (they may run on the client's network
+  thread); after the poll, the batch items and windows of revoked partitions are dropped
+  (their new owner reads them again from the committed offset: everything before the
+  poll was already flushed and committed).
 * **Hot swap.** Between batches, every ``model_poll_s``, the model store is polled; on a
   new model the pending batch is finished with the old one, then the new one serves. Every
   result names the version that computed it.
@@ -33,6 +34,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -114,6 +117,7 @@ class Pipeline:
             transport=self.transport,
             client_id=f"{config.kafka.client_id}-{config.agent_id}",
             request_timeout_ms=config.kafka.request_timeout_ms,
+            max_bytes=config.max_output_bytes,
         )
         self.offsets = Offsets()
         self.deadletters = DeadLetters(
@@ -124,10 +128,13 @@ class Pipeline:
             agent_id=config.agent_id,
         )
         self.gate = OutputGate()
+        #: Assignment changes noted by the rebalance callbacks: (added?, partitions).
+        self._rebalances: deque[tuple[bool, set[int]]] = deque()
+        #: Revoked partition -> its last commit, to replay from if it comes straight back.
+        self._dropped_from: dict[int, int] = {}
         self._ready = False
         self._was_ready = False
         self._healthy = True
-        self._closing = False
         self._backoff = BACKOFF_MIN_S
         self._next_housekeeping = 0.0
         self._next_model_poll = time.monotonic() + config.model_poll_s
@@ -257,7 +264,6 @@ class Pipeline:
 
     def close(self) -> None:
         self._set_ready(False)
-        self._closing = True  # drain() did the work; leaving the group must not redo it
         if self.consumer is not None:
             try:
                 self.consumer.close()
@@ -283,6 +289,8 @@ class Pipeline:
             if not self._was_ready:
                 timeout_ms = min(timeout_ms, STARTUP_POLL_MS)
             polled = consumer.poll(timeout_ms, self.config.max_poll_records)
+            if self._rebalances:
+                self._apply_rebalances()
             if polled:
                 self._handle_polled(polled)
             if self.batcher and (not polled or self.batcher.due(time.monotonic())):
@@ -579,34 +587,61 @@ class Pipeline:
     # --------------------------------------------------------------- rebalance
 
     def _on_revoked(self, parts: set[int]) -> None:
-        logger.info("partitions revoked topic=%s partitions=%s", self.topic, sorted(parts))
-        if parts:
-            self.revocations += 1
-        try:
-            if self.delivery.producer is not None and not self._closing:
-                self._run_all()
-                self._sync()
-        except (DeliveryFailed, TransportError) as exc:
-            logger.warning("could not finish work before the rebalance (replayed later): %s", exc)
-            self.batcher.take_all()
-            self.delivery.reset()
-        if self.windows is not None:
-            self.windows.drop_partitions(parts)
-        self.offsets.forget(parts)
-        self.assigned = frozenset(self.assigned - parts)
-        self.metrics.forget_partitions(self.topic, sorted(parts))
-        self.metrics.partitions_assigned.set(len(self.assigned))
+        # Called inside poll(), on kafka-python's network thread: nothing blocking here
+        # (a commit from that thread fails, and inference or a flush would stall the
+        # heartbeats). Noted, and applied by the loop when poll() returns.
+        self._rebalances.append((False, set(parts)))
 
     def _on_assigned(self, parts: set[int]) -> None:
-        self.assigned = frozenset(parts)
-        self.metrics.partitions_assigned.set(len(parts))
-        logger.info("partitions assigned topic=%s partitions=%s", self.topic, sorted(parts))
-        if not parts:
-            logger.warning(
-                'no partition of topic="%s" assigned to this agent: the topic does not exist '
-                "yet, or the group has more agents than the topic has partitions",
-                self.topic,
-            )
+        self._rebalances.append((True, set(parts)))
+
+    def _replay_dropped(self, parts: set[int]) -> None:
+        """A partition given back right after its revocation keeps its consumer position
+        (kafka-python, eager protocol), past the inputs dropped from memory: read them
+        again from this agent's last commit (the group's committed offset)."""
+        consumer = self.consumer
+        for p in sorted(parts & self._dropped_from.keys()):
+            start = self._dropped_from[p]
+            try:
+                if consumer is not None:
+                    consumer.seek(p, start)
+            except Exception as exc:  # noqa: BLE001  the client resets it from the commit
+                logger.warning("seek %s[%d] to %d failed: %s", self.topic, p, start, exc)
+        self._dropped_from.clear()
+
+    def _apply_rebalances(self) -> None:
+        """Apply the assignment changes noted during the last poll (on the loop's thread).
+
+        Everything handled before that poll was flushed and committed at the end of the
+        previous step; what is left for a revoked partition lives only in memory (inputs
+        waiting in the batch, open windows) and is dropped: its new owner reads it again
+        from the committed offset, so nothing is lost and nothing is answered twice.
+        """
+        while self._rebalances:
+            added, parts = self._rebalances.popleft()
+            if added:
+                self.assigned = frozenset(self.assigned | parts)
+                logger.info("partitions assigned topic=%s partitions=%s", self.topic, sorted(parts))
+                self._replay_dropped(parts)
+            else:
+                logger.info("partitions revoked topic=%s partitions=%s", self.topic, sorted(parts))
+                if parts:
+                    self.revocations += 1
+                self.batcher.drop(partial(_on_partitions, parts))
+                if self.windows is not None:
+                    self.windows.drop_partitions(parts)
+                for p in parts & self.offsets.committed.keys():
+                    self._dropped_from[p] = self.offsets.committed[p]
+                self.offsets.forget(parts)
+                self.assigned = frozenset(self.assigned - parts)
+                self.metrics.forget_partitions(self.topic, sorted(parts))
+            self.metrics.partitions_assigned.set(len(self.assigned))
+            if added and not self.assigned:
+                logger.warning(
+                    'no partition of topic="%s" assigned to this agent: the topic does not '
+                    "exist yet, or the group has more agents than the topic has partitions",
+                    self.topic,
+                )
 
     # ------------------------------------------------------------ housekeeping
 
@@ -738,3 +773,7 @@ class Pipeline:
 
 def _nothing_held(_partition: int) -> int | None:
     return None
+
+
+def _on_partitions(partitions: set[int], item: Pending) -> bool:
+    return item.partition in partitions

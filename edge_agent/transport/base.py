@@ -24,25 +24,35 @@ CLIENTS: tuple[Client, ...] = ("kafka-python", "confluent")
 #: ``on_assigned(partitions)`` / ``on_revoked(partitions)``, partitions of the input topic.
 RebalanceCallback = Callable[[set[int]], None]
 
-#: Error codes (Kafka protocol names, as both clients spell them) that no retry can fix
-#: for the record that got them: the record is too large for the topic or the broker, or
-#: the agent may not / cannot write to the topic. Every other code is an outage to wait out.
+#: Error codes (Kafka protocol names) that no retry can fix for the record that got them:
+#: the record is too large for the topic or the broker, or the agent may not / cannot write
+#: to the topic. Every other code is an outage to wait out.
 PERMANENT_CODES = frozenset(
     {
         "MESSAGE_TOO_LARGE",
-        "MSG_SIZE_TOO_LARGE",
         "RECORD_LIST_TOO_LARGE",
         "INVALID_RECORD",
         "CORRUPT_MESSAGE",
         "TOPIC_AUTHORIZATION_FAILED",
         "CLUSTER_AUTHORIZATION_FAILED",
         "UNKNOWN_TOPIC_OR_PARTITION",
-        "UNKNOWN_TOPIC_OR_PART",
-        "UNKNOWN_TOPIC",
-        "TOPIC_EXCEPTION",
         "INVALID_TOPIC_EXCEPTION",
     }
 )
+#: The clients' own names for those codes -> the protocol's (one label per error).
+_ALIASES = {
+    "MSG_SIZE_TOO_LARGE": "MESSAGE_TOO_LARGE",  # librdkafka
+    "MESSAGE_SIZE_TOO_LARGE": "MESSAGE_TOO_LARGE",  # kafka-python
+    "UNKNOWN_TOPIC_OR_PART": "UNKNOWN_TOPIC_OR_PARTITION",  # librdkafka (broker)
+    "UNKNOWN_TOPIC": "UNKNOWN_TOPIC_OR_PARTITION",  # librdkafka (local)
+    "TOPIC_EXCEPTION": "INVALID_TOPIC_EXCEPTION",  # librdkafka
+}
+
+
+def error_code(name: str) -> str:
+    """A client's error name as the Kafka protocol's (librdkafka's local ``_`` dropped)."""
+    name = name.lstrip("_")
+    return _ALIASES.get(name, name)
 
 
 class TransportError(AgentError):
@@ -54,7 +64,7 @@ class TransportError(AgentError):
 
     def __init__(self, message: str, *, code: str = "", failed: tuple[Any, ...] = ()) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = error_code(code)
         self.failed = failed
 
     @property
@@ -159,5 +169,7 @@ class Transport(Protocol):
     ) -> Consumer: ...
 
     def producer(
-        self, *, client_id: str, max_block_ms: int, delivery_timeout_ms: int
-    ) -> Producer: ...
+        self, *, client_id: str, max_block_ms: int, delivery_timeout_ms: int, max_bytes: int
+    ) -> Producer:
+        """A producer refusing (permanently) any record over ``max_bytes``."""
+        ...

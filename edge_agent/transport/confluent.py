@@ -57,9 +57,9 @@ def _confluent() -> Any:
 
 
 def _code(err: Any) -> str:
-    """librdkafka's error name without the leading ``_`` of its local errors."""
+    """librdkafka's error name (TransportError maps it to the protocol's)."""
     try:
-        return str(err.name()).lstrip("_")
+        return str(err.name())
     except Exception:  # noqa: BLE001  not a KafkaError
         return ""
 
@@ -139,13 +139,16 @@ class ConfluentTransport:
             self.ck, self.settings, topic, options, on_assigned=on_assigned, on_revoked=on_revoked
         )
 
-    def producer(self, *, client_id: str, max_block_ms: int, delivery_timeout_ms: int) -> Producer:
+    def producer(
+        self, *, client_id: str, max_block_ms: int, delivery_timeout_ms: int, max_bytes: int
+    ) -> Producer:
         return _ConfluentProducer(
             self.ck,
             self.settings,
             client_id=client_id,
             max_block_ms=max_block_ms,
             delivery_timeout_ms=delivery_timeout_ms,
+            max_bytes=max_bytes,
         )
 
 
@@ -288,6 +291,7 @@ class _ConfluentProducer:
         client_id: str,
         max_block_ms: int,
         delivery_timeout_ms: int,
+        max_bytes: int,
     ) -> None:
         self._ck = ck
         self._max_block_s = max_block_ms / 1000.0
@@ -299,6 +303,7 @@ class _ConfluentProducer:
             **{
                 "client.id": client_id,
                 "message.timeout.ms": delivery_timeout_ms,
+                "message.max.bytes": max_bytes,
                 # A topic the broker does not have fails its sends after this long
                 # (UNKNOWN_TOPIC, permanent) instead of waiting out message.timeout.ms.
                 "topic.metadata.propagation.max.ms": MISSING_TOPIC_WAIT_MS,

@@ -35,10 +35,6 @@ def _error(where: str, exc: BaseException, *, failed: tuple[Any, ...] = ()) -> T
     code = getattr(exc, "message", None)
     if not isinstance(code, str):
         code = ""
-    if type(exc).__name__ == "MessageSizeTooLargeError":  # raised client-side, same class
-        code = "MESSAGE_TOO_LARGE"
-    if code == "MESSAGE_SIZE_TOO_LARGE":
-        code = "MESSAGE_TOO_LARGE"
     msg = f"{where}: {type(exc).__name__}: {exc}"
     return TransportError(msg, code=code, failed=failed)
 
@@ -80,7 +76,9 @@ class KafkaPythonTransport:
             raise _error("consumer", exc) from exc
         return _KafkaPythonConsumer(consumer, topic)
 
-    def producer(self, *, client_id: str, max_block_ms: int, delivery_timeout_ms: int) -> Producer:
+    def producer(
+        self, *, client_id: str, max_block_ms: int, delivery_timeout_ms: int, max_bytes: int
+    ) -> Producer:
         from kafka.errors import KafkaError
 
         from stream.kafka import make_producer
@@ -92,6 +90,7 @@ class KafkaPythonTransport:
                 max_block_ms=max_block_ms,
                 batch_size=256 * 1024,
                 delivery_timeout_ms=delivery_timeout_ms,
+                max_request_size=max_bytes,
             )
         except (BrokerError, KafkaError) as exc:
             raise _error("producer", exc) from exc

@@ -65,3 +65,13 @@ def test_zero_latency_is_due_at_once() -> None:
 def test_bad_arguments(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         MicroBatcher(**kwargs)  # type: ignore[arg-type]
+
+
+def test_drop_removes_matching_items_and_keeps_the_oldest_time() -> None:
+    b: MicroBatcher[int] = MicroBatcher(max_batch=10, max_latency_s=1.0)
+    for i, now in enumerate((0.0, 0.2, 0.4, 0.6)):
+        b.add(i, now)
+    assert b.drop(lambda i: i % 2 == 0) == 2
+    assert list(b) == [1, 3]
+    assert b.time_left(1.0) == pytest.approx(0.2)  # item 1 arrived at 0.2
+    assert b.drop(lambda i: False) == 0 and len(b) == 2

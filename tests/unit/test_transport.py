@@ -98,7 +98,43 @@ def test_a_configuration_librdkafka_refuses_is_a_config_error_not_an_outage(
     settings = KafkaSettings(security_protocol="SSL", ssl_cafile=str(bad))
     transport = make_transport("confluent", settings)
     with pytest.raises(ConfigError, match=r"librdkafka refused the producer.*ssl\.ca\.location"):
-        transport.producer(client_id="t", max_block_ms=100, delivery_timeout_ms=1000)
+        transport.producer(
+            client_id="t", max_block_ms=100, delivery_timeout_ms=1000, max_bytes=1 << 20
+        )
     with pytest.raises(ConfigError, match="librdkafka refused the consumer"):
         options = ConsumerOptions("g", "t", 10, 50, 1000, 300000)
         transport.consumer("t", options, on_assigned=print, on_revoked=print)
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "permanent"),
+    [
+        ("MSG_SIZE_TOO_LARGE", "MESSAGE_TOO_LARGE", True),  # librdkafka
+        ("MESSAGE_SIZE_TOO_LARGE", "MESSAGE_TOO_LARGE", True),  # kafka-python
+        ("_UNKNOWN_TOPIC", "UNKNOWN_TOPIC_OR_PARTITION", True),  # librdkafka, local
+        ("UNKNOWN_TOPIC_OR_PART", "UNKNOWN_TOPIC_OR_PARTITION", True),
+        ("TOPIC_AUTHORIZATION_FAILED", "TOPIC_AUTHORIZATION_FAILED", True),
+        ("_MSG_TIMED_OUT", "MSG_TIMED_OUT", False),  # an outage: replayed
+        ("", "", False),
+    ],
+)
+def test_client_error_names_map_to_one_protocol_code(name: str, code: str, permanent: bool) -> None:
+    from edge_agent.transport import TransportError
+
+    err = TransportError("x", code=name)
+    assert (err.code, err.permanent) == (code, permanent)
+
+
+def test_kafka_python_errors_keep_their_code() -> None:
+    from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+
+    from edge_agent.transport.kafka_python import _error
+
+    too_large = _error("send", MessageSizeTooLargeError("the message is 5000 bytes"), failed=(7,))
+    assert (too_large.code, too_large.permanent, too_large.failed) == (
+        "MESSAGE_TOO_LARGE",
+        True,
+        (7,),
+    )
+    assert "send: MessageSizeTooLargeError" in str(too_large)
+    assert not _error("send", KafkaTimeoutError("metadata")).permanent
