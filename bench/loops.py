@@ -32,16 +32,16 @@ import numpy as np
 
 from edge_agent.inputs import fit_image
 from edge_agent.windows import DeviceWindows
-from stream import topics
+from stream import content_types, topics
 from stream.bundle import Manifest, read_manifest
-from stream.codecs import decode_image, decode_sensor, headers_dict
+from stream.codecs import decode_image, decode_sensor_record, headers_dict
 from stream.kafka import make_consumer, make_producer
 from stream.preprocessing import ImagePreprocessing, SequencePreprocessing
 from stream.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
 
-RESULT_HEADERS = [(topics.H_CONTENT_TYPE, b"application/json")]
+RESULT_HEADERS = [(topics.H_CONTENT_TYPE, content_types.JSON.encode())]
 _STOP = False
 
 
@@ -90,7 +90,7 @@ class Decoder:
             x = fit_image(frame.pixels, frame.content_type, self.prep)
             device = frame.device_id or (key or b"unknown").decode()
             return [Input(x, device, partition, offset, frame.ts, kafka_ts, key, headers)]
-        chunk = decode_sensor(value, channels=self.windows.channels)
+        chunk = decode_sensor_record(value, headers, channels=self.windows.channels)
         full = self.windows.add(
             chunk.device_id,
             chunk.ts,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stream import content_types
 from stream.codecs import (
     encode_chunk,
     encode_jpeg,
@@ -69,13 +70,13 @@ def synthetic_frames(n: int, *, size: int = 96, seed: int = 0) -> np.ndarray:
 def jpeg_messages(frames: np.ndarray, count: int, *, devices: int = 8) -> list[Message]:
     """``count`` JPEG frame messages cycling over ``frames`` (encoded once each)."""
     encoded = [encode_jpeg(f, quality=85) for f in frames]
-    return _image_messages(encoded, "image/jpeg", count, devices=devices)
+    return _image_messages(encoded, content_types.JPEG, count, devices=devices)
 
 
 def png_messages(images: np.ndarray, count: int, *, devices: int = 8) -> list[Message]:
     """``count`` PNG messages cycling over uint8 ``images`` (digits: (n, 8, 8, 1))."""
     encoded = [encode_png(im) for im in images]
-    return _image_messages(encoded, "image/png", count, devices=devices)
+    return _image_messages(encoded, content_types.PNG, count, devices=devices)
 
 
 def _image_messages(encoded: list[bytes], ctype: str, count: int, *, devices: int) -> list[Message]:
@@ -96,7 +97,9 @@ def jpeg_maker(frames: np.ndarray, *, devices: int = 8) -> Callable[[int, int], 
     def make(i: int, ts: int) -> Message:
         device = f"cam-{i % devices:03d}"
         return Message(
-            device.encode(), encoded[i % len(encoded)], image_headers("image/jpeg", device, ts)
+            device.encode(),
+            encoded[i % len(encoded)],
+            image_headers(content_types.JPEG, device, ts),
         )
 
     return make

@@ -18,15 +18,11 @@ from PIL import Image
 
 from edge_agent.batching import Pending
 from edge_agent.windows import Window
-from stream import topics
-from stream.codecs import MAX_DEVICE_ID_CHARS, decode_image, decode_sensor
+from stream.codecs import MAX_DEVICE_ID_CHARS, decode_image
+from stream.content_types import NPY
 from stream.exceptions import DecodeError
 from stream.preprocessing import ImagePreprocessing
-from stream.schemas import SensorChunk
 
-NPY = "application/x-npy"
-#: Content types accepted on the sensor topic ("" = no header).
-SENSOR_CONTENT_TYPES = ("", "application/json", "text/json")
 #: ITU-R 601-2 luma, as PIL's ``convert("L")``.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -106,24 +102,3 @@ def window_item(w: Window, record: Any, consumed_at: float) -> Pending:
         key=record.key,
         value=None,
     )
-
-
-def sensor_chunk(record: Any, *, channels: int, max_bytes: int) -> SensorChunk:
-    """A sensor record -> its readings (raises ``DecodeError``)."""
-    ctype = content_type(record.headers)
-    if ctype not in SENSOR_CONTENT_TYPES:
-        msg = (
-            f"content-type {ctype!r} on the sensor topic; sensor readings are "
-            "application/json (see docs/wire-format.md)"
-        )
-        raise DecodeError("unknown_content_type", msg)
-    return decode_sensor(record.value, max_bytes=max_bytes, channels=channels)
-
-
-def content_type(headers: Any) -> str:
-    """The ``content-type`` header, lower case without parameters ("" when absent)."""
-    for name, value in headers or ():
-        if name.lower() == topics.H_CONTENT_TYPE:
-            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-            return text.split(";", 1)[0].strip().lower()
-    return ""

@@ -44,7 +44,7 @@ from edge_agent.batching import MicroBatcher, Pending
 from edge_agent.config import AgentConfig
 from edge_agent.deadletters import DeadLetters, DeadLetterSent, Reason
 from edge_agent.delivery import Delivery, DeliveryFailed, Refused
-from edge_agent.inputs import image_input, sensor_chunk, window_item
+from edge_agent.inputs import image_input, window_item
 from edge_agent.metrics import AgentMetrics
 from edge_agent.offsets import Offsets
 from edge_agent.outputs import OutputGate, usable_rows
@@ -57,6 +57,8 @@ from edge_agent.transport import (
     make_transport,
 )
 from edge_agent.windows import DeviceWindows
+from stream import content_types, topics
+from stream.codecs import decode_sensor_record
 from stream.exceptions import DecodeError
 from stream.preprocessing import ImagePreprocessing, SequencePreprocessing
 
@@ -70,7 +72,7 @@ HOUSEKEEPING_S = 0.5
 #: Poll timeout until the agent is ready for the first time: readiness is checked after
 #: every poll until then, so /readyz turns 200 as soon as the coordinator is known.
 STARTUP_POLL_MS = 20
-RESULT_HEADERS = [("content-type", b"application/json")]
+RESULT_HEADERS = [(topics.H_CONTENT_TYPE, content_types.JSON.encode())]
 #: Rounds of answering refused sends another way at one sync point: a result becomes a
 #: dead letter, a dead letter one without its value, that one is dropped.
 MAX_REFUSED_ROUNDS = 3
@@ -345,8 +347,11 @@ class Pipeline:
         windows = self.windows
         assert windows is not None  # noqa: S101
         try:
-            chunk = sensor_chunk(
-                r, channels=windows.channels, max_bytes=self.config.max_message_bytes
+            chunk = decode_sensor_record(
+                r.value,
+                r.headers,
+                channels=windows.channels,
+                max_bytes=self.config.max_message_bytes,
             )
             full = windows.add(
                 chunk.device_id,
