@@ -19,7 +19,6 @@ from stream.exceptions import DatasetError
 logger = logging.getLogger(__name__)
 
 DatasetKind = Literal["image", "sequence"]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,59 +231,21 @@ def _npz(path: Path, *, seed: int, test_fraction: float) -> Dataset:
     )
 
 
-def _read_images(folder: Path, labels: list[str]) -> tuple[list[np.ndarray], list[int]]:
-    from PIL import Image, UnidentifiedImageError
-
-    images: list[np.ndarray] = []
-    targets: list[int] = []
-    for index, label in enumerate(labels):
-        for file in sorted((folder / label).iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(file) as img:
-                    images.append(np.asarray(img.convert("RGB")))
-            except (OSError, UnidentifiedImageError) as exc:
-                msg = f"{file} is not a readable image ({exc}); remove or fix it"
-                raise DatasetError(msg) from exc
-            targets.append(index)
-    return images, targets
-
-
-def _stack(images: list[np.ndarray], folder: Path) -> np.ndarray:
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        msg = (
-            f"images under {folder} have different sizes {sorted(shapes)[:4]}; "
-            "resize them to one size first"
-        )
-        raise DatasetError(msg)
-    return np.stack(images).astype(np.uint8)
-
-
 def _image_folder(root: Path, *, seed: int, test_fraction: float) -> Dataset:
-    if not root.is_dir():
-        msg = f"image folder {root} does not exist"
-        raise DatasetError(msg)
-    split_dirs = (root / "train", root / "test")
-    base = root / "train" if all(d.is_dir() for d in split_dirs) else root
-    labels = sorted(p.name for p in base.iterdir() if p.is_dir())
-    if not labels:
-        msg = f"{base} has no class subfolders (expected {base}/<label>/*.png|jpg)"
-        raise DatasetError(msg)
-    images, targets = _read_images(base, labels)
-    if not images:
-        msg = f"no PNG/JPEG images found under {base}/<label>/"
-        raise DatasetError(msg)
-    x = _stack(images, base)
-    y = np.array(targets, dtype=np.int64)
-    if base != root:
-        te_images, te_targets = _read_images(root / "test", labels)
-        x_te = _stack(te_images, root / "test")
-        y_te = np.array(te_targets, dtype=np.int64)
-        x_tr, y_tr = x, y
-    else:
-        x_tr, y_tr, x_te, y_te = stratified_split(x, y, test_fraction=test_fraction, seed=seed)
+    """Every usable image of the folder, fitted to one size (:mod:`stream.image_folder`)."""
+    from stream.image_folder import choose_geometry, load_images, scan_folder
+
+    folder = scan_folder(root)
+    train_files, test_files = folder.split(seed=seed, test_fraction=test_fraction)
+    geometry = choose_geometry(train_files)
+    x_tr, y_tr, skipped = load_images(train_files, geometry)
+    x_te, y_te, skipped_test = load_images(test_files, geometry)
+    skipped = folder.skipped + skipped + skipped_test
+    if skipped:
+        logger.warning(
+            'images skipped root="%s" count=%d first="%s: %s"',
+            root, len(skipped), skipped[0].path, skipped[0].reason,
+        )  # fmt: skip
     return Dataset(
         name=root.name,
         kind="image",
@@ -292,5 +253,5 @@ def _image_folder(root: Path, *, seed: int, test_fraction: float) -> Dataset:
         y_train=y_tr,
         x_test=x_te,
         y_test=y_te,
-        labels=labels,
+        labels=folder.labels,
     )

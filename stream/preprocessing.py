@@ -156,6 +156,39 @@ class SequencePreprocessing:
 
 Preprocessing = ImagePreprocessing | SequencePreprocessing
 
+#: ITU-R 601-2 luma, as PIL's ``convert("L")``.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def resize_image(pixels: np.ndarray, *, height: int, width: int, channels: int) -> np.ndarray:
+    """uint8 (H, W, 1|3) -> uint8 (height, width, channels): the one way images are fitted.
+
+    RGB -> grey by ITU-R 601-2 luma (rounded), grey -> RGB by repeating the channel, then
+    Pillow's bilinear resize. The trainer fits every image of a folder with this function,
+    and it is the arithmetic of the agent's ``edge_agent.inputs.fit_image`` (a test checks
+    they agree bit for bit), so a model sees the same pixels in training and on a device.
+    """
+    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
+        msg = f"pixels must be uint8 (H, W, 1|3), got {pixels.dtype} {tuple(pixels.shape)}"
+        raise DecodeError("wrong_shape", msg)
+    if pixels.shape[2] != channels:
+        if channels == 1:
+            gray = np.rint(pixels.astype(np.float32) @ _LUMA)
+            pixels = np.clip(gray, 0, 255).astype(np.uint8)[:, :, None]
+        elif channels == 3:
+            pixels = np.repeat(pixels, 3, axis=2)
+        else:
+            msg = f"the image has {pixels.shape[2]} channel(s); the model takes {channels}"
+            raise DecodeError("wrong_shape", msg)
+    if pixels.shape[:2] != (height, width):
+        from PIL import Image  # lazy: numpy-only callers never load Pillow
+
+        src = pixels[:, :, 0] if channels == 1 else pixels
+        im = Image.fromarray(np.ascontiguousarray(src))  # L or RGB from the shape
+        out = np.asarray(im.resize((width, height), Image.Resampling.BILINEAR))
+        pixels = out[:, :, None] if out.ndim == 2 else out
+    return np.ascontiguousarray(pixels)
+
 
 def preprocessing_from_dict(data: dict[str, Any]) -> Preprocessing:
     """Build the preprocessing object described by a manifest's ``preprocessing`` field."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stream.bundle import VARIANTS, Variant
+from stream.image_folder import parse_image_size
 from trainer.data import load_training_data
 from trainer.exceptions import TrainerConfigError
 from trainer.models import ModelConfig, check_arch
@@ -59,6 +60,12 @@ def _print_report(report: dict[str, Any], out_dir: Path) -> None:
         )
     for note in report["notes"]:
         print(f"note: {note}")
+    if report.get("skipped_files"):
+        first = report["skipped_files"][0]
+        print(
+            f"skipped {len(report['skipped_files'])} unusable files (report.json "
+            f"skipped_files), first: {first['path']}: {first['reason']}"
+        )
     print(f"report: {out_dir / 'report.md'}  bundles: {out_dir / 'bundles'}")
 
 
@@ -94,7 +101,14 @@ def train_command(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_split,
         seed=args.seed,
     )
-    ds = load_training_data(args.dataset, seed=args.seed, **_kafka_options(args))
+    image_size = parse_image_size(args.image_size) if args.image_size else None
+    ds = load_training_data(
+        args.dataset,
+        seed=args.seed,
+        image_size=image_size,
+        color=args.color,
+        **_kafka_options(args),
+    )
     check_arch(config.arch, ds.kind)
     from trainer.device import select_device  # imports TensorFlow: after the cheap checks
 
@@ -112,6 +126,7 @@ def train_command(args: argparse.Namespace) -> int:
         device=device,
         dataset_spec=args.dataset,
         name=name,
+        cache=args.cache,
     )
     print(
         f"trained in {result.seconds:.1f} s ({result.extra['epochs_run']} epochs); "

@@ -40,6 +40,28 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _image_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("images:DIR datasets (mixed sizes and formats, streamed from disk)")
+    g.add_argument(
+        "--image-size",
+        metavar="HxW",
+        help="model input size, every image resized to it as the agent does (default: the "
+        "median size, longer side capped at 96)",
+    )
+    g.add_argument(
+        "--color",
+        choices=("L", "RGB"),
+        help="model input colour: L (grey) or RGB (default: L when every image is grey)",
+    )
+    g.add_argument(
+        "--cache",
+        choices=("auto", "memory", "none"),
+        default="auto",
+        help="keep the resized training images in memory after the first epoch (auto: when "
+        "they fit in 256 MiB; none: decode the files every epoch)",
+    )
+
+
 def _capture_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kafka:TOPIC datasets (a topic written by `edgeinfer replay`)")
     g.add_argument(
@@ -92,6 +114,7 @@ def register(subparsers: Any) -> None:
         help="stride of the Conv1D front end of lstm/gru (default: down to <= 32 steps; 1 = none)",
     )
     m.add_argument("--dropout", type=float, default=0.2)
+    _image_arguments(p)
     _export_arguments(p)
     _capture_arguments(p)
     p.set_defaults(handler="trainer.cli:train_command")

@@ -2,20 +2,36 @@
 
 Model inputs are built with the exact numpy code the agent runs
 (:meth:`ImagePreprocessing.apply` / :meth:`SequencePreprocessing.apply`), so the model sees
-the same numbers in training and on the device.
+the same numbers in training and on the device. Arrays (``digits``, ``basic-motions``,
+``npz:``, ``kafka:``) are preprocessed in memory (:class:`ModelData`); an image folder
+(``images:DIR``) is streamed from its files (:mod:`trainer.folder_data`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stream.datasets import Dataset, load_dataset, stratified_split, validate
 from stream.exceptions import DatasetError
-from stream.preprocessing import ImagePreprocessing, Preprocessing, SequencePreprocessing
+from stream.preprocessing import (
+    ImageColor,
+    ImagePreprocessing,
+    Preprocessing,
+    SequencePreprocessing,
+)
+from trainer.folder_data import (
+    CacheMode,
+    FolderData,
+    FolderDataset,
+    fit_folder_preprocessing,
+    folder_model_data,
+    load_folder_dataset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +39,27 @@ logger = logging.getLogger(__name__)
 MIN_STD = 1e-6
 
 
-def load_training_data(spec: str, *, seed: int = 0, **kafka_options: Any) -> Dataset:
-    """``load_dataset`` plus ``kafka:TOPIC`` (a topic written by ``edgeinfer replay``)."""
+#: What training reads: arrays in memory, or an image folder streamed from its files.
+TrainingDataset = Dataset | FolderDataset
+
+
+def load_training_data(
+    spec: str,
+    *,
+    seed: int = 0,
+    image_size: tuple[int, int] | None = None,
+    color: ImageColor | None = None,
+    **kafka_options: Any,
+) -> TrainingDataset:
+    """``load_dataset`` plus ``kafka:TOPIC`` (a topic written by ``edgeinfer replay``).
+
+    ``images:DIR`` is only scanned here (:func:`trainer.folder_data.load_folder_dataset`):
+    its files are decoded while training. ``image_size`` (H, W) and ``color`` apply to it.
+    """
+    if spec.startswith("images:"):
+        return load_folder_dataset(
+            Path(spec[len("images:") :]), seed=seed, image_size=image_size, color=color
+        )
     if spec.startswith("kafka:"):
         from trainer.capture import capture_topic
 
@@ -34,8 +69,12 @@ def load_training_data(spec: str, *, seed: int = 0, **kafka_options: Any) -> Dat
     return load_dataset(spec, seed=seed)
 
 
-def fit_preprocessing(ds: Dataset, *, stride: int | None = None) -> Preprocessing:
+def fit_preprocessing(
+    ds: TrainingDataset, *, stride: int | None = None, seed: int = 0
+) -> Preprocessing:
     """Learn the preprocessing from the training split (per-channel mean and std)."""
+    if isinstance(ds, FolderDataset):
+        return fit_folder_preprocessing(ds, seed=seed)
     x = ds.x_train
     if ds.kind == "image":
         if x.dtype != np.uint8:
@@ -78,6 +117,23 @@ class ModelData:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    streamed: bool = field(default=False, init=False)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.x_val)
+
+    def train_dataset(self, *, batch_size: int, seed: int) -> Any:
+        return tf_dataset(
+            self.x_train, self.y_train, batch_size=batch_size, shuffle=True, seed=seed
+        )
+
+    def val_dataset(self, *, batch_size: int) -> Any:
+        return tf_dataset(self.x_val, self.y_val, batch_size=batch_size, shuffle=False, seed=0)
 
     @property
     def x_fit(self) -> np.ndarray:
@@ -89,13 +145,32 @@ class ModelData:
         return np.concatenate([self.y_train, self.y_val])
 
 
+#: Model inputs: preprocessed arrays, or batches streamed from files.
+ModelInputs = ModelData | FolderData
+
+
 def model_data(
-    ds: Dataset, prep: Preprocessing, *, validation_fraction: float, seed: int
-) -> ModelData:
-    """Apply ``prep`` and split a stratified validation set off the training split."""
+    ds: TrainingDataset,
+    prep: Preprocessing,
+    *,
+    validation_fraction: float,
+    seed: int,
+    cache: CacheMode = "auto",
+) -> ModelInputs:
+    """Apply ``prep`` and split a stratified validation set off the training split.
+
+    ``cache`` applies to image folders (:func:`trainer.folder_data.folder_model_data`).
+    """
     if not 0 < validation_fraction < 1:
         msg = f"--validation-split must be between 0 and 1, got {validation_fraction}"
         raise DatasetError(msg)
+    if isinstance(ds, FolderDataset):
+        if not isinstance(prep, ImagePreprocessing):
+            msg = f"dataset {ds.name!r}: an image folder needs image preprocessing"
+            raise DatasetError(msg)
+        return folder_model_data(
+            ds, prep, validation_fraction=validation_fraction, seed=seed, cache=cache
+        )
     x_tr, y_tr, x_val, y_val = stratified_split(
         ds.x_train, ds.y_train, test_fraction=validation_fraction, seed=seed
     )

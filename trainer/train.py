@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import re
+import resource
+import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,9 +25,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from stream.bundle import VARIANTS, Variant, load_private_key, now_version
 from stream.datasets import Dataset
-from stream.preprocessing import Preprocessing, SequencePreprocessing, preprocessing_from_dict
-from trainer.data import ModelData, fit_preprocessing, load_training_data, model_data, tf_dataset
+from stream.preprocessing import (
+    ImageColor,
+    ImagePreprocessing,
+    Preprocessing,
+    SequencePreprocessing,
+    preprocessing_from_dict,
+)
+from trainer.data import (
+    ModelInputs,
+    TrainingDataset,
+    fit_preprocessing,
+    load_training_data,
+    model_data,
+)
 from trainer.exceptions import TrainerConfigError
+from trainer.folder_data import CacheMode, FolderDataset
 from trainer.models import Arch, ModelConfig, build_model, check_arch
 
 logger = logging.getLogger(__name__)
@@ -72,9 +88,9 @@ class TrainResult:
     """A trained model and everything needed to export it."""
 
     model: Any  # keras.Model
-    dataset: Dataset
+    dataset: TrainingDataset
     preprocessing: Preprocessing
-    data: ModelData
+    data: ModelInputs
     config: ModelConfig
     hyperparameters: Hyperparameters
     history: dict[str, list[float]]
@@ -88,6 +104,21 @@ class TrainResult:
     def model_path(self) -> Path:
         return self.out_dir / MODEL_FILE
 
+    @property
+    def skipped_files(self) -> list[dict[str, str]]:
+        """Files of an image folder left out (path and reason); empty for arrays."""
+        return skipped_files(self.dataset)
+
+
+def skipped_files(ds: TrainingDataset | Dataset) -> list[dict[str, str]]:
+    return ds.skipped.to_list() if isinstance(ds, FolderDataset) else []
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (``ru_maxrss``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
 
 def default_name(dataset_name: str, arch: str) -> str:
     """``<dataset>-<arch>``, lower case, safe as a registry folder name."""
@@ -99,7 +130,7 @@ def task_of(kind: str) -> str:
 
 
 def train(
-    dataset: str | Dataset,
+    dataset: str | TrainingDataset,
     config: ModelConfig,
     *,
     hyperparameters: Hyperparameters | None = None,
@@ -112,11 +143,16 @@ def train(
     dataset_spec: str | None = None,
     name: str | None = None,
     kafka_options: dict[str, Any] | None = None,
+    image_size: tuple[int, int] | None = None,
+    color: ImageColor | None = None,
+    cache: CacheMode = "auto",
 ) -> TrainResult:
     """Train ``config`` on ``dataset`` (a spec such as ``digits`` or a loaded Dataset).
 
     Writes ``model.keras``, ``history.json``, ``run.json`` and the training-curve plot into
     ``out_dir``. With ``deterministic`` the run is reproducible from ``hyperparameters.seed``.
+    ``image_size``, ``color`` (when ``dataset`` is an ``images:DIR`` spec) and ``cache``
+    apply to image folders.
     """
     import keras
 
@@ -131,20 +167,24 @@ def train(
         make_deterministic(hp.seed)
     spec = dataset_spec or (dataset if isinstance(dataset, str) else dataset.name)
     ds = (
-        load_training_data(dataset, seed=hp.seed, **(kafka_options or {}))
+        load_training_data(
+            dataset, seed=hp.seed, image_size=image_size, color=color, **(kafka_options or {})
+        )
         if isinstance(dataset, str)
         else dataset
     )
     check_arch(config.arch, ds.kind)
     config = config.resolved(ds.input_shape)
-    prep = fit_preprocessing(ds, stride=stride)
-    data = model_data(ds, prep, validation_fraction=hp.validation_fraction, seed=hp.seed)
+    prep = fit_preprocessing(ds, stride=stride, seed=hp.seed)
+    data = model_data(
+        ds, prep, validation_fraction=hp.validation_fraction, seed=hp.seed, cache=cache
+    )
     if device is None:
         device = select_device(allow_gpu=allow_gpu)
     logger.info(device.describe())
     logger.info(
         'dataset="%s" kind=%s train=%d validation=%d test=%d classes=%d input=%s',
-        ds.name, ds.kind, len(data.x_train), len(data.x_val), len(data.x_test),
+        ds.name, ds.kind, data.n_train, data.n_val, len(data.x_test),
         ds.num_classes, ds.input_shape,
     )  # fmt: skip
     with device.strategy.scope():
@@ -157,22 +197,24 @@ def train(
             # otherwise dominates small models on a CPU.
             steps_per_execution=STEPS_PER_EXECUTION,
         )
-    train_ds = tf_dataset(
-        data.x_train, data.y_train, batch_size=hp.batch_size, shuffle=True, seed=hp.seed
-    )
-    val_ds = tf_dataset(data.x_val, data.y_val, batch_size=hp.batch_size, shuffle=False, seed=0)
+    train_ds = data.train_dataset(batch_size=hp.batch_size, seed=hp.seed)
+    val_ds = data.val_dataset(batch_size=hp.batch_size)
     stop = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=hp.patience, restore_best_weights=True
     )
     started = time.perf_counter()
-    fit = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=hp.epochs,
-        callbacks=[stop],
-        verbose=verbose,
-        shuffle=False,  # tf_dataset already reshuffles every epoch with the seed
-    )
+    with warnings.catch_warnings():
+        # Streamed data has no known length (unreadable files are dropped on the way):
+        # Keras then says "Your input ran out of data" at the end of every epoch.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        fit = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=hp.epochs,
+            callbacks=[stop],
+            verbose=verbose,
+            shuffle=False,  # the datasets already reshuffle every epoch with the seed
+        )
     seconds = time.perf_counter() - started
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +234,15 @@ def train(
         "epochs_run": len(history.get("loss", [])),
         "best_epoch": int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else 0,
         "train_seconds": round(seconds, 2),
+        "data": {
+            "streamed": data.streamed,
+            "cache": getattr(data, "cache", "arrays"),
+            "train": data.n_train,
+            "validation": data.n_val,
+            "test": len(data.x_test),
+        },
+        "skipped_files": skipped_files(ds),
+        "peak_rss_bytes": peak_rss_bytes(),
     }
     (out_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
     logger.info('trained epochs=%d seconds=%.1f out="%s"', run_info["epochs_run"], seconds, out_dir)
@@ -256,6 +307,8 @@ def export_bundles(
             "signed": key is not None,
             "train_seconds": round(result.seconds, 2),
             "epochs_run": len(result.history.get("loss", [])),
+            "skipped_files": result.skipped_files,
+            "peak_rss_bytes": peak_rss_bytes(),
         },
     )
     if out_dir is None:
@@ -290,10 +343,21 @@ def load_trained(
     hp = (
         Hyperparameters(**run["hyperparameters"]) if "hyperparameters" in run else Hyperparameters()
     )
-    ds = load_training_data(spec, seed=hp.seed, **(kafka_options or {}))
-    prep = fit_preprocessing(ds, stride=stride)
-    if "preprocessing" in run and spec == run.get("dataset"):
-        saved = preprocessing_from_dict(run["preprocessing"])
+    saved = (
+        preprocessing_from_dict(run["preprocessing"])
+        if "preprocessing" in run and spec == run.get("dataset")
+        else None
+    )
+    # An image folder is fitted to the size and colour it was trained at.
+    geometry: dict[str, Any] = (
+        {"image_size": (saved.height, saved.width), "color": saved.color}
+        if isinstance(saved, ImagePreprocessing)
+        else {}
+    )
+    ds = load_training_data(spec, seed=hp.seed, **geometry, **(kafka_options or {}))
+    if saved is None or not isinstance(ds, FolderDataset):  # a folder: no second stats pass
+        prep = fit_preprocessing(ds, stride=stride, seed=hp.seed)
+    if saved is not None:
         prep = (
             replace(saved, stride=stride)
             if stride and isinstance(saved, SequencePreprocessing)
