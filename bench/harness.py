@@ -228,6 +228,8 @@ class Harness:
             cmd += ["--metrics-host", "127.0.0.1"]
         if "--state-dir" in help_text:
             cmd += ["--state-dir", str(self.cache / "agent-state" / topics.group)]
+        if "--allow-unsigned" in help_text:  # the bench measures speed; its bundles are unsigned
+            cmd += ["--allow-unsigned"]
         if agent_id and "--agent-id" in help_text:
             cmd += ["--agent-id", agent_id]
         if client is not None:

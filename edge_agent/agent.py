@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.config import AgentConfig, config_from_args
 from edge_agent.probe import CACHE_DIR, ProbeCache, Prober
-from stream.bundle import MANIFEST_FILE, MODEL_FILE
+from stream.bundle import MANIFEST_FILE, MAX_MANIFEST_BYTES, MODEL_FILE, read_bounded
 from stream.exceptions import EdgeInferError
 
 if TYPE_CHECKING:
@@ -52,10 +52,12 @@ def start_test_load(config: AgentConfig, prober: Prober) -> None:
     folder = _first_bundle(config)
     if folder is None:
         return
-    try:
-        model = (folder / MODEL_FILE).read_bytes()
-        manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
+    try:  # bounded: a FIFO or /dev/zero in the bundle folder is left to the store to refuse
+        model = read_bounded(folder / MODEL_FILE, max_bytes=config.max_model_bytes, what="model")
+        manifest = json.loads(
+            read_bounded(folder / MANIFEST_FILE, max_bytes=MAX_MANIFEST_BYTES, what="manifest")
+        )
+    except (OSError, ValueError, EdgeInferError):
         return
     if not model or not isinstance(manifest, dict):
         return
@@ -87,7 +89,7 @@ def build_store(config: AgentConfig, metrics: AgentMetrics, prober: Prober | Non
     """The :class:`edge_agent.model_store.ModelStore` for the configured model source."""
     from edge_agent.model_store import ModelStore
     from edge_agent.sources import BundleDirSource, ModelsTopicSource, RegistrySource
-    from stream.bundle import load_public_key
+    from stream.bundle import load_public_keys
 
     source: Any
     if config.bundle is not None:
@@ -100,17 +102,25 @@ def build_store(config: AgentConfig, metrics: AgentMetrics, prober: Prober | Non
         source = ModelsTopicSource(
             config.kafka, config.models_topic, config.model, config.state_dir / "models-cache"
         )
-    public_key = load_public_key(config.public_key) if config.public_key else None
-    return ModelStore(
-        source=source,
-        model_name=config.model,
-        public_key=public_key,
-        num_threads=config.threads,
-        pinned_version=config.pin,
-        metrics=metrics,
-        state_dir=config.state_dir,
-        prober=prober,
-    )
+    try:
+        keys = load_public_keys(config.public_key) if config.public_key else None
+        return ModelStore(
+            source=source,
+            model_name=config.model,
+            public_key=keys,
+            allow_unsigned=config.allow_unsigned,
+            max_model_bytes=config.max_model_bytes,
+            min_version=config.min_version,
+            trust_registry_pin=config.trust_registry_pin,
+            num_threads=config.threads,
+            pinned_version=config.pin,
+            metrics=metrics,
+            state_dir=config.state_dir,
+            prober=prober,
+        )
+    except BaseException:
+        source.close()  # the models-topic reader thread already runs
+        raise
 
 
 class Agent:
@@ -145,6 +155,7 @@ class Agent:
         self._http = HealthServer(
             registry=self.registry,
             ready=self.is_ready,
+            alive=self.liveness,
             host=config.metrics_host,
             port=config.metrics_port,
         )
@@ -152,6 +163,26 @@ class Agent:
     def is_ready(self) -> bool:
         pipeline = self.pipeline
         return pipeline is not None and pipeline.ready
+
+    def liveness(self) -> str | None:
+        """None while the agent is alive, else why not (``/healthz`` answers 503 with it).
+
+        Stuck means the pipeline loop has not started a step for
+        :meth:`AgentConfig.stall_limit_s`. Before the pipeline runs (the first model is
+        loading, bounded by --model-wait-s) and while it connects to the broker (it retries
+        with a backoff and stops on SIGTERM) the agent counts as alive.
+        """
+        pipeline = self.pipeline
+        if pipeline is None or getattr(pipeline, "consumer", None) is None:
+            return None
+        age = time.monotonic() - pipeline.last_step_at
+        limit = self.config.stall_limit_s()
+        if age <= limit:
+            return None
+        return (
+            f"pipeline loop stuck: no step for {age:.1f} s (limit {limit:g} s: "
+            "--stall-timeout-s, default max-poll-interval + 30 s)"
+        )
 
     def stop(self) -> None:
         """Ask the agent to drain and return from :meth:`run` (thread- and signal-safe)."""

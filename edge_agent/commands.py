@@ -71,8 +71,41 @@ def _agent(sub: Any) -> None:
         m,
         "--public-key",
         "public_key",
-        "Ed25519 public key (PEM): bundles must be signed by it, unsigned ones are refused",
+        "Ed25519 public key (PEM), or a folder of *.pub keys (during a key rotation): only "
+        "bundles signed by it run; required unless --allow-unsigned",
         metavar="PATH",
+    )
+    _opt(
+        m,
+        "--allow-unsigned",
+        "allow_unsigned",
+        "also run unsigned bundles (development only: logged as a warning, shown by "
+        "edge_agent_model_unsigned_allowed and `edgeinfer top`)",
+        action="store_const",
+        const=True,
+    )
+    _opt(
+        m,
+        "--min-version",
+        "min_version",
+        "never run a version below this one (the anti-rollback floor of a new device)",
+        metavar="VERSION",
+    )
+    _opt(
+        m,
+        "--trust-registry-pin",
+        "trust_registry_pin",
+        "let the registry's pin file (edgeinfer rollback) move this agent below the highest "
+        "version it verified; without it such a pin is ignored and logged",
+        action="store_const",
+        const=True,
+    )
+    _opt(
+        m,
+        "--max-model-bytes",
+        "max_model_bytes",
+        "largest model file read (enforced while reading; default 268435456)",
+        type=_int,
     )
     _opt(
         m,
@@ -187,6 +220,14 @@ def _agent(sub: Any) -> None:
         type=_int,
     )
     _opt(h, "--metrics-host", "metrics_host", "address to listen on (default 0.0.0.0)")
+    _opt(
+        h,
+        "--stall-timeout-s",
+        "stall_timeout_s",
+        "/healthz fails when the pipeline loop has not advanced for this long, seconds "
+        "(default max-poll-interval + 30 s)",
+        type=_float,
+    )
     add_kafka_arguments(p)
     p.set_defaults(handler="edge_agent.agent:run_agent_command")
 
@@ -197,7 +238,9 @@ def _rollback(sub: Any) -> None:
         help="pin a model to its previous (or a given) version in a registry",
         description="Write the registry's pin so every agent following it (--registry DIR "
         "--model NAME) switches to that version within --model-poll-s. Without --to, pins "
-        "the version before the one currently served (the pinned one, else the latest).",
+        "the version before the one currently served (the pinned one, else the latest). "
+        "The pin file is unsigned: an agent moves below the highest version it verified "
+        "only when started with --trust-registry-pin.",
     )
     p.add_argument(
         "--registry",
@@ -211,7 +254,7 @@ def _rollback(sub: Any) -> None:
 def run_rollback(args: argparse.Namespace) -> int:
     """``edgeinfer rollback --registry DIR --model NAME [--to VERSION]``."""
     from edge_agent.exceptions import AgentConfigError
-    from stream.registry import Registry, registry_root
+    from stream.registry import Registry, registry_root, version_key
 
     registry = Registry(registry_root(args.registry))
     name = args.model
@@ -231,4 +274,10 @@ def run_rollback(args: argparse.Namespace) -> int:
         target = versions[versions.index(current) - 1]
     registry.pin(name, target)
     print(f"{name}: pinned {target} (was {current}); agents following {registry.root} switch to it")
+    if current is not None and version_key(target) < version_key(current):
+        print(
+            "note: the pin file is unsigned, so agents that served a newer version follow "
+            "this downgrade only when started with --trust-registry-pin "
+            "(EDGE_TRUST_REGISTRY_PIN=1); others keep their version and log the pin"
+        )
     return 0

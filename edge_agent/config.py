@@ -18,10 +18,14 @@ from typing import Any
 from edge_agent.exceptions import AgentConfigError
 from edge_agent.transport import CLIENTS
 from stream import topics
+from stream.bundle import DEFAULT_MAX_MODEL_BYTES
 from stream.env import edge_environment, env_name
+from stream.registry import is_valid_component, version_key
 from stream.settings import KafkaSettings, kafka_settings, load_config_file, merge_sources
 
 DEFAULT_METRICS_PORT = 9400
+#: Added to max_poll_interval for the default stall limit: flush (15 s) + commit (10 s) + 5 s.
+STALL_MARGIN_S = 30.0
 
 
 def default_agent_id() -> str:
@@ -43,7 +47,17 @@ class AgentConfig:
     models_topic: str | None = None
     model: str | None = None
     pin: str | None = None
+    #: Ed25519 public key (PEM), or a folder of ``*.pub`` keys (a rotation trusts two).
     public_key: Path | None = None
+    #: Run unsigned bundles too (development only: warned, edge_agent_model_unsigned_allowed).
+    allow_unsigned: bool = False
+    #: No version below this ever runs (anti-rollback floor for a fresh state dir).
+    min_version: str | None = None
+    #: Let the registry's unsigned ``pinned`` file move the agent below the highest version
+    #: it verified (``edgeinfer rollback`` for a fleet whose registry is trusted).
+    trust_registry_pin: bool = False
+    #: Hard cap on a model file, enforced while it is read.
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
     state_dir: Path = field(default_factory=default_state_dir)
     model_poll_s: float = 2.0
     model_wait_s: float = 60.0
@@ -72,6 +86,9 @@ class AgentConfig:
     # Health and metrics.
     metrics_port: int = DEFAULT_METRICS_PORT
     metrics_host: str = "0.0.0.0"
+    #: /healthz fails when the pipeline loop has not started a step for this long; None =
+    #: max_poll_interval_ms + 30 s (see :meth:`stall_limit_s`).
+    stall_timeout_s: float | None = None
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def __post_init__(self) -> None:
@@ -86,6 +103,17 @@ class AgentConfig:
     def group_for(self, model_name: str) -> str:
         """The consumer group: the configured one, else ``edgeinfer-<model>``."""
         return self.group or f"edgeinfer-{model_name}"
+
+    def stall_limit_s(self) -> float:
+        """How long the pipeline loop may go without starting a step before /healthz fails.
+
+        Default: ``max_poll_interval_ms`` (the work between two polls may legitimately take
+        that long; beyond it Kafka drops the member from its group anyway) plus one producer
+        flush (15 s) and one commit (10 s), plus 5 s of margin.
+        """
+        if self.stall_timeout_s is not None:
+            return self.stall_timeout_s
+        return self.max_poll_interval_ms / 1000.0 + STALL_MARGIN_S
 
     def describe(self) -> dict[str, Any]:
         """The effective settings for the start-up log line (secrets masked)."""
@@ -119,6 +147,7 @@ def _validate(c: AgentConfig) -> None:
         "fetch_max_wait_ms",
         "max_poll_interval_ms",
         "max_message_bytes",
+        "max_model_bytes",
     )
     for name in positive_ints:
         if getattr(c, name) < 1:
@@ -134,6 +163,7 @@ def _validate(c: AgentConfig) -> None:
                 f"fix --{_flag(name)} or {env_name(name)}"
             )
             raise AgentConfigError(msg)
+    _validate_supply(c)
     if c.client not in CLIENTS:
         msg = (
             f"client must be one of {', '.join(CLIENTS)}, got {c.client!r}; "
@@ -159,6 +189,30 @@ def _validate(c: AgentConfig) -> None:
             raise AgentConfigError(msg)
     if c.input_topic and c.input_topic in (c.output_topic, c.deadletter_topic):
         msg = f"input topic {c.input_topic!r} equals an output topic: the agent would loop"
+        raise AgentConfigError(msg)
+
+
+def _validate_supply(c: AgentConfig) -> None:
+    """Versions and the stall limit: the model supply's settings."""
+    for name in ("pin", "min_version"):
+        value = getattr(c, name)
+        if value is not None and not is_valid_component(value):
+            msg = (
+                f"{name} {value!r} is not a version (letters, digits, '.', '_', '+', '-'); "
+                f"fix --{_flag(name)} or {env_name(name)}"
+            )
+            raise AgentConfigError(msg)
+    if c.pin and c.min_version and version_key(c.pin) < version_key(c.min_version):
+        msg = (
+            f"pin {c.pin} is below min_version {c.min_version}: nothing below it runs; "
+            f"lower --min-version ({env_name('min_version')}) or pin another version"
+        )
+        raise AgentConfigError(msg)
+    if c.stall_timeout_s is not None and c.stall_timeout_s <= 0:
+        msg = (
+            f"stall_timeout_s must be > 0, got {c.stall_timeout_s}; fix --stall-timeout-s or "
+            f"{env_name('stall_timeout_s')} (unset: max_poll_interval_ms + 30 s)"
+        )
         raise AgentConfigError(msg)
 
 
@@ -190,6 +244,16 @@ def _to_float(value: Any) -> float:
     return float(value)
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLEANS.update({"0": False, "false": False, "no": False, "off": False})
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return _BOOLEANS[str(value).strip().lower()]  # KeyError: not a boolean
+
+
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "bundle": _to_path,
     "registry": _to_path,
@@ -202,6 +266,10 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "fetch_max_wait_ms": _to_int,
     "max_poll_interval_ms": _to_int,
     "max_message_bytes": _to_int,
+    "max_model_bytes": _to_int,
+    "allow_unsigned": _to_bool,
+    "trust_registry_pin": _to_bool,
+    "stall_timeout_s": _to_float,
     "metrics_port": _to_int,
     "max_latency_ms": _to_float,
     "device_idle_s": _to_float,
@@ -216,7 +284,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     convert = _CONVERTERS.get(name, str)
     try:
         return convert(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         msg = f"{name} from {source} has the wrong type: {value!r}"
         raise AgentConfigError(msg) from None
 

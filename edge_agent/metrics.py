@@ -53,6 +53,10 @@ E2E_BUCKETS = (
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 SWAP_RESULTS = ("ok", "refused", "rollback")
+#: Who moved the agent below the highest version it verified (anti-rollback).
+DOWNGRADE_BY = ("pin", "registry_pin", "rollback")
+#: Why a move below it was refused.
+DOWNGRADE_BLOCKED = ("registry_pin", "older_version")
 
 
 class AgentMetrics:
@@ -115,6 +119,25 @@ class AgentMetrics:
             "edge_agent_model_swaps_total",
             "Model changes by result: ok (switched), refused (kept the old), rollback.",
             ["result"],
+            registry=registry,
+        )
+        self.model_unsigned_allowed = Gauge(
+            "edge_agent_model_unsigned_allowed",
+            "1 when the agent runs unsigned bundles too (--allow-unsigned), else 0.",
+            registry=registry,
+        )
+        self.model_downgrades = Counter(
+            "edge_agent_model_downgrades_total",
+            "Moves below the highest version this agent verified, by who made them: pin "
+            "(--pin), registry_pin (pin file, --trust-registry-pin), rollback (in-process).",
+            ["by"],
+            registry=registry,
+        )
+        self.model_downgrades_blocked = Counter(
+            "edge_agent_model_downgrades_blocked_total",
+            "Moves below the highest version this agent verified that it refused: "
+            "registry_pin (an untrusted pin file) or older_version (only older ones offered).",
+            ["reason"],
             registry=registry,
         )
         self.windows_open = Gauge(
@@ -181,6 +204,10 @@ class AgentMetrics:
         self.model_rollbacks.labels(reason="bad_model_output")
         for result in SWAP_RESULTS:
             self.model_swaps.labels(result=result)
+        for by in DOWNGRADE_BY:
+            self.model_downgrades.labels(by=by)
+        for reason in DOWNGRADE_BLOCKED:
+            self.model_downgrades_blocked.labels(reason=reason)
         self.runtime_fallback.labels(reason="xnnpack_invoke_failed")
         for reason in ("capacity", "idle"):
             self.windows_evicted.labels(reason=reason)

@@ -1,20 +1,25 @@
 """The model store: which model the agent serves, and safe switches between versions.
 
 A candidate version goes through, in order: fetch from the source, sha256 and Ed25519
-signature (:func:`stream.bundle.verify_bundle`; with a public key, unsigned bundles are
-refused), name/task/shape checks, a test load in a child process
-(:mod:`edge_agent.probe`: a corrupt model that crashes LiteRT kills the child, not the
-agent; skipped when the same bytes passed it before on this installation, see
-:class:`~edge_agent.probe.ProbeCache`), then the load in this process from the very bytes
-that were verified. Anything that fails is refused: logged, counted
-(``edge_agent_model_swaps_total{result="refused"}``), remembered so it is not retried on
-every poll, and the current model keeps serving.
+signature (:class:`stream.bundle.TrustPolicy`: unsigned bundles are refused unless the
+agent runs with ``--allow-unsigned``; the model file is read once, bounded), name/task/shape
+checks, a test load in a child process (:mod:`edge_agent.probe`: a corrupt model that
+crashes LiteRT kills the child, not the agent; skipped when the same bytes passed it before
+on this installation, see :class:`~edge_agent.probe.ProbeCache`), then the load in this
+process from the very bytes that were verified. Anything that fails is refused: logged,
+counted (``edge_agent_model_swaps_total{result="refused"}``), remembered so it is not
+retried on every poll, and the current model keeps serving.
 
 Which version: a pin wins (``--pin``, then an in-process :meth:`ModelStore.rollback`, then
 the registry's ``pinned`` file written by ``edgeinfer rollback``/``pin``), else the newest
-version that was not refused. :meth:`ModelStore.poll` is cheap and never blocks on a
-candidate: the checks run on a worker thread and the ready model is handed over at a later
-poll, for the caller to switch to between batches. See docs/models.md.
+version that was not refused. Anti-rollback (:mod:`edge_agent.version_floor`): nothing
+below the highest version this installation verified and served (or ``--min-version``) is
+picked on the store's own account; the registry's unsigned pin file may go below it only
+with ``--trust-registry-pin``; ``--pin`` and :meth:`ModelStore.rollback` may, and are
+logged and counted (``edge_agent_model_downgrades_total{by}``). :meth:`ModelStore.poll` is
+cheap and never blocks on a candidate: the checks run on a worker thread and the ready
+model is handed over at a later poll, for the caller to switch to between batches. See
+docs/models.md.
 """
 
 from __future__ import annotations
@@ -22,16 +27,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.exceptions import AgentError, ModelLoadError, ModelRefusedError, NoModelError
+from edge_agent.exceptions import (
+    AgentConfigError,
+    AgentError,
+    ModelLoadError,
+    ModelRefusedError,
+    NoModelError,
+)
 from edge_agent.probe import CACHE_DIR, DEFAULT_TIMEOUT_S, ProbeCache, Prober
 from edge_agent.runtime import Runtime, check_against_manifest, load_runtime
 from edge_agent.sources import BundleDirSource, ModelSource
-from stream.bundle import MODEL_FILE, Manifest, sha256_hex, verify_bundle
+from edge_agent.version_floor import VersionFloor
+from stream.bundle import DEFAULT_MAX_MODEL_BYTES, MODEL_FILE, Manifest, TrustPolicy
 from stream.exceptions import BundleError
 from stream.preprocessing import ImagePreprocessing, Preprocessing
 from stream.registry import version_key
@@ -73,23 +86,43 @@ class ModelStore:
         *,
         source: ModelSource,
         model_name: str | None,
-        public_key: Ed25519PublicKey | None,
+        public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
         num_threads: int,
         pinned_version: str | None,
         metrics: Any | None,
         state_dir: Path,
+        allow_unsigned: bool = False,
+        max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+        min_version: str | None = None,
+        trust_registry_pin: bool = False,
         probe_timeout_s: float = DEFAULT_TIMEOUT_S,
         keep: int = 2,
         prober: Prober | None = None,
     ) -> None:
-        """``prober`` runs the child test loads (default: one caching passes in
-        ``state_dir/probe-cache``); the agent passes the one it started a test load with."""
+        """``public_key`` is the trusted key (or keys, during a rotation); without one the
+        store refuses to start unless ``allow_unsigned``. ``prober`` runs the child test
+        loads (default: one caching passes in ``state_dir/probe-cache``); the agent passes
+        the one it started a test load with."""
+        keys = () if public_key is None else tuple(_as_sequence(public_key))
+        if not keys and not allow_unsigned:
+            msg = (
+                "no public key: the agent runs only bundles signed by a trusted key. Pass "
+                "--public-key PATH (EDGE_PUBLIC_KEY: the .pub file of `edgeinfer keys "
+                "generate`, or a folder of .pub files), or --allow-unsigned "
+                "(EDGE_ALLOW_UNSIGNED=1) to run unsigned bundles (development only)"
+            )
+            raise AgentConfigError(msg)
+        self.trust = TrustPolicy(
+            keys=keys, allow_unsigned=allow_unsigned, max_model_bytes=max_model_bytes
+        )
         self.source = source
+        source.attach(self.trust)
         self.model_name = model_name
-        self.public_key = public_key
         self.num_threads = num_threads
         self.metrics = metrics
         self.state_dir = Path(state_dir)
+        self.floor = VersionFloor(self.state_dir, min_version=min_version)
+        self.trust_registry_pin = trust_registry_pin
         self.probe_timeout_s = probe_timeout_s
         self.keep = max(keep, 1)
         self.prober = (
@@ -110,7 +143,18 @@ class ModelStore:
         self._pending_version: str | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-store")
         self._warned_pin: str | None = None
+        #: What chose the last target: None (the newest), "pin", "rollback", "registry_pin".
+        self._target_by: str | None = None
+        self._blocked_pin: str | None = None
+        self._blocked_version: str | None = None
         self.refused_count = 0
+        if metrics is not None:
+            metrics.model_unsigned_allowed.set(1 if allow_unsigned else 0)
+        if allow_unsigned:
+            logger.warning(
+                "unsigned bundles are allowed (--allow-unsigned): anyone who can write to "
+                "the model source can run a model on this agent; development only"
+            )
 
     # ------------------------------------------------------------- public API
 
@@ -130,14 +174,20 @@ class ModelStore:
                 with self._lock:
                     target = self._target()
                     while target is not None:
+                        by = self._target_by
                         model = self._prepare(target, self.source.fingerprint(target))
                         if model is not None:
-                            self._handed = self._switch(model, result=None)
+                            self._handed = self._switch(model, result=None, by=by)
                             return model
                         target = self._target()
-                if isinstance(self.source, BundleDirSource) and self._refused:
+                if isinstance(self.source, BundleDirSource) and (
+                    self._refused or self._blocked_version
+                ):
                     reasons = "; ".join(r for _, r in self._refused.values())
-                    msg = f"the model in {self.source.description} was refused: {reasons}"
+                    msg = (
+                        f"the model in {self.source.description} was refused: "
+                        f"{reasons or self._floor_message()}"
+                    )
                     raise ModelRefusedError(msg)
             now = time.monotonic()
             if now >= deadline:
@@ -200,7 +250,7 @@ class ModelStore:
             self._pending, version = None, self._pending_version
             model = pending.result()
             if model is not None and target == version and self._current_version() != version:
-                return self._switch(model, result=self._swap_result(model))
+                return self._switch(model, result=self._swap_result(model), by=self._target_by)
             if model is not None:
                 model.runtime.close()
         if target is None or target == self._current_version():
@@ -212,7 +262,7 @@ class ModelStore:
             and previous.version == target
             and self._fingerprints.get(target) == fingerprint
         ):
-            return self._switch(previous, result=self._swap_result(previous))
+            return self._switch(previous, result=self._swap_result(previous), by=self._target_by)
         self._pending_version = target
         self._pending = self._executor.submit(self._prepare, target, fingerprint)
         return None
@@ -221,21 +271,29 @@ class ModelStore:
         """Serve the previous version again (kept loaded), and stay on it: it becomes pinned
         in this process until :meth:`unpin` (the registry's pin file is not touched).
 
-        The serving loop gets the rolled-back model from its next :meth:`poll`.
+        The agent's own decision (the pipeline calls it when the served model fails its
+        health gate), so anti-rollback does not stand in the way: the floor drops to the
+        previous version, and the version left is not picked again by itself after a
+        restart (see :mod:`edge_agent.version_floor`). The serving loop gets the
+        rolled-back model from its next :meth:`poll`.
         """
         with self._lock:
             if self._previous is None or self._current is None:
                 msg = "no previous model version to roll back to: only one was ever loaded"
                 raise NoModelError(msg)
-            target = self._previous
+            target, left = self._previous, self._current
             self._rollback_pin = target.version
             logger.warning(
                 'rolling back model="%s" from_version="%s" to_version="%s"',
                 target.name,
-                self._current.version,
+                left.version,
                 target.version,
             )
-            return self._switch(target, result="rollback")
+            model = self._switch(target, result="rollback", by="rollback")
+            self.floor.rolled_back(
+                target.name, from_version=left.version, to_version=target.version
+            )
+            return model
 
     def pin(self, version: str) -> None:
         """Pin this process to ``version`` (as ``--pin``); the next poll switches to it."""
@@ -243,10 +301,12 @@ class ModelStore:
             self._pin = version
 
     def unpin(self) -> None:
-        """Forget ``--pin`` and any rollback pin: follow the source's pin or newest again."""
+        """Forget ``--pin`` and any rollback pin: follow the source's pin or newest again
+        (versions rolled back from included)."""
         with self._lock:
             self._pin = None
             self._rollback_pin = None
+            self.floor.forget_rollbacks(self._name())
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -262,10 +322,47 @@ class ModelStore:
     def _current_version(self) -> str | None:
         return self._current.version if self._current is not None else None
 
+    def _name(self) -> str | None:
+        current = self._current
+        return self.model_name or (current.name if current else None) or self.source.model_name()
+
+    def _pin_choice(self) -> tuple[str | None, str | None]:
+        """``(version, by)``: the pin that applies, and who set it."""
+        if self._pin:
+            return self._pin, "pin"
+        if self._rollback_pin:
+            return self._rollback_pin, "rollback"
+        pinned = self.source.pinned()
+        if pinned is None or self._registry_pin_allowed(pinned):
+            return pinned, "registry_pin" if pinned else None
+        return None, None
+
+    def _registry_pin_allowed(self, pinned: str) -> bool:
+        """The registry's pin file is unsigned: it may hold or advance the agent, but move it
+        below the floor only with ``--trust-registry-pin`` (and never below --min-version)."""
+        if not self.floor.is_below(self._name(), pinned):
+            return True
+        if self.trust_registry_pin and not self.floor.below_min(pinned):
+            return True
+        if self._blocked_pin != pinned:
+            self._blocked_pin = pinned
+            logger.warning(
+                'ignoring the registry pin model="%s" version="%s" highest_verified="%s": it '
+                "is below the version this agent verified; an operator allows that with "
+                "--trust-registry-pin (EDGE_TRUST_REGISTRY_PIN=1) or --pin VERSION",
+                self._name() or "?",
+                pinned,
+                self.floor.floor(self._name()),
+            )
+            if self.metrics is not None:
+                self.metrics.model_downgrades_blocked.labels(reason="registry_pin").inc()
+        return False
+
     def _target(self) -> str | None:
-        """The version to serve: a pin, else the newest version not refused."""
+        """The version to serve: a pin, else the newest version not refused and not below
+        the anti-rollback floor."""
         versions = self.source.versions()
-        pin = self._pin or self._rollback_pin or self.source.pinned()
+        pin, self._target_by = self._pin_choice()
         if pin is not None:
             if pin not in versions:
                 if self._warned_pin != pin:
@@ -278,8 +375,37 @@ class ModelStore:
                     )
                 return None
             return None if self._is_refused(pin) else pin
-        candidates = [v for v in versions if not self._is_refused(v)]
-        return candidates[-1] if candidates else None
+        name = self._name()
+        left = self.floor.rolled_back_from(name)
+        usable = [v for v in versions if not self._is_refused(v) and v not in left]
+        candidates = [v for v in usable if not self.floor.is_below(name, v)]
+        if candidates:
+            return candidates[-1]
+        if usable and usable[-1] != self._current_version():
+            self._note_blocked(usable[-1])
+        return None
+
+    def _note_blocked(self, version: str) -> None:
+        if self._blocked_version == version:
+            return
+        self._blocked_version = version
+        logger.warning(
+            'model downgrade refused model="%s" version="%s" %s',
+            self._name() or "?",
+            version,
+            self._floor_message(),
+        )
+        if self.metrics is not None:
+            self.metrics.model_downgrades_blocked.labels(reason="older_version").inc()
+
+    def _floor_message(self) -> str:
+        name = self._name()
+        where = self.floor.path(name) if name else self.floor.folder
+        return (
+            f"versions below {self.floor.floor(name)} are not run: it is the highest version "
+            f"this agent verified (anti-rollback, {where}) or --min-version; an operator runs "
+            "an older one with --pin VERSION"
+        )
 
     def _is_refused(self, version: str) -> bool:
         if self._current is not None and version == self._current.version:
@@ -294,7 +420,20 @@ class ModelStore:
             return "rollback"
         return "ok"
 
-    def _switch(self, model: LoadedModel, *, result: str | None) -> LoadedModel:
+    def _switch(self, model: LoadedModel, *, result: str | None, by: str | None) -> LoadedModel:
+        """Serve ``model``; ``by`` says which pin chose it (None: the newest version)."""
+        if self.floor.is_below(model.name, model.version):
+            logger.warning(
+                'model downgrade by="%s" model="%s" version="%s" highest_verified="%s"',
+                by or "?",
+                model.name,
+                model.version,
+                self.floor.floor(model.name),
+            )
+            if self.metrics is not None:
+                self.metrics.model_downgrades.labels(by=by or "pin").inc()
+        elif by != "rollback":
+            self.floor.served(model.name, model.version)
         old = self._current
         if old is not None and old is not model:
             evicted = self._previous
@@ -352,7 +491,8 @@ class ModelStore:
 
     def _load_checked(self, version: str) -> LoadedModel:
         path = self.source.fetch(version)
-        manifest = verify_bundle(path, public_key=self.public_key).manifest
+        bundle = self.trust.verify_bundle(path)
+        manifest = bundle.manifest
         if manifest.version != version:
             msg = f"{path} is listed as version {version} but its manifest says {manifest.version}"
             raise ModelRefusedError(msg)
@@ -367,10 +507,7 @@ class ModelStore:
                 f"{current.manifest.task}: restart the agent to change the task"
             )
             raise ModelRefusedError(msg)
-        model = (path / MODEL_FILE).read_bytes()
-        if sha256_hex(model) != manifest.model_sha256:
-            msg = f"{path / MODEL_FILE} changed after it was verified: refused"
-            raise ModelRefusedError(msg)
+        model = bundle.model_bytes()  # the very bytes that were verified, not a second read
         what = f"{manifest.name} {version} ({path / MODEL_FILE})"
         probe = self.prober.probe(
             model,
@@ -411,12 +548,20 @@ class ModelStore:
         pin = self._pin or self.source.pinned()
         if pin:
             parts.append(f"pinned to {pin}")
+        if self._blocked_version or self._blocked_pin:
+            parts.append(self._floor_message())
         if self._refused:
             parts.append("refused: " + "; ".join(f"{v}: {r}" for v, r in self._refused.values()))
         if self.source.last_error:
             parts.append(f"source: {self.source.last_error}")
         parts.append("publish a bundle with `edgeinfer publish` or raise --model-wait-s")
         return "; ".join(parts)
+
+
+def _as_sequence(
+    key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
+) -> Sequence[Ed25519PublicKey]:
+    return key if isinstance(key, Sequence) else [key]
 
 
 def _check_preprocessing(manifest: Manifest, runtime: Runtime) -> None:

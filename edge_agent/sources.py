@@ -2,9 +2,12 @@
 
 A :class:`ModelSource` lists the versions it can provide (oldest first, in the registry's
 natural order), may name a pinned version, and hands out a local bundle folder for a
-version. It does not verify anything: :class:`edge_agent.model_store.ModelStore` verifies the
-hash and signature, test-loads in a child process and decides what to switch to.
-``refresh()`` is cheap and never blocks; the store calls it between batches.
+version. :class:`edge_agent.model_store.ModelStore` verifies the hash and signature,
+test-loads in a child process and decides what to switch to; it hands the source its
+:class:`~stream.bundle.TrustPolicy` (:attr:`ModelSource.trust`) so that a source that copies
+bundles (the ``models`` topic) checks a copy before it replaces a verified one, and refuses
+unsigned announcements as they arrive. ``refresh()`` is cheap and never blocks; the store
+calls it between batches.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from stream.bundle import MANIFEST_FILE, MODEL_FILE, read_manifest
+from stream.bundle import MANIFEST_FILE, MODEL_FILE, TrustPolicy, read_manifest
 from stream.exceptions import BundleError, EdgeInferError
 from stream.registry import Announcement, Registry, materialize, parse_announcement, version_key
 from stream.settings import KafkaSettings
@@ -47,6 +50,12 @@ class ModelSource(ABC):
     description: str
     #: The last problem the source met (unreadable manifest, broker away), for error messages.
     last_error: str | None = None
+    #: What may be trusted (keys, unsigned or not, size cap): the model store's, see attach().
+    trust: TrustPolicy = TrustPolicy()
+
+    def attach(self, trust: TrustPolicy) -> None:
+        """Called by the model store that reads this source, with its trust policy."""
+        self.trust = trust
 
     def refresh(self) -> None:  # noqa: B027  sources without state need nothing
         """Pick up new versions (cheap, non-blocking)."""
@@ -62,6 +71,10 @@ class ModelSource(ABC):
     def ready(self) -> bool:
         """True once the source has seen what it has to offer (the topic is read to its end)."""
         return True
+
+    @abstractmethod
+    def model_name(self) -> str | None:
+        """The model's name when the source knows it (a bundle folder: from its manifest)."""
 
     def fingerprint(self, version: str) -> str:
         """Identifies the content of ``version``: a refusal is remembered for this content."""
@@ -86,7 +99,11 @@ class BundleDirSource(ModelSource):
         self.description = f"bundle {self.path}"
         self._key: tuple[int, int, int] | None = None
         self._version: str | None = None
+        self._name: str | None = None
         self.refresh()
+
+    def model_name(self) -> str | None:
+        return self._name
 
     def refresh(self) -> None:
         key = _stat_key(self.path / MANIFEST_FILE)
@@ -94,7 +111,8 @@ class BundleDirSource(ModelSource):
             return
         self._key = key
         try:
-            self._version = read_manifest(self.path).version
+            manifest = read_manifest(self.path)
+            self._version, self._name = manifest.version, manifest.name
             self.last_error = None
         except BundleError as exc:
             self._version = None
@@ -149,6 +167,9 @@ class RegistrySource(ModelSource):
     def versions(self) -> list[str]:
         return list(self._versions)
 
+    def model_name(self) -> str:
+        return self.name
+
     def pinned(self) -> str | None:
         return self._pinned
 
@@ -167,9 +188,11 @@ class RegistrySource(ModelSource):
 class ModelsTopicSource(ModelSource):
     """Follows the ``models`` topic: the latest announcement of each version of ``name``.
 
-    A background thread owns a kafka-python consumer without a group (every partition
-    assigned, read from the beginning), so a broker that is away never blocks the agent
-    (kafka-python's metadata calls wait without a deadline). Announced bundles are written
+    A background thread, started when the model store attaches its trust policy (an
+    announcement is checked as it arrives), owns a kafka-python consumer without a group
+    (every partition assigned, read from the beginning), so a broker that is away never
+    blocks the agent (kafka-python's metadata calls wait without a deadline). Announced
+    bundles are written
     into ``cache_dir/<version>/`` when fetched; :meth:`retain` keeps only the ones in use
     (the current and the previous version). Bundles cached by an earlier run are offered
     too, so a device restarting without its broker still starts with its last model.
@@ -203,7 +226,12 @@ class ModelsTopicSource(ModelSource):
         #: Announcements that could not be parsed (logged; counted here).
         self.rejected = 0
         self._thread = threading.Thread(target=self._run, name=f"models-topic-{name}", daemon=True)
-        self._thread.start()
+
+    def attach(self, trust: TrustPolicy) -> None:
+        """Start reading the topic, now that announcements can be checked on arrival."""
+        super().attach(trust)
+        if not self._thread.is_alive() and not self._stop.is_set():
+            self._thread.start()
 
     # ------------------------------------------------------------ cache on disk
 
@@ -238,6 +266,9 @@ class ModelsTopicSource(ModelSource):
             names = set(self._announcements) | set(self._cached)
         return sorted(names, key=version_key)
 
+    def model_name(self) -> str:
+        return self.name
+
     def ready(self) -> bool:
         return self._caught_up.is_set()
 
@@ -245,23 +276,44 @@ class ModelsTopicSource(ModelSource):
         with self._lock:
             entry = self._announcements.get(version)
             cached = self._cached.get(version)
+        if cached is not None:  # fetch() prefers the cached copy while it verifies
+            folder = self.cache_dir / version
+            stats = f"{_stat_key(folder / MANIFEST_FILE)}:{_stat_key(folder / MODEL_FILE)}"
+            return f"{version}:cached:{cached}:{stats}"
         if entry is not None:
             manifest = json.dumps(entry[0].manifest, sort_keys=True).encode()
             return f"{version}:announced:{hashlib.sha256(manifest).hexdigest()}"
-        return f"{version}:cached:{cached}"
+        return f"{version}:gone"
 
     def fetch(self, version: str) -> Path:
+        """The cached copy of ``version`` while it verifies (a version is immutable: a later
+        announcement of the same version cannot replace a verified copy), else the
+        announcement, materialized and verified before it replaces anything."""
         with self._lock:
             entry = self._announcements.get(version)
             cached = self._cached.get(version)
         dest = self.cache_dir / version
+        if cached is not None and (dest / MANIFEST_FILE).is_file():
+            try:
+                self.trust.verify_bundle(dest)
+                return dest
+            except BundleError as exc:
+                if entry is None:
+                    raise
+                logger.warning(
+                    'cached bundle no longer verifies, fetching the announcement model="%s" '
+                    'version="%s" error="%s"',
+                    self.name,
+                    version,
+                    exc,
+                )
         if entry is None:
-            if cached is None or not (dest / MANIFEST_FILE).is_file():
-                msg = f"{self.name} version {version} was not announced on {self.topic!r}"
-                raise BundleError(msg)
-            return dest
+            msg = f"{self.name} version {version} was not announced on {self.topic!r}"
+            raise BundleError(msg)
         ann = entry[0]
-        path = materialize(ann, dest)
+        path = materialize(
+            ann, dest, max_bytes=self.trust.max_model_bytes, verify=self.trust.verify_bundle
+        )
         with self._lock:
             self._cached[version] = str(ann.manifest.get("model_sha256", ""))
         return path
@@ -278,6 +330,8 @@ class ModelsTopicSource(ModelSource):
 
     def close(self) -> None:
         self._stop.set()
+        if self._thread.ident is None:  # never attached: nothing was started
+            return
         self._thread.join(timeout=2.0)
         if self._thread.is_alive():  # a daemon, blocked in a kafka-python call; it ends soon
             logger.debug('models topic reader still stopping topic="%s"', self.topic)
@@ -368,6 +422,20 @@ class ModelsTopicSource(ModelSource):
             )
             return
         if ann.name != self.name:
+            return
+        try:  # refused here, an unsigned announcement cannot evict a real one from the table
+            self.trust.verify_manifest(ann.manifest, what=f"model announcement {ann.version}")
+        except BundleError as exc:
+            self.rejected += 1
+            logger.warning(
+                'untrusted model announcement topic="%s" partition=%d offset=%d version="%s" '
+                'error="%s"',
+                record.topic,
+                record.partition,
+                record.offset,
+                ann.version,
+                exc,
+            )
             return
         with self._lock:
             self._announcements[ann.version] = (ann, record.partition, record.offset)

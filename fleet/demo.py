@@ -222,6 +222,10 @@ class Demo:
             str(port),
             "--public-key",
             str(self.work / "keys" / "edgeinfer.pub"),
+            # a fresh state per run: the anti-rollback floor of the last run (digits v2)
+            # must not stop this run's agents from starting on v1
+            "--state-dir",
+            str(self.work / "agent-state" / agent_id),
             "--bootstrap-servers",
             settings.bootstrap_servers,
         ]
@@ -298,6 +302,7 @@ class Demo:
         for sub in ("keys", "logs", "train"):
             (self.work / sub).mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.work / "registry", ignore_errors=True)
+        shutil.rmtree(self.work / "agent-state", ignore_errors=True)
         if not (self.work / "keys" / "edgeinfer.key").exists():
             generate_keys(
                 self.work / "keys" / "edgeinfer.key", self.work / "keys" / "edgeinfer.pub"

@@ -40,6 +40,8 @@ class Scrape:
     model: str = "-"
     version: str = "-"
     agent_id: str = "-"
+    #: The agent runs unsigned bundles too (--allow-unsigned).
+    unsigned_allowed: bool = False
     #: cumulative buckets: upper bound -> count, per histogram name
     buckets: dict[str, dict[float, float]] = field(default_factory=dict)
     error: str = ""
@@ -70,6 +72,8 @@ def parse_metrics(text: str, *, url: str, at: float) -> Scrape:
                 s.version = labels.get("version", "-")
             elif name == f"{PREFIX}info":
                 s.agent_id = labels.get("agent_id", s.agent_id)
+            elif name == f"{PREFIX}model_unsigned_allowed":
+                s.unsigned_allowed = value >= 1
             elif name.endswith("_bucket") and name.startswith(PREFIX):
                 hist = name[len(PREFIX) : -len("_bucket")]
                 bound = float(labels.get("le", "inf"))
@@ -134,6 +138,7 @@ class Row:
     infer_p99_ms: float | None
     e2e_p50_ms: float | None
     e2e_p99_ms: float | None
+    unsigned_allowed: bool = False
 
 
 def make_row(new: Scrape, old: Scrape | None) -> Row:
@@ -167,6 +172,7 @@ def make_row(new: Scrape, old: Scrape | None) -> Row:
         infer_p99_ms=q("inference_duration_seconds", 0.99),
         e2e_p50_ms=q("e2e_latency_seconds", 0.5),
         e2e_p99_ms=q("e2e_latency_seconds", 0.99),
+        unsigned_allowed=new.unsigned_allowed,
     )
 
 
@@ -188,6 +194,7 @@ def render(rows: Sequence[Row], *, title: str = "edgeinfer top") -> str:
             f"{r.in_rate:>8.1f} {r.out_rate:>8.1f} {r.produced:>8.0f} {r.deadletters:>6.0f} "
             f"{r.lag:>6.0f} {_fmt(r.infer_p50_ms):>8} {_fmt(r.infer_p99_ms):>8} "
             f"{_fmt(r.e2e_p50_ms):>8} {_fmt(r.e2e_p99_ms):>8}"
+            + ("  UNSIGNED" if r.unsigned_allowed else "")
         )
     tot_in = sum(r.in_rate for r in rows)
     tot_out = sum(r.out_rate for r in rows)
@@ -197,6 +204,12 @@ def render(rows: Sequence[Row], *, title: str = "edgeinfer top") -> str:
         f"out {tot_out:.1f}/s, dead letters {sum(r.deadletters for r in rows):.0f} "
         "(latencies in ms)"
     )
+    unsigned = sum(r.unsigned_allowed for r in rows)
+    if unsigned:
+        lines.append(
+            f"UNSIGNED: {unsigned} agent(s) run unsigned bundles (--allow-unsigned): anyone who "
+            "can write their model source runs code of their choice there"
+        )
     return "\n".join(lines)
 
 

@@ -19,7 +19,9 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     )
 
     from stream.preprocessing import Preprocessing
+    from stream.reference import Reference
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,13 @@ MANIFEST_FILE = "manifest.json"
 Variant = Literal["float32", "float16", "dynamic", "int8"]
 VARIANTS: tuple[Variant, ...] = ("float32", "float16", "dynamic", "int8")
 Task = Literal["image-classification", "sequence-classification"]
+#: A manifest is a few KB: a larger ``manifest.json`` is refused unread.
+MAX_MANIFEST_BYTES = 1 << 20
+#: The default hard cap on a model file (the agent's ``--max-model-bytes``): a device has
+#: 0.5-4 GB and holds two models plus a test load; the largest edge models are ~100 MB.
+DEFAULT_MAX_MODEL_BYTES = 256 << 20
+_CHUNK = 1 << 20
+MODEL_CAP_FIX = "raise --max-model-bytes if such models are expected"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,10 +99,17 @@ class Manifest:
     created_at: str = ""
     format_version: int = FORMAT_VERSION
     signature: dict[str, str] | None = None
+    #: The training data's reference statistics (docs/wire-format.md); None in bundles
+    #: written before they existed, and then left out of the JSON (and of the signed bytes).
+    reference: Reference | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["preprocessing"] = self.preprocessing.to_dict()
+        if self.reference is None:
+            del data["reference"]
+        else:
+            data["reference"] = self.reference.to_dict()
         return data
 
     def signed_payload(self) -> bytes:
@@ -122,10 +139,25 @@ class Manifest:
                 created_at=str(data.get("created_at", "")),
                 format_version=int(data.get("format_version", FORMAT_VERSION)),
                 signature=data.get("signature"),
+                reference=_reference(data),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             msg = f"manifest is missing or has a malformed field: {exc!r}"
             raise BundleError(msg) from exc
+
+
+def _reference(data: dict[str, Any]) -> Reference | None:
+    """The optional ``reference``, checked against the preprocessing's kind and channels."""
+    from stream.preprocessing import preprocessing_from_dict
+    from stream.reference import Reference
+
+    raw = data.get("reference")
+    if raw is None:
+        return None
+    reference = Reference.from_dict(raw)
+    prep = preprocessing_from_dict(data["preprocessing"])
+    reference.check_fits(prep.kind, prep.channels)
+    return reference
 
 
 @dataclass(frozen=True)
@@ -134,17 +166,87 @@ class Bundle:
 
     path: Path
     manifest: Manifest
+    #: The model bytes :func:`verify_bundle` checked (None for a bundle only written):
+    #: whoever loads the model uses these, never a second read of a file that may change.
+    verified_model: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def model_path(self) -> Path:
         return self.path / MODEL_FILE
 
     def model_bytes(self) -> bytes:
-        return self.model_path.read_bytes()
+        if self.verified_model is not None:
+            return self.verified_model
+        return read_bounded(self.model_path, max_bytes=DEFAULT_MAX_MODEL_BYTES, what="model")
 
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_bounded(
+    path: Path,
+    *,
+    max_bytes: int,
+    what: str,
+    expected_size: int | None = None,
+    fix: str = "",
+) -> bytes:
+    """The bytes of the regular file ``path``: at most ``max_bytes``, and exactly
+    ``expected_size`` when given; :class:`BundleError` otherwise.
+
+    Nothing unbounded is read: the file is opened without blocking (a FIFO cannot hang the
+    reader) and checked on the open descriptor (a device such as ``/dev/zero``, a FIFO, a
+    socket or a directory, also behind a symlink, is refused before a byte is read); the cap
+    is enforced while reading, so a file that grows meanwhile is cut off and refused.
+    A missing file raises :class:`FileNotFoundError`; ``fix`` is added to the message of a
+    file over the cap.
+    """
+    hint = f" ({fix})" if fix else ""
+    limit = max_bytes if expected_size is None else min(expected_size, max_bytes)
+    if expected_size is not None and expected_size > max_bytes:
+        msg = (
+            f"{what} {path} is announced as {expected_size} bytes, over the cap of {max_bytes}: "
+            f"refused{hint}"
+        )
+        raise BundleError(msg)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        msg = f"cannot read {what} {path}: {exc.strerror or exc}"
+        raise BundleError(msg) from exc
+    mode = os.fstat(fd)
+    if not stat.S_ISREG(mode.st_mode):
+        os.close(fd)
+        msg = f"{what} {path} is not a regular file (a device, FIFO, socket or folder): refused"
+        raise BundleError(msg)
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        if expected_size is not None and mode.st_size != expected_size:
+            raise BundleError(_size_mismatch(what, path, mode.st_size, expected_size))
+        if mode.st_size > limit:
+            msg = f"{what} {path} is {mode.st_size} bytes, over the cap of {limit}: refused{hint}"
+            raise BundleError(msg)
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := fh.read(max(0, min(_CHUNK, limit + 1 - total))):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                msg = f"{what} {path} grew beyond {limit} bytes while read: refused{hint}"
+                raise BundleError(msg)
+    data = b"".join(chunks)
+    if expected_size is not None and len(data) != expected_size:
+        raise BundleError(_size_mismatch(what, path, len(data), expected_size))
+    return data
+
+
+def _size_mismatch(what: str, where: object, size: int, expected: int) -> str:
+    return (
+        f"{what} {where} is {size} bytes, which does not match the manifest's model_size "
+        f"{expected}: refused (altered or truncated)"
+    )
 
 
 def now_version() -> str:
@@ -210,6 +312,21 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
+def load_public_keys(path: Path) -> list[Ed25519PublicKey]:
+    """The trusted keys at ``path``: one PEM file, or a folder whose ``*.pub`` files are all
+    trusted (during a key rotation, the old and the new key)."""
+    path = Path(path)
+    if not path.is_dir():
+        return [load_public_key(path)]
+    files = sorted(p for p in path.glob("*.pub") if not p.name.startswith("."))
+    if not files:
+        msg = (
+            f"no public key (*.pub) in {path}: put the .pub file of `edgeinfer keys generate` there"
+        )
+        raise BundleError(msg)
+    return [load_public_key(p) for p in files]
+
+
 def key_id(public_key: Ed25519PublicKey) -> str:
     from cryptography.hazmat.primitives import serialization
 
@@ -272,11 +389,13 @@ def write_bundle(
 def read_manifest(directory: Path) -> Manifest:
     path = Path(directory) / MANIFEST_FILE
     try:
-        data = json.loads(path.read_text())
+        raw = read_bounded(path, max_bytes=MAX_MANIFEST_BYTES, what="manifest")
     except FileNotFoundError as exc:
         msg = f"{path} not found: a bundle folder holds {MODEL_FILE} and {MANIFEST_FILE}"
         raise BundleError(msg) from exc
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSON, UTF-8
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # ValueError: JSON, UTF-8
         msg = f"{path} is not valid JSON ({exc}); re-export the bundle"
         raise BundleError(msg) from exc
     if not isinstance(data, dict):
@@ -288,19 +407,29 @@ def read_manifest(directory: Path) -> Manifest:
 def verify_bundle(
     directory: Path,
     *,
-    public_key: Ed25519PublicKey | None = None,
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None = None,
     require_signature: bool | None = None,
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
 ) -> Bundle:
-    """Read a bundle and check its model hash and (when a key is given) its signature.
+    """Read a bundle and check its model hash and (when keys are given) its signature.
 
-    With a public key, unsigned bundles are refused unless ``require_signature`` is False.
-    Raises :class:`BundleError` saying what failed.
+    ``public_key`` is one key or several (the trusted keys during a key rotation: the
+    signature's ``key_id`` picks one). With a key, unsigned bundles are refused unless
+    ``require_signature`` is False. The model file is read once, bounded by its manifest's
+    ``model_size`` and ``max_model_bytes``; the bytes that were checked are returned in
+    :attr:`Bundle.verified_model`. Raises :class:`BundleError` saying what failed.
     """
     directory = Path(directory)
     manifest = read_manifest(directory)
     model_path = directory / MODEL_FILE
     try:
-        model = model_path.read_bytes()
+        model = read_bounded(
+            model_path,
+            max_bytes=max_model_bytes,
+            what="model",
+            expected_size=manifest.model_size or None,
+            fix=MODEL_CAP_FIX,
+        )
     except OSError as exc:
         msg = f"cannot read {model_path}: {exc}"
         raise BundleError(msg) from exc
@@ -311,22 +440,86 @@ def verify_bundle(
             f"{manifest.model_sha256[:12]}...: the model file was altered or truncated"
         )
         raise BundleError(msg)
+    verify_manifest(
+        manifest,
+        public_key=public_key,
+        require_signature=require_signature,
+        what=f"bundle {directory}",
+    )
+    return Bundle(directory, manifest, verified_model=model)
+
+
+def verify_manifest(
+    manifest: Manifest,
+    *,
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
+    require_signature: bool | None = None,
+    what: str = "bundle",
+) -> None:
+    """Check the manifest's signature (it covers the model through ``model_sha256``);
+    :class:`BundleError` naming ``what`` if it is missing while required, or wrong."""
+    keys = _as_key_list(public_key)
     if require_signature is None:
-        require_signature = public_key is not None
+        require_signature = bool(keys)
     if manifest.signature is None:
         if require_signature:
-            msg = f"bundle {directory} is unsigned and a public key is configured: refused"
+            msg = f"{what} is unsigned and a public key is configured: refused"
             raise BundleError(msg)
-    elif public_key is not None:
-        from cryptography.exceptions import InvalidSignature
+    elif keys:
+        _check_signature(what, manifest, keys)
 
+
+@dataclass(frozen=True, kw_only=True)
+class TrustPolicy:
+    """Which bundles may run: signed by one of ``keys`` (a key rotation trusts two), or
+    also unsigned ones with ``allow_unsigned``; models of at most ``max_model_bytes``."""
+
+    keys: tuple[Ed25519PublicKey, ...] = ()
+    allow_unsigned: bool = False
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+
+    def verify_bundle(self, directory: Path) -> Bundle:
+        return verify_bundle(
+            directory,
+            public_key=self.keys,
+            require_signature=not self.allow_unsigned,
+            max_model_bytes=self.max_model_bytes,
+        )
+
+    def verify_manifest(self, data: dict[str, Any], *, what: str) -> Manifest:
+        """An announced manifest (before its model is fetched): parsed and signature-checked."""
+        manifest = Manifest.from_dict(data)
+        verify_manifest(
+            manifest, public_key=self.keys, require_signature=not self.allow_unsigned, what=what
+        )
+        return manifest
+
+
+def _as_key_list(
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey] | None,
+) -> list[Ed25519PublicKey]:
+    if public_key is None:
+        return []
+    if isinstance(public_key, Sequence):
+        return list(public_key)
+    return [public_key]
+
+
+def _check_signature(what: str, manifest: Manifest, keys: list[Ed25519PublicKey]) -> None:
+    from cryptography.exceptions import InvalidSignature
+
+    signature = manifest.signature if isinstance(manifest.signature, dict) else {}
+    named = [k for k in keys if key_id(k) == signature.get("key_id")]
+    for key in named or keys:
         try:
-            sig = base64.b64decode(manifest.signature["value"], validate=True)
-            public_key.verify(sig, manifest.signed_payload())
-        except (InvalidSignature, KeyError, ValueError, TypeError) as exc:
-            msg = (
-                f"bundle {directory} signature does not verify with key "
-                f"{key_id(public_key)}: the manifest was altered or signed by another key"
-            )
-            raise BundleError(msg) from exc
-    return Bundle(directory, manifest)
+            value = base64.b64decode(signature["value"], validate=True)
+            key.verify(value, manifest.signed_payload())
+        except (InvalidSignature, KeyError, ValueError, TypeError):
+            continue
+        return
+    ids = ", ".join(key_id(k) for k in keys)
+    msg = (
+        f"{what} signature does not verify with key {ids}: the manifest was "
+        "altered or signed by another key"
+    )
+    raise BundleError(msg)

@@ -2,9 +2,12 @@
 
 Registry layout: ``ROOT/<model-name>/<version>/`` holds a bundle (``model.tflite`` +
 ``manifest.json``); ``ROOT/<model-name>/pinned`` (optional) names the version agents must
-run. Publishing copies a verified bundle in atomically and announces it on the ``models``
-topic, keyed by the model name, with the model inline (base64) or, when the message would
-be over the size limit, a ``file://`` URI of the registry copy.
+run. Entries that cannot be a version (``copy of 1/``, a pin file naming no version) are
+skipped with a warning, never fatal. Publishing copies a verified bundle in atomically and
+announces it on the ``models`` topic, keyed by the model name, with the model inline
+(base64) or, when the message would be over the size limit, a ``file://`` URI of the
+registry copy. An announced URI is read only as a regular file or an http(s) object, and
+never past the size its manifest states (``model_size``) or a hard cap.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import os
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +30,15 @@ from urllib.parse import unquote, urlparse
 
 from stream import topics
 from stream.bundle import (
+    DEFAULT_MAX_MODEL_BYTES,
     MANIFEST_FILE,
+    MODEL_CAP_FIX,
     MODEL_FILE,
     Bundle,
     generate_keys,
     key_id,
-    load_public_key,
+    load_public_keys,
+    read_bounded,
     read_manifest,
     sha256_hex,
     verify_bundle,
@@ -44,11 +52,23 @@ logger = logging.getLogger(__name__)
 #: message limit is 1 MB).
 DEFAULT_INLINE_LIMIT = 900_000
 PINNED_FILE = "pinned"
+#: A pin file holds one version name; anything longer is not a pin.
+_MAX_PIN_BYTES = 256
+#: How long an http(s) model download may take in all (a slow server cannot hold the
+#: agent's model worker), and the socket timeout of each read.
+HTTP_TIMEOUT_S = 120.0
+_HTTP_READ_TIMEOUT_S = 15.0
+_CHUNK = 1 << 20
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
+def is_valid_component(value: str) -> bool:
+    """Whether ``value`` can name a model or version folder (see :func:`_check_component`)."""
+    return bool(_SAFE_NAME.match(value)) and value not in (".", "..")
+
+
 def _check_component(kind: str, value: str) -> str:
-    if not _SAFE_NAME.match(value) or value in (".", ".."):
+    if not is_valid_component(value):
         msg = (
             f"model {kind} {value!r} cannot be a registry folder name: use letters, digits, "
             "'.', '_', '+' or '-', starting with a letter or digit"
@@ -92,15 +112,26 @@ class Registry:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _is_visible(p))
 
     def versions(self, name: str) -> list[str]:
-        """Published versions of ``name``, oldest first (natural order)."""
+        """Published versions of ``name``, oldest first (natural order).
+
+        A folder whose name cannot be a version (``copy of 1``) is skipped with a warning:
+        odd entries never stop an agent that follows the registry.
+        """
         folder = self.root / _check_component("name", name)
         if not folder.is_dir():
             return []
-        found = [
-            p.name
-            for p in folder.iterdir()
-            if p.is_dir() and _is_visible(p) and (p / MANIFEST_FILE).is_file()
-        ]
+        found = []
+        for p in folder.iterdir():
+            if not (p.is_dir() and _is_visible(p) and (p / MANIFEST_FILE).is_file()):
+                continue
+            if not is_valid_component(p.name):
+                logger.warning(
+                    'skipping registry entry path="%s": its name cannot be a version (use '
+                    "letters, digits, '.', '_', '+' or '-'; publish with `edgeinfer publish`)",
+                    p,
+                )
+                continue
+            found.append(p.name)
         return sorted(found, key=version_key)
 
     def latest(self, name: str) -> str | None:
@@ -112,12 +143,28 @@ class Registry:
         return self.root / _check_component("name", name) / _check_component("version", version)
 
     def pinned(self, name: str) -> str | None:
+        """The version in ``ROOT/<name>/pinned``, or None; a pin file that is unreadable or
+        names no valid version is ignored with a warning."""
         path = self.root / _check_component("name", name) / PINNED_FILE
         try:
-            text = path.read_text().strip()
+            raw = read_bounded(path, max_bytes=_MAX_PIN_BYTES, what="pin file")
         except FileNotFoundError:
             return None
-        return text or None
+        except BundleError as exc:
+            logger.warning('ignoring the pin file path="%s" error="%s"', path, exc)
+            return None
+        text = raw.decode("utf-8", "replace").strip()
+        if not text:
+            return None
+        if not is_valid_component(text):
+            logger.warning(
+                'ignoring the pin file path="%s": %r is not a version; write it with '
+                "`edgeinfer rollback --to VERSION`",
+                path,
+                text[:64],
+            )
+            return None
+        return text
 
     def pin(self, name: str, version: str) -> None:
         """Make agents run ``version`` of ``name`` (it must be published)."""
@@ -207,7 +254,7 @@ def parse_announcement(value: bytes) -> Announcement:
     """Parse a ``models`` topic value; :class:`BundleError` if it is malformed."""
     try:
         data = json.loads(value)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         msg = f"model announcement is not JSON: {exc}"
         raise BundleError(msg) from exc
     if not isinstance(data, dict):
@@ -231,6 +278,13 @@ def parse_announcement(value: bytes) -> Announcement:
     if data["manifest"].get("name") != name or data["manifest"].get("version") != version:
         msg = f"model announcement {name}@{version} does not match its manifest's name/version"
         raise BundleError(msg)
+    size = data["manifest"].get("model_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        msg = (
+            f"model announcement {name}@{version} does not state the model's size "
+            "(manifest model_size): refused; publish with `edgeinfer publish`"
+        )
+        raise BundleError(msg)
     return Announcement(
         name=_check_component("name", name),
         version=_check_component("version", version),
@@ -240,37 +294,144 @@ def parse_announcement(value: bytes) -> Announcement:
     )
 
 
-def _model_from_uri(uri: str) -> bytes:
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        msg = f"model URI {uri!r} is not supported: only file:// URIs (a shared registry)"
+def announced_size(announcement: Announcement) -> int:
+    """The model size the announcement states (checked by :func:`parse_announcement`)."""
+    return int(announcement.manifest["model_size"])
+
+
+def read_model_uri(
+    uri: str,
+    *,
+    size: int,
+    max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+    timeout_s: float = HTTP_TIMEOUT_S,
+) -> bytes:
+    """The model at ``uri``: exactly ``size`` bytes (at most ``max_bytes``), or
+    :class:`BundleError`.
+
+    ``file://`` names a regular file or a bundle folder (its ``model.tflite``, as
+    :func:`announcement_value` announces a registry copy); devices, FIFOs and sockets are
+    refused unread. ``http://`` and ``https://`` objects are downloaded within
+    ``timeout_s`` in all, redirects only to http(s). The size is enforced while reading.
+    """
+    if size <= 0:
+        msg = f"the model at {uri!r} has no announced size: refused"
         raise BundleError(msg)
-    path = Path(unquote(parsed.path))
+    if size > max_bytes:
+        msg = (
+            f"the model at {uri!r} is announced as {size} bytes, over the cap of {max_bytes}: "
+            f"refused ({MODEL_CAP_FIX})"
+        )
+        raise BundleError(msg)
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return _read_file_uri(parsed.netloc, unquote(parsed.path), uri=uri, size=size)
+    if parsed.scheme in ("http", "https") and parsed.netloc:
+        return _read_http(uri, size=size, timeout_s=timeout_s)
+    msg = (
+        f"model URI {uri!r} is not supported: only file:// (a shared registry or a regular "
+        "file) and http(s):// URIs"
+    )
+    raise BundleError(msg)
+
+
+def _read_file_uri(host: str, raw_path: str, *, uri: str, size: int) -> bytes:
+    if host not in ("", "localhost") or not raw_path.startswith("/") or "\x00" in raw_path:
+        msg = f"model URI {uri!r} must name an absolute local path (file:///...)"
+        raise BundleError(msg)
+    path = Path(raw_path)
     if path.is_dir():
         path = path / MODEL_FILE
     try:
-        return path.read_bytes()
+        return read_bounded(path, max_bytes=size, what="announced model", expected_size=size)
     except OSError as exc:
         msg = f"cannot read the announced model at {path}: {exc}; is the registry mounted?"
         raise BundleError(msg) from exc
 
 
-def materialize(announcement: Announcement, dest_dir: Path | str) -> Path:
-    """Write the announced bundle into ``dest_dir`` (atomically) and check its model hash.
+def _read_http(uri: str, *, size: int, timeout_s: float) -> bytes:
+    import http.client
+    import urllib.error
+    import urllib.request  # here: an agent that never downloads does not import it
 
-    The signature is not checked here: the agent verifies it with its public key.
-    """
+    class HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req: Any, fp: Any, code: int, *args: Any) -> Any:
+            newurl = args[-1]
+            if urlparse(newurl).scheme not in ("http", "https"):
+                text = f"the model download redirects to {newurl!r}: only http(s) is followed"
+                raise BundleError(text)
+            return super().redirect_request(req, fp, code, *args)
+
+    deadline = time.monotonic() + timeout_s
+    opener = urllib.request.build_opener(HttpOnlyRedirects())
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        with opener.open(uri, timeout=min(timeout_s, _HTTP_READ_TIMEOUT_S)) as resp:
+            length = resp.headers.get("Content-Length")
+            if length is not None and length.strip() != str(size):
+                msg = f"{uri} has Content-Length {length.strip()}, the announcement {size} bytes"
+                raise BundleError(msg)
+            while chunk := resp.read1(min(_CHUNK, size + 1 - total)):
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > size:
+                    msg = f"{uri} sends more than the announced {size} bytes: refused"
+                    raise BundleError(msg)
+                if time.monotonic() > deadline:
+                    msg = f"downloading {uri} took over {timeout_s:.0f} s: refused"
+                    raise BundleError(msg)
+    except urllib.error.HTTPError as exc:
+        msg = f"cannot download the announced model {uri}: HTTP {exc.code} {exc.reason}"
+        raise BundleError(msg) from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        msg = f"cannot download the announced model {uri}: {exc}"
+        raise BundleError(msg) from exc
+    if total != size:
+        msg = f"{uri} sent {total} bytes, the announcement states {size}: refused"
+        raise BundleError(msg)
+    return b"".join(chunks)
+
+
+def _announced_model(announcement: Announcement, *, max_bytes: int) -> bytes:
+    size = announced_size(announcement)
+    what = f"model announcement {announcement.name}@{announcement.version}"
     if announcement.model_b64 is not None:
+        if len(announcement.model_b64) > 4 * (max_bytes // 3 + 1):
+            msg = f"{what}: the inline model is over the cap of {max_bytes} bytes: refused"
+            msg += f" ({MODEL_CAP_FIX})"
+            raise BundleError(msg)
         try:
             model = base64.b64decode(announcement.model_b64, validate=True)
         except (binascii.Error, ValueError) as exc:
-            msg = f"model announcement {announcement.name}@{announcement.version}: bad base64"
+            msg = f"{what}: bad base64"
             raise BundleError(msg) from exc
-    elif announcement.uri is not None:
-        model = _model_from_uri(announcement.uri)
-    else:
-        msg = "model announcement carries neither model_b64 nor uri"
-        raise BundleError(msg)
+        if len(model) != size:
+            msg = f"{what}: the inline model is {len(model)} bytes, its manifest says {size}"
+            raise BundleError(msg)
+        return model
+    if announcement.uri is not None:
+        return read_model_uri(announcement.uri, size=size, max_bytes=max_bytes)
+    msg = f"{what} carries neither model_b64 nor uri"
+    raise BundleError(msg)
+
+
+def materialize(
+    announcement: Announcement,
+    dest_dir: Path | str,
+    *,
+    max_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+    verify: Callable[[Path], Any] | None = None,
+) -> Path:
+    """Write the announced bundle into ``dest_dir`` (atomically) once it is checked.
+
+    The model is read bounded (see :func:`read_model_uri`), must match the manifest's
+    sha256, and the bundle is written to a hidden sibling folder and checked there with
+    ``verify`` (the agent passes its signature check; default: the model hash only). Only
+    then does it replace ``dest_dir``: a refused announcement never deletes the copy it
+    would replace.
+    """
+    model = _announced_model(announcement, max_bytes=max_bytes)
     expected = str(announcement.manifest.get("model_sha256", ""))
     if sha256_hex(model) != expected:
         msg = (
@@ -284,14 +445,32 @@ def materialize(announcement: Announcement, dest_dir: Path | str) -> Path:
     try:
         (tmp / MODEL_FILE).write_bytes(model)
         (tmp / MANIFEST_FILE).write_text(json.dumps(announcement.manifest, indent=2) + "\n")
-        verify_bundle(tmp, require_signature=False)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        if verify is None:
+            verify_bundle(tmp, require_signature=False, max_model_bytes=max_bytes)
+        else:
+            verify(tmp)
+        _replace_dir(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _replace_dir(new: Path, dest: Path) -> None:
+    """Put folder ``new`` at ``dest``; an existing ``dest`` is moved aside first and only
+    deleted once ``new`` is in place."""
+    if not dest.exists():
+        os.replace(new, dest)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old.", dir=dest.parent))
+    os.replace(dest, old / "bundle")
+    try:
+        os.replace(new, dest)
+    except OSError:
+        os.replace(old / "bundle", dest)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def announce(
@@ -354,14 +533,14 @@ def run_keys_generate(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     """``edgeinfer verify BUNDLE [--key PUB]``: prints OK or the failure, exit 1 on failure."""
     try:
-        key = load_public_key(Path(args.key)) if args.key else None
-        bundle = verify_bundle(Path(args.bundle), public_key=key)
+        keys = load_public_keys(Path(args.key)) if args.key else None
+        bundle = verify_bundle(Path(args.bundle), public_key=keys)
     except BundleError as exc:
         print(f"FAILED: {exc}")
         return 1
     m = bundle.manifest
-    if key is not None:
-        signed = f"signature OK (key {key_id(key)})"
+    if keys:
+        signed = f"signature OK (key {', '.join(key_id(k) for k in keys)})"
     elif m.signature:
         signed = f"signed by key {m.signature.get('key_id')} (not checked: pass --key)"
     else:
@@ -375,8 +554,8 @@ def run_publish(args: argparse.Namespace) -> int:
     from stream.settings import settings_from_args
 
     bundle_dir = Path(args.bundle)
-    key = load_public_key(Path(args.key)) if args.key else None
-    verify_bundle(bundle_dir, public_key=key)
+    keys = load_public_keys(Path(args.key)) if args.key else None
+    verify_bundle(bundle_dir, public_key=keys)
     dest = Registry(registry_root(args.registry)).publish(bundle_dir)
     print(f"registry: {dest}")
     if not args.no_topic:

@@ -33,13 +33,13 @@ from stream.bundle import (
     TensorSpec,
     generate_keys,
     load_private_key,
-    load_public_key,
     write_bundle,
 )
 from stream.kafka import ensure_topics, make_producer
 from stream.preprocessing import ImagePreprocessing
 from stream.registry import Registry, announce
 from stream.settings import KafkaSettings
+from tests.fixtures.signing import TEST_SIGNING_KEY, write_public_key
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -124,12 +124,13 @@ def tiny_models() -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The suite's signing key (the agent fixtures trust it) and another one."""
     folder = tmp_path_factory.mktemp("keys")
-    generate_keys(folder / "k.key", folder / "k.pub")
     generate_keys(folder / "other.key", folder / "other.pub")
     return {
-        "private": load_private_key(folder / "k.key"),
-        "public": load_public_key(folder / "k.pub"),
+        "private": TEST_SIGNING_KEY,
+        "public": TEST_SIGNING_KEY.public_key(),
+        "public_path": write_public_key(folder / "test.pub"),
         "other": load_private_key(folder / "other.key"),
     }
 
@@ -188,16 +189,20 @@ def served_version(metrics: AgentMetrics) -> list[str]:
 def store_factory(tmp_path: Path, keys: dict[str, Any], metrics: AgentMetrics) -> Any:
     made: list[ModelStore] = []
 
-    def build(source: ModelSource, *, pin: str | None = None, key: bool = True) -> ModelStore:
+    def build(
+        source: ModelSource, *, pin: str | None = None, key: bool = True, **options: Any
+    ) -> ModelStore:
         store = ModelStore(
             source=source,
             model_name=NAME,
             public_key=keys["public"] if key else None,
+            allow_unsigned=not key,
             num_threads=1,
             pinned_version=pin,
             metrics=metrics,
             state_dir=tmp_path / "state",
             probe_timeout_s=60.0,
+            **options,
         )
         made.append(store)
         return store
@@ -296,7 +301,8 @@ def test_rollback_in_process_and_through_the_registry_pin(
     make: Any, registry: Registry, store_factory: Any, metrics: AgentMetrics
 ) -> None:
     registry.publish(make("1"))
-    store = store_factory(RegistrySource(registry.root, NAME))
+    # the pin file below the highest version served moves only an agent that trusts it
+    store = store_factory(RegistrySource(registry.root, NAME), trust_registry_pin=True)
     v1 = store.load_initial(30)
     registry.publish(make("2"))
     v2 = poll_until(store, "2")
@@ -594,7 +600,7 @@ def test_a_restarted_store_skips_the_test_load_of_the_same_model_only(
 
 
 def test_the_agent_refuses_a_crashing_bundle_before_serving_it(
-    make: Any, tiny_models: dict[str, bytes], tmp_path: Path
+    make: Any, tiny_models: dict[str, bytes], keys: dict[str, Any], tmp_path: Path
 ) -> None:
     """``edgeinfer agent`` test-loads its --bundle in a forked child while it starts: the
     model that segfaults LiteRT is refused with the reason, and the agent exits (code 2)
@@ -614,6 +620,8 @@ def test_the_agent_refuses_a_crashing_bundle_before_serving_it(
             "0",
             "--state-dir",
             str(tmp_path / "state"),
+            "--public-key",
+            str(keys["public_path"]),
         ],
         cwd=REPO,
         capture_output=True,
@@ -735,14 +743,15 @@ def test_models_topic_source_follows_announcements_inline_and_by_uri(
     from stream.bundle import sha256_hex
 
     data["model_sha256"] = sha256_hex(b"TFL3 not a model")
+    data["model_size"] = len(b"TFL3 not a model")
     (bad / MANIFEST_FILE).write_text(json.dumps(data))
     announce(kafka_settings, bad, topic=topic)
     deadline = time.monotonic() + 60
-    while "4" not in store.refused:
+    while source.rejected < 2:  # refused on arrival: its manifest's signature is checked
         assert store.poll(block=True) is None
         assert time.monotonic() < deadline, "announcement of 4 not seen"
         time.sleep(0.1)
-    assert "signature does not verify" in store.refused["4"]
+    assert "4" not in source.versions()
     assert store.current().version == "3"
 
     # a restart without a broker starts from the cached bundles

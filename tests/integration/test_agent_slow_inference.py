@@ -19,6 +19,7 @@ from edge_agent.model_store import ModelStore
 from edge_agent.sources import BundleDirSource
 from stream import codecs
 from stream.kafka import ensure_topics
+from tests.fixtures.signing import TEST_SIGNING_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ def test_batches_longer_than_the_session_timeout_keep_the_membership(
         ModelStore(
             source=BundleDirSource(digits_bundles["int8"]),
             model_name=None,
-            public_key=None,
+            public_key=TEST_SIGNING_KEY.public_key(),  # the bundle fixtures sign with it
             num_threads=1,
             pinned_version=None,
             metrics=None,

@@ -37,6 +37,7 @@ from tests.unit.test_deploy_files import (
     DEPLOY,
     K8S,
     UNIT,
+    alert_rules,
     dashboard_exprs,
     documented_metrics,
 )
@@ -108,7 +109,7 @@ def kubernetes_validate() -> Path:
 def test_promtool_checks_the_alert_rules(promtool: str) -> None:
     result = run([promtool, "check", "rules", PROM / "alerts.yml"])
     assert result.returncode == 0, output(result)
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
 
 
 def test_promtool_checks_the_compose_prometheus_config_and_its_rules(promtool: str) -> None:
@@ -328,6 +329,7 @@ def test_compose_services_start_in_order_with_healthchecks(
     assert set(services) == {
         "kafka",
         "topics",
+        "keys",
         "trainer",
         "agent",
         "replayer",
@@ -339,7 +341,10 @@ def test_compose_services_start_in_order_with_healthchecks(
         for name, s in services.items()
     }
     assert deps["topics"] == {"kafka": "service_healthy"}
-    assert deps["trainer"] == {"topics": "service_completed_successfully"}
+    assert deps["trainer"] == {
+        "topics": "service_completed_successfully",
+        "keys": "service_completed_successfully",
+    }
     assert deps["agent"] == {
         "topics": "service_completed_successfully",
         "trainer": "service_completed_successfully",
@@ -383,6 +388,28 @@ def test_compose_agents_share_one_group_and_the_registry(resolved_compose: dict[
     assert config.kafka.bootstrap_list == ["kafka:19092"]
     prometheus_mounts = {v["target"]: v["source"] for v in services["prometheus"]["volumes"]}
     assert Path(prometheus_mounts["/etc/prometheus"]) == PROM
+
+
+def test_compose_agents_run_only_bundles_signed_by_the_trainers_key(
+    resolved_compose: dict[str, Any],
+) -> None:
+    services = resolved_compose["services"]
+
+    def mounts(service: str) -> dict[str, dict[str, Any]]:
+        return {v["source"]: v for v in services[service].get("volumes", [])}
+
+    agent = services["agent"]
+    config = agent_config(environ=agent["environment"])
+    assert not config.allow_unsigned
+    assert mounts("agent")["model-keys"]["target"] == str(config.public_key)
+    assert mounts("agent")["model-keys"]["read_only"] is True
+    assert "signing-key" not in mounts("agent")  # the private key never reaches an agent
+    assert mounts("keys")["model-keys"]["target"] == "/var/lib/edgeinfer/keys"
+    signing = mounts("trainer")["signing-key"]
+    assert signing["read_only"] is True
+    script = _compose_script(services["trainer"])
+    assert f"--key {signing['target']}/edgeinfer.key" in script  # edgeinfer train signs
+    assert f"--key {signing['target']}/edgeinfer.pub" in script  # publish checks it
 
 
 def test_compose_external_kafka_drops_the_bundled_broker(compose_bin: Path, tmp_path: Path) -> None:
@@ -438,7 +465,7 @@ def test_k8s_manifests_validate_against_the_kubernetes_schemas(
     for version in ("1.29.0", "1.33.0"):
         result = run([kubernetes_validate, "--strict", "-k", version, *K8S_FILES])
         assert result.returncode == 0, output(result)
-        assert result.stdout.count("passed") == 12, output(result)
+        assert result.stdout.count("passed") == 14, output(result)
 
 
 def test_k8s_validation_fails_on_a_misspelled_field(
@@ -646,6 +673,12 @@ def trainer_run(
     )
     assert created.returncode == 0, output(created)
     state = tmp / "state"
+    # the `keys` job first (as in Compose); its chown is for the container, where it is root
+    keys_script = _compose_script(services["keys"]).replace("/var/lib/edgeinfer", str(state))
+    keys_script = "\n".join(line for line in keys_script.splitlines() if "chown" not in line)
+    made = run(["/bin/sh", "-ec", keys_script], env=env, timeout=60, cwd=tmp)
+    assert made.returncode == 0, output(made)
+    assert run(["/bin/sh", "-ec", keys_script], env=env, cwd=tmp).returncode == 0  # idempotent
     script = _compose_script(services["trainer"]).replace("/var/lib/edgeinfer", str(state))
     assert "--topic models" in script and "--epochs 2" in script
     script = script.replace("--topic models", f"--topic {models_topic}")
@@ -672,6 +705,7 @@ def test_compose_trainer_job_publishes_the_model_the_agents_follow(
     assert len(versions) == 1, versions
     manifest = json.loads((versions[0] / "manifest.json").read_text())
     assert manifest["name"] == model
+    assert manifest["signature"]["algorithm"] == "ed25519"  # signed by the `keys` job's key
     report = next((trainer_run["state"] / "runs").glob("*/report.json"))
     assert manifest["variant"] == json.loads(report.read_text())["recommended"]
     topic = trainer_run["models_topic"]
@@ -762,7 +796,7 @@ def _check_prometheus_on_agent(agent_port: int, workdir: Path) -> None:
             with urllib.request.urlopen(f"{base}/api/v1/rules", timeout=5) as response:  # noqa: S310
                 groups = json.load(response)["data"]["groups"]
             health = {r["name"]: r["health"] for g in groups for r in g["rules"]}
-            assert len(health) == 7 and set(health.values()) == {"ok"}, health
+            assert len(health) == len(alert_rules()) and set(health.values()) == {"ok"}, health
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -797,6 +831,7 @@ def test_compose_agent_serves_the_published_model(
         EDGE_SESSION_TIMEOUT_MS="6000",
         EDGE_REGISTRY=str(state / "registry"),
         EDGE_STATE_DIR=str(state / "agent-state"),
+        EDGE_PUBLIC_KEY=str(state / "keys"),  # where the `keys` job put the public key
         EDGE_METRICS_PORT=str(port),
         EDGE_INPUT_TOPIC=sensors,
         EDGE_OUTPUT_TOPIC=results,

@@ -74,7 +74,36 @@ def test_agent_with_a_missing_bundle_exits_2(
         str(tmp_path / "state"),
         "--model-wait-s",
         "1",
+        "--allow-unsigned",  # the test is about the missing folder
     ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "missing" in err
+
+
+def test_agent_without_a_public_key_refuses_to_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("EDGE_PUBLIC_KEY", "EDGE_ALLOW_UNSIGNED"):
+        monkeypatch.delenv(name, raising=False)
+    bundle = write_test_bundle(tmp_path / "b")
+    args = ["agent", "--bundle", str(bundle.path), "--metrics-port", "0"]
+    args += ["--metrics-host", "127.0.0.1", "--state-dir", str(tmp_path / "state")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no public key: the agent runs only bundles signed")
+    assert "--public-key PATH (EDGE_PUBLIC_KEY" in err
+    assert "--allow-unsigned (EDGE_ALLOW_UNSIGNED=1)" in err
+
+
+def test_rollback_below_the_served_version_says_agents_need_the_trust_flag(
+    registry: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["rollback", "--registry", str(registry.root), "--model", "motion"]) == 0
+    out = capsys.readouterr().out
+    assert "motion: pinned 2 (was 10)" in out
+    assert "only when started with --trust-registry-pin" in out
+    assert (
+        main(["rollback", "--registry", str(registry.root), "--model", "motion", "--to", "10"]) == 0
+    )
+    assert "--trust-registry-pin" not in capsys.readouterr().out  # not a downgrade

@@ -148,3 +148,47 @@ def test_frozen_and_secrets_masked() -> None:
     assert "hunter2" not in repr(c)
     assert "hunter2" not in str(c.describe())
     assert "***" in str(c.describe())
+
+
+def test_model_supply_settings_from_flags_env_and_file() -> None:
+    c = agent_config(flags={"bundle": "/b"}, environ={})
+    assert (c.allow_unsigned, c.trust_registry_pin, c.min_version) == (False, False, None)
+    assert c.max_model_bytes == 256 * 1024 * 1024
+    env = {"EDGE_ALLOW_UNSIGNED": "yes", "EDGE_TRUST_REGISTRY_PIN": "0", "EDGE_MIN_VERSION": "7"}
+    c = agent_config(flags={"bundle": "/b"}, environ=env)
+    assert (c.allow_unsigned, c.trust_registry_pin, c.min_version) == (True, False, "7")
+    file = {"agent": {"allow_unsigned": True, "max_model_bytes": 1000}}
+    c = agent_config(flags={"bundle": "/b"}, config=file, environ={})
+    assert c.allow_unsigned and c.max_model_bytes == 1000
+    args = parse(["--bundle", "/b", "--allow-unsigned", "--trust-registry-pin", "--pin", "9"])
+    c = config_from_args(args, environ={})
+    assert c.allow_unsigned and c.trust_registry_pin and c.pin == "9"
+    assert not config_from_args(parse(["--bundle", "/b"]), environ={}).allow_unsigned
+
+
+def test_the_stall_limit_defaults_to_the_poll_interval_plus_flush_and_commit() -> None:
+    assert agent_config(flags={"bundle": "/b"}, environ={}).stall_limit_s() == 330.0
+    c = agent_config(flags={"bundle": "/b", "max_poll_interval_ms": 60_000}, environ={})
+    assert c.stall_limit_s() == 90.0
+    assert (
+        agent_config(flags={"bundle": "/b", "stall_timeout_s": 5}, environ={}).stall_limit_s() == 5
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "match"),
+    [
+        ({"allow_unsigned": "maybe"}, {}, "allow_unsigned from --allow-unsigned has the wrong"),
+        ({}, {"EDGE_ALLOW_UNSIGNED": "sure"}, "allow_unsigned from EDGE_ALLOW_UNSIGNED"),
+        ({"min_version": "../1"}, {}, "min_version '../1' is not a version.*EDGE_MIN_VERSION"),
+        ({"pin": "copy of 1"}, {}, "pin 'copy of 1' is not a version.*--pin or EDGE_PIN"),
+        ({"pin": "3", "min_version": "10"}, {}, "pin 3 is below min_version 10: .*lower"),
+        ({"stall_timeout_s": 0}, {}, "stall_timeout_s must be > 0.*--stall-timeout-s"),
+        ({"max_model_bytes": 0}, {}, "max_model_bytes must be >= 1.*--max-model-bytes"),
+    ],
+)
+def test_model_supply_settings_name_the_fix(
+    flags: dict[str, object], environ: dict[str, str], match: str
+) -> None:
+    with pytest.raises(AgentConfigError, match=match):
+        agent_config(flags={"bundle": "/b", **flags}, environ=environ)

@@ -14,11 +14,14 @@ from stream.bundle import (
     MODEL_FILE,
     Manifest,
     TensorSpec,
+    TrustPolicy,
     generate_keys,
     key_id,
     load_private_key,
     load_public_key,
+    load_public_keys,
     now_version,
+    read_bounded,
     read_manifest,
     sha256_hex,
     sign_manifest,
@@ -293,3 +296,116 @@ def test_missing_model_file(tmp_path: Path) -> None:
 def test_now_version_sorts_as_time() -> None:
     v = now_version()
     assert len(v) == 14 and v.isdigit()
+
+
+# ------------------------------------------------------------ bounded reads, key sets
+
+
+def test_read_bounded_refuses_devices_fifos_and_folders_unread(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "zero-link"
+    link.symlink_to("/dev/zero")
+    outcome: dict[str, list[str]] = {"errors": []}
+
+    def read_all() -> None:
+        for path in (Path("/dev/zero"), link, fifo, tmp_path):
+            try:
+                read_bounded(path, max_bytes=1 << 30, what="model")
+            except BundleError as exc:
+                outcome["errors"].append(str(exc))
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "a read hung (FIFO) or read a device"
+    assert len(outcome["errors"]) == 4
+    for error in outcome["errors"]:
+        assert "is not a regular file (a device, FIFO, socket or folder): refused" in error
+
+
+def test_read_bounded_enforces_the_cap_while_reading() -> None:
+    """/proc files say they are 0 bytes long and then yield more: only the read can tell."""
+    proc = Path("/proc/self/status")
+    assert proc.stat().st_size == 0 and len(proc.read_bytes()) > 100
+    with pytest.raises(BundleError, match="grew beyond 100 bytes while read: refused"):
+        read_bounded(proc, max_bytes=100, what="manifest")
+
+
+def test_read_bounded_checks_the_expected_size(tmp_path: Path) -> None:
+    (tmp_path / "m").write_bytes(b"x" * 10)
+    assert read_bounded(tmp_path / "m", max_bytes=10, what="model", expected_size=10) == b"x" * 10
+    with pytest.raises(BundleError, match="10 bytes, which does not match the manifest's"):
+        read_bounded(tmp_path / "m", max_bytes=100, what="model", expected_size=11)
+    with pytest.raises(BundleError, match="announced as 11 bytes, over the cap of 10"):
+        read_bounded(tmp_path / "m", max_bytes=10, what="model", expected_size=11)
+    with pytest.raises(BundleError, match=r"over the cap of 5: refused \(raise it\)$"):
+        read_bounded(tmp_path / "m", max_bytes=5, what="model", fix="raise it")
+
+
+def test_a_model_over_the_cap_or_a_fifo_manifest_is_refused(tmp_path: Path) -> None:
+    import os
+
+    write_bundle(tmp_path / "b", manifest(), MODEL)
+    with pytest.raises(BundleError, match="over the cap of 100: refused .raise --max-model-bytes"):
+        verify_bundle(tmp_path / "b", max_model_bytes=100)
+    (tmp_path / "b" / MANIFEST_FILE).unlink()
+    os.mkfifo(tmp_path / "b" / MANIFEST_FILE)
+    with pytest.raises(BundleError, match="not a regular file"):
+        read_manifest(tmp_path / "b")
+
+
+def test_verified_bundle_carries_the_bytes_it_checked(tmp_path: Path) -> None:
+    bundle = verify_bundle(write_bundle(tmp_path / "b", manifest(), MODEL).path)
+    (tmp_path / "b" / MODEL_FILE).write_bytes(b"changed after the check")
+    assert bundle.verified_model == MODEL and bundle.model_bytes() == MODEL
+
+
+def test_a_key_rotation_trusts_a_folder_of_keys(tmp_path: Path) -> None:
+    old, new, other = (tmp_path / n for n in ("old", "new", "other"))
+    for folder in (old, new, other):
+        generate_keys(folder / "k.key", folder / "k.pub")
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    for name, folder in (("old", old), ("new", new)):
+        (trusted / f"{name}.pub").write_bytes((folder / "k.pub").read_bytes())
+    (trusted / "README").write_text("not a key: ignored")
+    keys = load_public_keys(trusted)
+    assert len(keys) == 2 and load_public_keys(old / "k.pub")[0] is not None
+    for folder in (old, new):
+        signed = write_bundle(
+            tmp_path / f"b-{folder.name}",
+            manifest(),
+            MODEL,
+            private_key=load_private_key(folder / "k.key"),
+        )
+        assert verify_bundle(signed.path, public_key=keys).manifest.signature is not None
+    foreign = write_bundle(
+        tmp_path / "b-other", manifest(), MODEL, private_key=load_private_key(other / "k.key")
+    )
+    with pytest.raises(BundleError, match="signature does not verify with key .*, "):
+        verify_bundle(foreign.path, public_key=keys)
+    with pytest.raises(BundleError, match=r"no public key \(\*\.pub\) in .*: put the .pub file"):
+        load_public_keys(tmp_path / "b-old")
+
+
+def test_trust_policy_checks_announced_manifests_before_any_model(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    private, public = keys
+    signed = write_bundle(tmp_path / "s", manifest(), MODEL, private_key=load_private_key(private))
+    unsigned = write_bundle(tmp_path / "u", manifest(), MODEL)
+    strict = TrustPolicy(keys=(load_public_key(public),))
+    assert strict.verify_manifest(signed.manifest.to_dict(), what="x").version == "20240610120000"
+    with pytest.raises(BundleError, match="announcement 1 is unsigned and a public key"):
+        strict.verify_manifest(unsigned.manifest.to_dict(), what="announcement 1")
+    lax = TrustPolicy(keys=(load_public_key(public),), allow_unsigned=True)
+    lax.verify_manifest(unsigned.manifest.to_dict(), what="announcement 1")
+    tampered = dict(signed.manifest.to_dict(), labels=list("abcdefghij"))
+    with pytest.raises(BundleError, match="signature does not verify"):
+        lax.verify_manifest(tampered, what="announcement 1")  # signed ones still must verify
+    with pytest.raises(BundleError, match="malformed field"):
+        strict.verify_manifest({"name": "x"}, what="announcement 1")

@@ -601,3 +601,45 @@ def test_trainer_dockerfile_is_gpu_capable() -> None:
     assert "NVIDIA_VISIBLE_DEVICES=all" in text
     users = re.findall(r"^USER (\S+)", text, flags=re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
+
+
+# ----------------------------------------------------------------- model signing
+
+
+def test_every_deployment_ships_a_public_key_and_no_agent_the_private_one() -> None:
+    """Agents refuse unsigned bundles: compose, Kubernetes and systemd give them a key
+    folder (EDGE_PUBLIC_KEY), never --allow-unsigned; only the trainer sees the private key."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    agent = compose["services"]["agent"]
+    assert "EDGE_ALLOW_UNSIGNED" not in agent["environment"]
+    key_dir = agent["environment"]["EDGE_PUBLIC_KEY"]
+    assert f"model-keys:{key_dir}:ro" in agent["volumes"]
+    assert not any("signing-key" in v for v in agent["volumes"])
+    trainer = compose["services"]["trainer"]
+    assert "signing-key:/var/lib/edgeinfer/signing:ro" in trainer["volumes"]
+    assert "--key /var/lib/edgeinfer/signing/edgeinfer.key" in trainer["command"][0]
+
+    objects = load_k8s()
+    cm = objects[("ConfigMap", "edgeinfer-agent")]["data"]
+    assert "EDGE_ALLOW_UNSIGNED" not in cm
+    spec = objects[("Deployment", "edgeinfer-agent")]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    key_volume = volumes[mounts[cm["EDGE_PUBLIC_KEY"]]]
+    assert key_volume["secret"]["secretName"] == "edgeinfer-model-keys"
+    assert not any(
+        v.get("secret", {}).get("secretName") == "edgeinfer-model-signing-key"
+        for v in spec["volumes"]
+    )
+    job = objects[("Job", "edgeinfer-trainer")]["spec"]["template"]["spec"]
+    (trainer_container,) = job["containers"]
+    assert "--key /etc/edgeinfer/signing/edgeinfer.key" in trainer_container["args"][0]
+    secrets = {v["secret"]["secretName"] for v in job["volumes"] if "secret" in v}
+    assert {"edgeinfer-model-signing-key", "edgeinfer-model-keys"} <= secrets
+    examples = {name for (kind, name) in objects if kind == "Secret"}
+    assert {"edgeinfer-model-keys", "edgeinfer-model-signing-key"} <= examples
+
+    env = dict(re.findall(r"^(EDGE_\w+)=(.*)$", AGENT_ENV.read_text(), flags=re.M))
+    assert env["EDGE_PUBLIC_KEY"] == "/etc/edgeinfer/keys" and "EDGE_ALLOW_UNSIGNED" not in env
+    assert "EDGE_PUBLIC_KEY=/etc/edgeinfer/keys" in unit_directives()["Service.Environment"]

@@ -74,3 +74,18 @@ def test_rates_from_two_scrapes_and_render() -> None:
     text = render([row, down])
     assert "DOWN" in text
     assert "fleet: 1/2 up" in text
+
+
+def test_an_agent_that_runs_unsigned_bundles_is_flagged() -> None:
+    signed = make_row(
+        parse_metrics(TEXT + "edge_agent_model_unsigned_allowed 0.0\n", url="a", at=1), None
+    )
+    unsigned_text = TEXT.replace(
+        "# TYPE edge_agent_ready", "edge_agent_model_unsigned_allowed 1.0\n# TYPE edge_agent_ready"
+    )
+    unsigned = make_row(parse_metrics(unsigned_text, url="b", at=1), None)
+    assert not signed.unsigned_allowed and unsigned.unsigned_allowed
+    assert "UNSIGNED" not in render([signed])
+    lines = render([signed, unsigned]).splitlines()
+    assert lines[-4].endswith("  UNSIGNED") and not lines[-5].endswith("UNSIGNED")
+    assert lines[-1].startswith("UNSIGNED: 1 agent(s) run unsigned bundles (--allow-unsigned)")
