@@ -4,4 +4,6 @@ pytest_plugins: list[str] = [
     "tests.fixtures.broker",
     "tests.fixtures.agent",
     "tests.fixtures.models",
+    "tests.fixtures.tiny_models",
+    "tests.fixtures.hostile_agent",
 ]
