@@ -148,6 +148,28 @@ def _agent(sub: Any) -> None:
         metavar="TOPIC",
     )
     _opt(t, "--group", "group", "consumer group (default edgeinfer-<model name>)")
+    _opt(
+        t,
+        "--group-instance-id",
+        "group_instance_id",
+        "static group membership (KIP-345): a stable id per agent; a restart keeps its "
+        "partitions without a rebalance",
+    )
+    _opt(
+        t,
+        "--partitions",
+        "partitions",
+        "static assignment: read these partitions (e.g. 0,1) without group membership; "
+        "offsets still committed under --group",
+    )
+    _opt(
+        t,
+        "--unassigned-limit-s",
+        "unassigned_limit_s",
+        "not ready after this long without a partition while the topic has some "
+        "(default 120; 0 = never)",
+        type=_float,
+    )
     _opt(t, "--agent-id", "agent_id", "id in results and dead letters (default hostname-pid)")
     i = p.add_argument_group("inference")
     _opt(i, "--threads", "threads", "LiteRT interpreter threads (default 1)", type=_int)
@@ -209,6 +231,14 @@ def _agent(sub: Any) -> None:
         "--max-message-bytes",
         "max_message_bytes",
         "larger inputs are dead-lettered as too_large (default 4194304)",
+        type=_int,
+    )
+    _opt(
+        c,
+        "--max-output-bytes",
+        "max_output_bytes",
+        "largest result or dead letter sent; set to the output topics' max.message.bytes "
+        "(default 1048576)",
         type=_int,
     )
     h = p.add_argument_group("metrics and health")

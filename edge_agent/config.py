@@ -66,6 +66,15 @@ class AgentConfig:
     output_topic: str = topics.RESULTS
     deadletter_topic: str = topics.DEADLETTER
     group: str | None = None
+    #: Static membership (KIP-345): this agent's stable id in the group (e.g. the device's
+    #: name); a restart within the session timeout keeps its partitions, no rebalance.
+    group_instance_id: str | None = None
+    #: Static assignment: read exactly these input partitions without group membership
+    #: (offsets still committed under the group id); None = join the group.
+    partitions: tuple[int, ...] | None = None
+    #: Not ready after this long without a partition while the topic has some (a wedged
+    #: group coordinator); 0 = never (deliberately over-provisioned groups).
+    unassigned_limit_s: float = 120.0
     agent_id: str = field(default_factory=default_agent_id)
     # Inference.
     threads: int = 1
@@ -83,6 +92,10 @@ class AgentConfig:
     fetch_max_wait_ms: int = 50
     max_poll_interval_ms: int = 300_000
     max_message_bytes: int = 4 * 1024 * 1024
+    #: Largest result or dead letter the producer sends: Kafka's default topic limit
+    #: (max.message.bytes). A larger one is refused before it leaves (a dead letter is then
+    #: sent without the input's value; docs/agent.md "Errors no retry can fix").
+    max_output_bytes: int = 1024 * 1024
     # Health and metrics.
     metrics_port: int = DEFAULT_METRICS_PORT
     metrics_host: str = "0.0.0.0"
@@ -148,6 +161,7 @@ def _validate(c: AgentConfig) -> None:
         "max_poll_interval_ms",
         "max_message_bytes",
         "max_model_bytes",
+        "max_output_bytes",
     )
     for name in positive_ints:
         if getattr(c, name) < 1:
@@ -156,7 +170,26 @@ def _validate(c: AgentConfig) -> None:
                 f"fix --{_flag(name)} or {env_name(name)}"
             )
             raise AgentConfigError(msg)
-    for name in ("max_latency_ms", "device_idle_s", "model_poll_s", "model_wait_s"):
+    if c.partitions is not None and (not c.partitions or min(c.partitions) < 0):
+        msg = (
+            f"partitions must be a comma-separated list of partition numbers >= 0, got "
+            f"{c.partitions}; fix --partitions or {env_name('partitions')}"
+        )
+        raise AgentConfigError(msg)
+    if c.partitions is not None and c.group_instance_id:
+        msg = (
+            "--partitions (static assignment, no group membership) and --group-instance-id "
+            "(static group membership) exclude each other; choose one"
+        )
+        raise AgentConfigError(msg)
+    names = (
+        "max_latency_ms",
+        "device_idle_s",
+        "model_poll_s",
+        "model_wait_s",
+        "unassigned_limit_s",
+    )
+    for name in names:
         if getattr(c, name) < 0:
             msg = (
                 f"{name} must be >= 0, got {getattr(c, name)}; "
@@ -248,6 +281,12 @@ _BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
 _BOOLEANS.update({"0": False, "false": False, "no": False, "off": False})
 
 
+def _to_partitions(value: Any) -> tuple[int, ...]:
+    """``"0,1,2"`` (or a list) -> ``(0, 1, 2)``, sorted, without repeats."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(sorted({int(str(v).strip()) for v in items if str(v).strip()}))
+
+
 def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -270,11 +309,14 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "allow_unsigned": _to_bool,
     "trust_registry_pin": _to_bool,
     "stall_timeout_s": _to_float,
+    "max_output_bytes": _to_int,
     "metrics_port": _to_int,
     "max_latency_ms": _to_float,
     "device_idle_s": _to_float,
     "model_poll_s": _to_float,
     "model_wait_s": _to_float,
+    "partitions": _to_partitions,
+    "unassigned_limit_s": _to_float,
 }
 #: Settings that can come from flags, env or the [agent] table (kafka has its own).
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(AgentConfig) if f.name != "kafka")

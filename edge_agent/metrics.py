@@ -188,6 +188,16 @@ class AgentMetrics:
             "Input partitions this agent owns in its consumer group.",
             registry=registry,
         )
+        self.input_partitions = Gauge(
+            "edge_agent_input_partitions",
+            "Partitions of the input topic (from metadata).",
+            registry=registry,
+        )
+        self.unassigned_seconds = Gauge(
+            "edge_agent_unassigned_seconds",
+            "Seconds since this agent last owned an input partition (0 while it owns some).",
+            registry=registry,
+        )
         self.info = Gauge(
             "edge_agent_info",
             "Always 1; labels name this agent (bounded: one series per process).",

@@ -1,5 +1,10 @@
 """The agent's pipeline: consume, decode, window, batch, infer, produce, commit.
 
+(Over 400 lines on purpose: this is the loop and the state it alone changes, from one
+thread: poll, sync/commit, recovery, readiness, hot swap and rollback. Each stage it calls
+has its own module: inputs, windows, batching, answers, deadletters, offsets, membership,
+delivery, transport.)
+
 One thread runs everything (kafka-python heartbeats from its own background thread), so
 there is no locking between stages. Delivery rules (docs/agent.md):
 
@@ -34,21 +39,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
 
+from edge_agent.answers import Answers
 from edge_agent.batching import MicroBatcher, Pending
 from edge_agent.config import AgentConfig
-from edge_agent.deadletters import DeadLetters, DeadLetterSent, Reason
-from edge_agent.delivery import Delivery, DeliveryFailed, Refused
+from edge_agent.deadletters import DeadLetters, Reason
+from edge_agent.delivery import Delivery, DeliveryFailed
 from edge_agent.inputs import image_input, window_item
+from edge_agent.membership import Membership
 from edge_agent.metrics import AgentMetrics
 from edge_agent.offsets import Offsets
-from edge_agent.outputs import OutputGate, usable_rows
-from edge_agent.results import encode_results, window_as_npy
 from edge_agent.transport import (
     Consumer,
     ConsumerOptions,
@@ -57,7 +61,6 @@ from edge_agent.transport import (
     make_transport,
 )
 from edge_agent.windows import DeviceWindows
-from stream import content_types, topics
 from stream.codecs import decode_sensor_record
 from stream.exceptions import DecodeError
 from stream.preprocessing import ImagePreprocessing, SequencePreprocessing
@@ -72,7 +75,6 @@ HOUSEKEEPING_S = 0.5
 #: Poll timeout until the agent is ready for the first time: readiness is checked after
 #: every poll until then, so /readyz turns 200 as soon as the coordinator is known.
 STARTUP_POLL_MS = 20
-RESULT_HEADERS = [(topics.H_CONTENT_TYPE, content_types.JSON.encode())]
 #: Rounds of answering refused sends another way at one sync point: a result becomes a
 #: dead letter, a dead letter one without its value, that one is dropped.
 MAX_REFUSED_ROUNDS = 3
@@ -129,11 +131,19 @@ class Pipeline:
             topic=config.deadletter_topic,
             agent_id=config.agent_id,
         )
-        self.gate = OutputGate()
-        #: Assignment changes noted by the rebalance callbacks: (added?, partitions).
-        self._rebalances: deque[tuple[bool, set[int]]] = deque()
-        #: Revoked partition -> its last commit, to replay from if it comes straight back.
-        self._dropped_from: dict[int, int] = {}
+        self.answers = Answers(
+            config=config,
+            metrics=metrics,
+            delivery=self.delivery,
+            deadletters=self.deadletters,
+            topic=self.topic,
+        )
+        self.membership = Membership(
+            topic=self.topic,
+            metrics=metrics,
+            unassigned_limit_s=config.unassigned_limit_s,
+            now=time.monotonic(),
+        )
         self._ready = False
         self._was_ready = False
         self._healthy = True
@@ -143,17 +153,26 @@ class Pipeline:
         self._evicted_seen = {"capacity": 0, "idle": 0}
         #: ``time.monotonic()`` when the loop last started a step (liveness: /healthz).
         self.last_step_at = time.monotonic()
-        #: Partitions of the input topic this agent owns now.
-        self.assigned: frozenset[int] = frozenset()
         # Plain counters for the summary line and tests.
         self.consumed = 0
-        self.results = 0
-        #: Rebalances that took partitions from this agent.
-        self.revocations = 0
         self._consumed_metric = metrics.messages_consumed.labels(topic=self.topic)
         metrics.set_model(manifest)
 
     # ------------------------------------------------------------------ state
+
+    @property
+    def assigned(self) -> frozenset[int]:
+        """Partitions of the input topic this agent owns now."""
+        return self.membership.assigned
+
+    @property
+    def revocations(self) -> int:
+        """Rebalances that took partitions from this agent."""
+        return self.membership.revocations
+
+    @property
+    def results(self) -> int:
+        return self.answers.count
 
     @property
     def deadlettered(self) -> int:
@@ -212,11 +231,16 @@ class Pipeline:
             fetch_max_wait_ms=c.fetch_max_wait_ms,
             max_message_bytes=c.max_message_bytes,
             max_poll_interval_ms=c.max_poll_interval_ms,
+            group_instance_id=c.group_instance_id,
+            partitions=c.partitions,
         )
         while not self.stop_event.is_set():
             try:
                 consumer = self.transport.consumer(
-                    self.topic, options, on_assigned=self._on_assigned, on_revoked=self._on_revoked
+                    self.topic,
+                    options,
+                    on_assigned=self.membership.on_assigned,
+                    on_revoked=self.membership.on_revoked,
                 )
             except TransportError as exc:
                 logger.warning(
@@ -291,8 +315,8 @@ class Pipeline:
             if not self._was_ready:
                 timeout_ms = min(timeout_ms, STARTUP_POLL_MS)
             polled = consumer.poll(timeout_ms, self.config.max_poll_records)
-            if self._rebalances:
-                self._apply_rebalances()
+            if self.membership.changed:
+                self.membership.apply(consumer, self.offsets.committed, self._drop_partitions)
             if polled:
                 self._handle_polled(polled)
             if self.batcher and (not polled or self.batcher.due(time.monotonic())):
@@ -388,114 +412,9 @@ class Pipeline:
             self._run_batch(self.batcher.take())
 
     def _run_batch(self, items: list[Pending]) -> None:
-        model = self.model
-        started = time.time()
-        t0 = time.perf_counter()
-        try:
-            x = np.stack([it.x for it in items])
-            if self._table is not None:  # int8 image model: one lookup per pixel
-                y = model.runtime.run_quantized(ImagePreprocessing.apply_table(x, self._table))
-            else:
-                y = model.runtime.run(self.prep.apply(x))
-        except Exception as exc:  # noqa: BLE001  isolate the input(s) that fail
-            if len(items) == 1:
-                it = items[0]
-                logger.exception(
-                    "%s[%d] offset=%d: inference failed", self.topic, it.partition, it.offset
-                )
-                self._dead_letter_item(it, "inference_error", f"{type(exc).__name__}: {exc}")
-                return
-            logger.warning("batch of %d failed (%s); retrying one by one", len(items), exc)
-            for it in items:
-                self._run_batch([it])
-            return
-        infer_s = time.perf_counter() - t0
-        ok, why = usable_rows(y, len(items), len(model.manifest.labels))
-        self.gate.record(ok, [it.device_id for it in items])
-        if ok.all():
-            self._emit(items, y, infer_s, started, model)
-        else:
-            m = model.manifest
-            bad = [it for it, good in zip(items, ok.tolist(), strict=True) if not good]
-            self.metrics.bad_outputs.labels(model=m.name, version=m.version).inc(len(bad))
-            for it in bad:
-                self._dead_letter_item(it, "bad_model_output", why)
-            if ok.any():
-                good = [it for it, g in zip(items, ok.tolist(), strict=True) if g]
-                self._emit(good, y[ok], infer_s, started, model)
-            if self.gate.tripped():
-                self._roll_back_bad_model()
-
-    def _emit(
-        self, items: list[Pending], y: np.ndarray, infer_s: float, started: float, model: Any
-    ) -> None:
-        m = model.manifest
-        output = self.config.output_topic
-        produced_at = int(time.time() * 1000)
-        try:
-            values, e2e = self._encode(items, y, infer_s, started, model, produced_at)
-        except Exception:  # noqa: BLE001  find the input(s) whose result cannot be encoded
-            if len(items) == 1:
-                raise
-            values, e2e, kept = [], [], []
-            for i, it in enumerate(items):
-                try:
-                    v, e = self._encode([it], y[i : i + 1], infer_s, started, model, produced_at)
-                except Exception as exc:  # noqa: BLE001
-                    logger.exception(
-                        "%s[%d] offset=%d: result encoding failed",
-                        self.topic,
-                        it.partition,
-                        it.offset,
-                    )
-                    self._dead_letter_item(it, "internal_error", f"{type(exc).__name__}: {exc}")
-                    continue
-                values += v
-                e2e += e
-                kept.append(it)
-            items = kept
-        send = self.delivery.send
-        for it, value in zip(items, values, strict=True):
-            # A device id is str (possibly with lone surrogates from JSON): never let the
-            # key's encoding fail.
-            key = it.device_id.encode("utf-8", "backslashreplace")
-            send(output, value, key, RESULT_HEADERS, it)
-        metrics = self.metrics
-        metrics.inference_duration.labels(model=m.name, version=m.version).observe(infer_s)
-        metrics.batch_size.labels(model=m.name).observe(len(items))
-        observe = metrics.e2e_latency.labels(model=m.name).observe
-        for ms in e2e:
-            if ms >= 0:
-                observe(ms / 1000.0)
-        metrics.results_produced.labels(topic=output, model=m.name, version=m.version).inc(
-            len(items)
-        )
-        self.results += len(items)
-
-    def _encode(
-        self,
-        items: list[Pending],
-        y: np.ndarray,
-        infer_s: float,
-        started: float,
-        model: Any,
-        produced_at: int,
-    ) -> tuple[list[bytes], list[int]]:
-        m = model.manifest
-        return encode_results(
-            items,
-            y,
-            model=m.name,
-            version=m.version,
-            labels=m.labels,
-            topic=self.topic,
-            agent_id=self.config.agent_id,
-            started=started,
-            infer_s=infer_s,
-            produced_at=produced_at,
-        )
-
-    # ------------------------------------------------------------ dead letters
+        self.answers.run(items, self.model, self.prep, self._table)
+        if self.answers.gate.tripped():
+            self._roll_back_bad_model()
 
     def _dead_letter(
         self,
@@ -509,25 +428,6 @@ class Pipeline:
     ) -> None:
         self.deadletters.send(value, key, headers, p, offset, reason, message)
 
-    def _dead_letter_item(self, it: Pending, reason: Reason, message: str) -> None:
-        """Dead-letter a batch item (a window goes as the ``.npy`` of its readings)."""
-        value = window_as_npy(it.x) if it.window else it.value
-        self.deadletters.send(value, it.key, it.headers, it.partition, it.offset, reason, message)
-
-    def _answer_refused(self, refused: list[Refused]) -> None:
-        """Answer sends the broker refused for good another way (see DeadLetters)."""
-        for token, error in refused:
-            if isinstance(token, Pending):
-                self.metrics.undeliverable.labels(output="result", code=error.code or "other").inc()
-                message = f"the result could not be produced ({error.code}): {error}"
-                self._dead_letter_item(token, "undeliverable_result", message)
-            elif isinstance(token, DeadLetterSent) and not token.stripped:
-                self.deadletters.send_stripped(token, error)
-            elif isinstance(token, DeadLetterSent):
-                self.deadletters.dropped(token, error)
-            else:  # pragma: no cover - every send names its input
-                logger.error("a send without a token was refused for good: %s", error)
-
     # ----------------------------------------------------------- sync / commit
 
     def _sync(self) -> None:
@@ -538,7 +438,7 @@ class Pipeline:
             refused = self.delivery.sync()
             if not refused:
                 break
-            self._answer_refused(refused)
+            self.answers.answer_refused(refused)
         else:
             for _token, error in self.delivery.sync():
                 logger.error(
@@ -591,66 +491,18 @@ class Pipeline:
 
     # --------------------------------------------------------------- rebalance
 
-    def _on_revoked(self, parts: set[int]) -> None:
-        # Called inside poll(), on kafka-python's network thread: nothing blocking here
-        # (a commit from that thread fails, and inference or a flush would stall the
-        # heartbeats). Noted, and applied by the loop when poll() returns.
-        self._rebalances.append((False, set(parts)))
-
-    def _on_assigned(self, parts: set[int]) -> None:
-        self._rebalances.append((True, set(parts)))
-
-    def _replay_dropped(self, parts: set[int]) -> None:
-        """A partition given back right after its revocation keeps its consumer position
-        (kafka-python, eager protocol), past the inputs dropped from memory: read them
-        again from this agent's last commit (the group's committed offset)."""
-        consumer = self.consumer
-        for p in sorted(parts & self._dropped_from.keys()):
-            start = self._dropped_from[p]
-            try:
-                if consumer is not None:
-                    consumer.seek(p, start)
-            except Exception as exc:  # noqa: BLE001  the client resets it from the commit
-                logger.warning("seek %s[%d] to %d failed: %s", self.topic, p, start, exc)
-        self._dropped_from.clear()
-
-    def _apply_rebalances(self) -> None:
-        """Apply the assignment changes noted during the last poll (on the loop's thread).
-
-        Everything handled before that poll was flushed and committed at the end of the
-        previous step; what is left for a revoked partition lives only in memory (inputs
-        waiting in the batch, open windows) and is dropped: its new owner reads it again
-        from the committed offset, so nothing is lost and nothing is answered twice.
-        """
-        while self._rebalances:
-            added, parts = self._rebalances.popleft()
-            if added:
-                self.assigned = frozenset(self.assigned | parts)
-                logger.info("partitions assigned topic=%s partitions=%s", self.topic, sorted(parts))
-                self._replay_dropped(parts)
-            else:
-                logger.info("partitions revoked topic=%s partitions=%s", self.topic, sorted(parts))
-                if parts:
-                    self.revocations += 1
-                self.batcher.drop(partial(_on_partitions, parts))
-                if self.windows is not None:
-                    self.windows.drop_partitions(parts)
-                for p in parts & self.offsets.committed.keys():
-                    self._dropped_from[p] = self.offsets.committed[p]
-                self.offsets.forget(parts)
-                self.assigned = frozenset(self.assigned - parts)
-                self.metrics.forget_partitions(self.topic, sorted(parts))
-            self.metrics.partitions_assigned.set(len(self.assigned))
-            if added and not self.assigned:
-                logger.warning(
-                    'no partition of topic="%s" assigned to this agent: the topic does not '
-                    "exist yet, or the group has more agents than the topic has partitions",
-                    self.topic,
-                )
+    def _drop_partitions(self, parts: set[int]) -> None:
+        """Forget a revoked partition's work in memory (its new owner replays it)."""
+        self.batcher.drop(partial(_on_partitions, parts))
+        if self.windows is not None:
+            self.windows.drop_partitions(parts)
+        self.offsets.forget(parts)
+        self.metrics.forget_partitions(self.topic, sorted(parts))
 
     # ------------------------------------------------------------ housekeeping
 
     def _housekeeping(self, now: float) -> None:
+        self.membership.refresh(self.consumer, now)
         self._update_ready()
         self._update_lag()
         if self.windows is not None:
@@ -674,13 +526,27 @@ class Pipeline:
                 # Ready = model loaded, producer healthy and the group's coordinator
                 # reachable. Joining the group is not waited for: a rebalance is normal
                 # operation (it would flap /readyz) and on the embedded broker the first
-                # join takes ~session_timeout/2. Assignment is the metric
-                # edge_agent_partitions_assigned.
-                ok = consumer.coordinator_known()
+                # join takes ~session_timeout/2. But an agent left without a partition
+                # for longer than unassigned_limit_s while its topic has some is not
+                # serving (a wedged coordinator): not ready (see _starved).
+                ok = consumer.coordinator_known() and not self._starved()
             except Exception:  # noqa: BLE001  internals moved: report not ready, loudly
                 logger.exception("readiness check failed")
                 ok = False
         self._set_ready(ok)
+
+    def _starved(self) -> bool:
+        starved = self.membership.starved(time.monotonic())
+        if starved and self._ready:  # logged once, as it turns not ready
+            logger.warning(
+                'no partition of topic="%s" (%d partitions) for over %.0f s: not ready. The '
+                "group coordinator may be wedged (restart churn on the embedded broker), or "
+                "the group has more agents than partitions (then --unassigned-limit-s 0)",
+                self.topic,
+                self.membership.topic_partitions or 0,
+                self.config.unassigned_limit_s,
+            )
+        return starved
 
     def _set_ready(self, ok: bool) -> None:
         if ok != self._ready:
@@ -738,7 +604,7 @@ class Pipeline:
         finally:
             self.model = new
             self._set_preprocessing(new.preprocessing)
-            self.gate.reset()
+            self.answers.gate.reset()
         logger.info(
             'model %s name="%s" from_version="%s" to_version="%s" sha256=%s',
             why,
@@ -751,8 +617,8 @@ class Pipeline:
     def _roll_back_bad_model(self) -> None:
         """The serving model fails its output gate: back to the previous verified version."""
         m = self.model.manifest
-        share = self.gate.share
-        self.gate.reset()  # judge afresh whatever serves next (also if no rollback exists)
+        share = self.answers.gate.share
+        self.answers.gate.reset()  # judge afresh whatever serves next (also if no rollback exists)
         try:
             previous = self.store.rollback()
         except Exception as exc:  # noqa: BLE001  nothing to roll back to: keep serving

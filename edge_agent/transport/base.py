@@ -104,6 +104,10 @@ class Consumer(Protocol):
         """The group's coordinator is known and reachable (readiness)."""
         ...
 
+    def partition_count(self) -> int | None:
+        """How many partitions the topic has (from metadata; None if unknown)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -148,6 +152,12 @@ class ConsumerOptions:
     #: backlog must not be pulled in 32 MiB at a time.
     max_message_bytes: int
     max_poll_interval_ms: int
+    #: Static membership (KIP-345): a restarted member with the same id takes its
+    #: partitions back without a rebalance (within the session timeout).
+    group_instance_id: str | None = None
+    #: Static assignment: read exactly these partitions, no group membership (offsets are
+    #: still committed under ``group_id``); None = join the group.
+    partitions: tuple[int, ...] | None = None
 
     @property
     def fetch_bytes(self) -> int:

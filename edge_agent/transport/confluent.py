@@ -188,6 +188,7 @@ class _ConfluentConsumer:
                 # then waits fetch.queue.backoff.ms (default 1 s) before fetching again: the
                 # agent starved half the time on 6 KB sensor chunks. Check again soon.
                 "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
+                **({"group.instance.id": o.group_instance_id} if o.group_instance_id else {}),
                 "statistics.interval.ms": STATS_INTERVAL_MS,
                 "stats_cb": self._on_stats,
                 "error_cb": self._on_error,
@@ -205,7 +206,11 @@ class _ConfluentConsumer:
         def revoked(_c: Any, parts: list[Any]) -> None:
             on_revoked({tp.partition for tp in parts if tp.topic == topic})
 
-        self._c.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+        if o.partitions is None:
+            self._c.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=revoked)
+        else:  # from the committed offsets (OFFSET_STORED), else auto.offset.reset
+            self._c.assign([ck.TopicPartition(topic, p) for p in o.partitions])
+            on_assigned(set(o.partitions))
 
     def _on_stats(self, text: str) -> None:
         try:
@@ -277,6 +282,15 @@ class _ConfluentConsumer:
 
     def coordinator_known(self) -> bool:
         return self._coordinator_state == "up"
+
+    def partition_count(self) -> int | None:
+        try:
+            meta = self._c.list_topics(self._topic, timeout=1.0).topics.get(self._topic)
+        except self._ck.KafkaException:
+            return None
+        if meta is None or meta.error is not None:
+            return None
+        return len(meta.partitions)
 
     def close(self) -> None:
         self._c.close()

@@ -70,10 +70,18 @@ class KafkaPythonTransport:
                 max_partition_fetch_bytes=o.fetch_bytes,
                 fetch_max_bytes=o.fetch_bytes,
                 max_poll_interval_ms=o.max_poll_interval_ms,
+                group_instance_id=o.group_instance_id,
             )
-            consumer.subscribe([topic], listener=_listener(topic, on_assigned, on_revoked))
+            if o.partitions is None:
+                consumer.subscribe([topic], listener=_listener(topic, on_assigned, on_revoked))
+            else:
+                from kafka import TopicPartition
+
+                consumer.assign([TopicPartition(topic, p) for p in o.partitions])
         except (BrokerError, KafkaError) as exc:
             raise _error("consumer", exc) from exc
+        if o.partitions is not None:
+            on_assigned(set(o.partitions))
         return _KafkaPythonConsumer(consumer, topic)
 
     def producer(
@@ -155,6 +163,10 @@ class _KafkaPythonConsumer:
         # kafka-python has no public "connected" check; the coordinator is the broker the
         # group heartbeats to.
         return not self._consumer._coordinator.coordinator_unknown()
+
+    def partition_count(self) -> int | None:
+        parts = self._consumer.partitions_for_topic(self._topic)
+        return None if parts is None else len(parts)
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
