@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from stream.bundle import Manifest, TensorSpec, Variant, write_bundle
 from stream.preprocessing import Preprocessing
+from stream.reference import Reference
 from trainer import plots
 from trainer.evaluate import (
     LATENCY_BUDGET_S,
@@ -147,6 +148,8 @@ class BundleInfo:
     task: str
     labels: list[str]
     preprocessing: Preprocessing
+    #: The training inputs' statistics (trainer/reference.py); each variant adds its scores.
+    reference: Reference | None = None
 
 
 def keras_metrics(
@@ -201,6 +204,7 @@ def export_all(
     entries: dict[str, dict[str, Any]] = {}
     models: dict[str, bytes] = {}
     runs: dict[str, dict[str, Any]] = {}
+    scores: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="edgeinfer-export-") as tmp:
         for variant in variants:
             started = time.perf_counter()
@@ -240,6 +244,7 @@ def export_all(
             }
             models[variant] = blob
             runs[variant] = run
+            scores[variant] = probs
             plot_paths[f"confusion matrix: {variant}"] = plots.confusion_matrix_plot(
                 confusion_matrix(y_test, predicted, num_classes),
                 info.labels,
@@ -266,9 +271,19 @@ def export_all(
             run=runs[done],
             report=report,
             private_key=private_key,
+            reference=with_scores(info.reference, scores[done]),
         )
     write_report(out_dir, report, plot_paths)
     return report
+
+
+def with_scores(reference: Reference | None, probabilities: np.ndarray) -> Reference | None:
+    """``reference`` plus the distribution of this variant's top-class test scores."""
+    from trainer.reference import score_reference
+
+    if reference is None:
+        return None
+    return replace(reference, score=score_reference(probabilities))
 
 
 def _summary(entry: dict[str, Any]) -> dict[str, Any]:
@@ -285,6 +300,7 @@ def write_variant_bundle(
     run: dict[str, Any],
     report: dict[str, Any],
     private_key: Ed25519PrivateKey | None,
+    reference: Reference | None = None,
 ) -> Path:
     """Write one signed (when a key is given) bundle with this variant's metrics."""
     entry = report["variants"][variant]
@@ -308,6 +324,7 @@ def write_variant_bundle(
         labels=list(info.labels),
         metrics=metrics,
         use_default_delegates=bool(run["use_default_delegates"]),
+        reference=reference,
     )
     write_bundle(directory, manifest, model, private_key=private_key)
     logger.info('bundle written variant="%s" path="%s"', variant, directory)

@@ -279,6 +279,7 @@ def export_bundles(
     """
     from trainer.evaluate import LATENCY_BUDGET_S
     from trainer.export import BundleInfo, export_all
+    from trainer.reference import build_reference
 
     key = load_private_key(private_key_path) if private_key_path else private_key
     info = BundleInfo(
@@ -287,6 +288,7 @@ def export_bundles(
         task=task_of(result.dataset.kind),
         labels=result.dataset.labels,
         preprocessing=result.preprocessing,
+        reference=build_reference(result.dataset.x_train, result.dataset.kind),
     )
     report = export_all(
         result.model,
