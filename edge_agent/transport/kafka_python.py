@@ -191,6 +191,10 @@ class _KafkaPythonProducer:
         if until is not None and time.monotonic() < until:
             msg = f"send: topic {topic!r} does not exist on the broker (auto-create is off?)"
             raise TransportError(msg, code="UNKNOWN_TOPIC_OR_PARTITION", failed=(token,))
+        if key is None and value is None:
+            # kafka-python refuses a record with neither (a dead letter of a key-less
+            # tombstone): send an empty value instead (docs/wire-format.md, Dead letters).
+            value = b""
         started_ms = time.time() * 1000.0
         try:
             future = self._producer.send(topic, value=value, key=key, headers=headers)
@@ -204,6 +208,9 @@ class _KafkaPythonProducer:
             raise _error("send", exc, failed=(token,)) from exc
         except self._error as exc:
             raise _error("send", exc, failed=(token,)) from exc
+        except (ValueError, TypeError, UnicodeError) as exc:  # the client refuses the record
+            msg = f"send: the client refused the record: {type(exc).__name__}: {exc}"
+            raise TransportError(msg, code="INVALID_RECORD", failed=(token,)) from exc
         self._futures.append((token, future))
 
     def _topic_missing(self, topic: str, started_ms: float) -> bool:

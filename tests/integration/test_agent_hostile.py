@@ -19,9 +19,6 @@ test logs and records ``hostile_summary`` (inputs, kinds, crashes, unanswered, d
 letters by reason): ``pytest -o log_cli=true tests/integration/test_agent_hostile.py``,
 or ``--junitxml``. Shrinking is off: a crashed agent cannot replay a smaller batch, so
 the report names the unanswered inputs and the agent's last traceback instead.
-
-A failure that is one of the agent bugs still open (``KNOWN_BUGS`` in
-tests/fixtures/hostile_agent.py) is an expected failure; any other failure fails.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ from hypothesis import strategies as st
 
 from tests.fixtures.agent import CLIENTS
 from tests.fixtures.hostile import Draft, batches, image_drafts, sensor_drafts
-from tests.fixtures.hostile_agent import HostileRig, KnownAgentBug
+from tests.fixtures.hostile_agent import HostileRig
 from tests.fixtures.tiny_models import IMAGE_SIZE, TinyBundle
 
 pytestmark = pytest.mark.integration
@@ -58,9 +55,6 @@ def tier(examples: int) -> settings:
     )
 
 
-#: Failures that are a bug of KNOWN_BUGS (tests/fixtures/hostile_agent.py) are expected
-#: until it is fixed; any other failure fails.
-KNOWN = pytest.mark.xfail(raises=KnownAgentBug, strict=False, reason="issue 10: KNOWN_BUGS")
 FAST = tier(4)
 SLOW = tier(30)
 #: Drafts per batch: hypothesis' choice buffer holds about 50 of them.
@@ -94,7 +88,6 @@ def rig(
     return hostile_agent(bundle, client=client)
 
 
-@KNOWN
 @pytest.mark.parametrize("model", ["sequence", "image"])
 @FAST
 @given(data=st.data())
@@ -104,7 +97,6 @@ def test_agent_answers_every_hostile_input(
     rig.run(data.draw(drafts_for(model, max_rows=64), label="batch"))
 
 
-@KNOWN
 @pytest.mark.slow
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("model", ["sequence", "image"])

@@ -19,7 +19,7 @@ import pytest
 from stream import codecs, topics
 from tests.fixtures.agent import CLIENTS
 from tests.fixtures.hostile import LONE_SURROGATES, Hostile
-from tests.fixtures.hostile_agent import HostileRig, KnownAgentBug
+from tests.fixtures.hostile_agent import HostileRig
 from tests.fixtures.tiny_models import TinyBundle
 
 pytestmark = pytest.mark.integration
@@ -143,7 +143,6 @@ def png(label: str = "3") -> Hostile:
     return Hostile("regression", value, b"cam-1", headers, good=True)
 
 
-@pytest.mark.xfail(raises=KnownAgentBug, strict=False, reason="issue 10: KNOWN_BUGS")
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_record_without_key_and_value_is_dead_lettered(
     hostile_agent: StartRig, tiny_bundle: TinyBundle, client: str
