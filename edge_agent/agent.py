@@ -1,6 +1,6 @@
 """The agent process: model store, HTTP endpoints, pipeline, signals.
 
-``edgeinfer agent`` runs :func:`run_agent_command`; tests and embedders use
+``edgeinfer agent`` runs :func:`run_agent`; tests and embedders use
 :class:`Agent` directly (``Agent(config).run()`` in a thread, ``.stop()`` to drain).
 
 Cold start (process start to ``/readyz`` 200) is kept short: this module imports only
@@ -284,7 +284,7 @@ def install_signal_handlers(agent: Agent) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def run_agent_command(args: argparse.Namespace) -> int:
+def run_agent(args: argparse.Namespace) -> int:
     """``edgeinfer agent ...``."""
     config = config_from_args(args)
     agent = Agent(config)

@@ -259,7 +259,7 @@ def _agent(sub: Any) -> None:
         type=_float,
     )
     add_kafka_arguments(p)
-    p.set_defaults(handler="edge_agent.agent:run_agent_command")
+    p.set_defaults(handler="edge_agent.agent:run_agent")
 
 
 def _rollback(sub: Any) -> None:

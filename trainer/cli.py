@@ -85,7 +85,7 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def train_command(args: argparse.Namespace) -> int:
+def run_train(args: argparse.Namespace) -> int:
     """``edgeinfer train``."""
     _quiet_tensorflow()
     variants = parse_variants(args.variants)
@@ -146,7 +146,7 @@ def train_command(args: argparse.Namespace) -> int:
     return 0 if report["recommended"] else 1
 
 
-def export_command(args: argparse.Namespace) -> int:
+def run_export(args: argparse.Namespace) -> int:
     """``edgeinfer export``."""
     _quiet_tensorflow()
     variants = parse_variants(args.variants)

@@ -117,7 +117,7 @@ def register(subparsers: Any) -> None:
     _image_arguments(p)
     _export_arguments(p)
     _capture_arguments(p)
-    p.set_defaults(handler="trainer.cli:train_command")
+    p.set_defaults(handler="trainer.cli:run_train")
 
     e = subparsers.add_parser(
         "export",
@@ -132,4 +132,4 @@ def register(subparsers: Any) -> None:
     e.add_argument("--out", help="output folder (default: the model's folder)")
     _export_arguments(e)
     _capture_arguments(e)
-    e.set_defaults(handler="trainer.cli:export_command")
+    e.set_defaults(handler="trainer.cli:run_export")

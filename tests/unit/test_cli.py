@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -215,9 +216,38 @@ def test_the_agent_command_registers_only_the_agents_arguments() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["edge_agent.agent:run_agent_command", "[]"]
+    assert proc.stdout.split() == ["edge_agent.agent:run_agent", "[]"]
     # An unknown command still gets the full list in the error.
     proc = _edgeinfer("no-such-command")
     assert proc.returncode == 2
     assert "invalid choice: 'no-such-command'" in proc.stderr
     assert "'agent'" in proc.stderr and "'broker'" in proc.stderr
+
+
+def test_every_handler_follows_the_naming_rule_and_resolves() -> None:
+    """One rule for CLI handlers (docs/architecture.md): ``package.module:run_<command>``
+    (``run_<command>_<action>`` for a nested one), a function of that module."""
+    import importlib
+    import re
+
+    from stream.cli import build_parser
+
+    def handlers(parser: argparse.ArgumentParser) -> list[str]:
+        found: list[str] = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    handler = sub.get_default("handler")
+                    if handler:
+                        found.append(handler)
+                    found += handlers(sub)
+        return found
+
+    found = handlers(build_parser())
+    assert len(found) >= 12
+    for handler in found:
+        assert re.fullmatch(r"[a-z_.]+:run_[a-z_]+", handler), handler
+        module, _, func = handler.partition(":")
+        if module.startswith("trainer"):
+            continue  # imports TensorFlow: resolved by the trainer's own command tests
+        assert callable(getattr(importlib.import_module(module), func)), handler

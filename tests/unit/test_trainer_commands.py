@@ -22,7 +22,7 @@ def test_registering_the_commands_does_not_import_tensorflow() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
-    assert out == ["trainer.cli:train_command", "False", "False"]
+    assert out == ["trainer.cli:run_train", "False", "False"]
 
 
 def test_train_options_parse() -> None:
@@ -36,12 +36,12 @@ def test_train_options_parse() -> None:
     )  # fmt: skip
     assert (args.epochs, args.batch_size, args.seed, args.stride) == (3, 4, 7, 10)
     assert args.no_export and args.max_accuracy_drop == 0.02 and args.variants == "int8"
-    assert args.handler == "trainer.cli:train_command"
+    assert args.handler == "trainer.cli:run_train"
 
 
 def test_export_options_parse() -> None:
     args = build_parser().parse_args(["export", "--model", "runs/x/model.keras"])
-    assert args.handler == "trainer.cli:export_command"
+    assert args.handler == "trainer.cli:run_export"
     assert args.variants == "float32,float16,dynamic,int8"
     assert args.dataset is None
 
