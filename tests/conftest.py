@@ -3,6 +3,7 @@
 pytest_plugins: list[str] = [
     "tests.fixtures.broker",
     "tests.fixtures.agent",
+    "tests.fixtures.streams",
     "tests.fixtures.models",
     "tests.fixtures.tiny_models",
     "tests.fixtures.hostile_agent",

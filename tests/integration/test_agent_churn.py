@@ -18,14 +18,14 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stream.kafka import ensure_topics
 from stream.replay import replay_images
-from tests.integration.test_agent_delivery import agent_args, answered, input_offsets
+from tests.integration.test_agent_delivery import answered, input_offsets
 
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
@@ -33,83 +33,66 @@ logger = logging.getLogger(__name__)
 PARTITIONS = 2
 
 
+@pytest.fixture
 def churn(
-    *,
-    mode: str,
-    client: str,
-    cycles: int,
-    gap_s: tuple[float, float],
     kafka_settings: Any,
-    unique_topic: Any,
-    agent_process: Any,
-    topic_reader: Any,
-    bundle: Path,
-) -> dict[str, float]:
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    group = unique_topic("group")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=PARTITIONS)
-    args = agent_args(bundle, inp, out, dl, group, client)
-    if mode == "static":
-        args += ["--partitions", ",".join(str(p) for p in range(PARTITIONS))]
-    elif mode == "instance":
-        args += ["--group-instance-id", "churned-agent"]
-    sent: dict[str, int] = {}
-
-    def replay() -> None:
-        stats = replay_images(
-            kafka_settings, "digits", topic=inp, rate=300.0, repeat=4, partitions=None
-        )
-        sent["n"] = stats.sent
-
-    producer = threading.Thread(target=replay, daemon=True)
-    producer.start()
-    rng = random.Random(12)
-    for _ in range(cycles):
-        agent = agent_process(*args, wait=False)
-        time.sleep(rng.uniform(*gap_s))
-        agent.kill()
-    producer.join(120)
-    started = time.monotonic()
-    last = agent_process(*args)  # ready: a SIGTERM before its handlers exist would kill it
-    reader = topic_reader(inp, out, dl)
-    n = sent["n"]
-    reader.until(
-        lambda r: r.count(inp) >= n and set(answered(r, out)) >= input_offsets(r, inp),
-        150,
-        f"a result for each of the {n} inputs after the churn",
-    )
-    recovered_s = time.monotonic() - started
-    done = answered(reader, out)
-    assert set(done) == input_offsets(reader, inp)  # 0 inputs without a result
-    duplicates = sum(c - 1 for c in done.values())
-    assert last.terminate() == 0
-    figures = {"inputs": n, "duplicates": duplicates, "recovered_s": round(recovered_s, 1)}
-    logger.warning("churn mode=%s client=%s cycles=%d: %s", mode, client, cycles, figures)
-    return figures
-
-
-@pytest.mark.parametrize("client", ["kafka-python"])
-def test_fast_churn_with_static_assignment_recovers_in_seconds(
-    client: str,
-    kafka_settings: Any,
-    unique_topic: Any,
+    agent_topics: Any,
     agent_process: Any,
     topic_reader: Any,
     digits_bundles: dict[str, Path],
     record_property: Any,
-) -> None:
-    figures = churn(
-        mode="static",
-        client=client,
-        cycles=6,
-        gap_s=(0.5, 2.5),
-        kafka_settings=kafka_settings,
-        unique_topic=unique_topic,
-        agent_process=agent_process,
-        topic_reader=topic_reader,
-        bundle=digits_bundles["int8"],
-    )
-    record_property("churn", figures)
+) -> Callable[..., dict[str, float]]:
+    """``churn(mode=, client=, cycles=, gap_s=)``: churn one agent on the digits bundle;
+    the figures (inputs, duplicates, recovered_s) are returned and recorded."""
+
+    def run(*, mode: str, client: str, cycles: int, gap_s: tuple[float, float]) -> dict[str, float]:
+        topics = agent_topics(partitions=PARTITIONS)
+        inp, out, dl = topics
+        args = topics.args(digits_bundles["int8"], client)
+        if mode == "static":
+            args += ["--partitions", ",".join(str(p) for p in range(PARTITIONS))]
+        elif mode == "instance":
+            args += ["--group-instance-id", "churned-agent"]
+        sent: dict[str, int] = {}
+
+        def replay() -> None:
+            stats = replay_images(
+                kafka_settings, "digits", topic=inp, rate=300.0, repeat=4, partitions=None
+            )
+            sent["n"] = stats.sent
+
+        producer = threading.Thread(target=replay, daemon=True)
+        producer.start()
+        rng = random.Random(12)
+        for _ in range(cycles):
+            agent = agent_process(*args, wait=False)
+            time.sleep(rng.uniform(*gap_s))
+            agent.kill()
+        producer.join(120)
+        started = time.monotonic()
+        last = agent_process(*args)  # ready: a SIGTERM before its handlers exist would kill it
+        reader = topic_reader(inp, out, dl)
+        n = sent["n"]
+        reader.until(
+            lambda r: r.count(inp) >= n and set(answered(r, out)) >= input_offsets(r, inp),
+            150,
+            f"a result for each of the {n} inputs after the churn",
+        )
+        recovered_s = time.monotonic() - started
+        done = answered(reader, out)
+        assert set(done) == input_offsets(reader, inp)  # 0 inputs without a result
+        duplicates = sum(c - 1 for c in done.values())
+        assert last.terminate() == 0
+        figures = {"inputs": n, "duplicates": duplicates, "recovered_s": round(recovered_s, 1)}
+        logger.warning("churn mode=%s client=%s cycles=%d: %s", mode, client, cycles, figures)
+        record_property("churn", figures)
+        return figures
+
+    return run
+
+
+def test_fast_churn_with_static_assignment_recovers_in_seconds(churn: Any) -> None:
+    figures = churn(mode="static", client="kafka-python", cycles=6, gap_s=(0.5, 2.5))
     assert figures["recovered_s"] < 45, figures
 
 
@@ -125,26 +108,6 @@ def test_fast_churn_with_static_assignment_recovers_in_seconds(
     ],
 )
 def test_churn_loses_no_input(
-    mode: str,
-    client: str,
-    cycles: int,
-    gap_s: tuple[float, float],
-    kafka_settings: Any,
-    unique_topic: Any,
-    agent_process: Any,
-    topic_reader: Any,
-    digits_bundles: dict[str, Path],
-    record_property: Any,
+    mode: str, client: str, cycles: int, gap_s: tuple[float, float], churn: Any
 ) -> None:
-    figures = churn(
-        mode=mode,
-        client=client,
-        cycles=cycles,
-        gap_s=gap_s,
-        kafka_settings=kafka_settings,
-        unique_topic=unique_topic,
-        agent_process=agent_process,
-        topic_reader=topic_reader,
-        bundle=digits_bundles["int8"],
-    )
-    record_property("churn", figures)
+    churn(mode=mode, client=client, cycles=cycles, gap_s=gap_s)  # asserts no input lost

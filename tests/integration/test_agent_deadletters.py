@@ -13,7 +13,6 @@ import pytest
 
 from stream import codecs
 from stream.bundle import read_manifest
-from stream.kafka import ensure_topics
 from stream.preprocessing import SequencePreprocessing
 from tests.fixtures.agent import CLIENTS
 
@@ -28,14 +27,6 @@ def reading(device: str, ts: int, values: list[float]) -> bytes:
 
 def json_headers(device: str, ts: int) -> list[tuple[str, bytes]]:
     return codecs.sensor_headers(device, ts, label="walking")
-
-
-def collect(reader: Any, out: str, dl: str, results: int, dead: int) -> None:
-    reader.until(
-        lambda r: r.count(out) >= results and r.count(dl) >= dead,
-        90,
-        f"{results} results and {dead} dead letters",
-    )
 
 
 def check_dead_letters(
@@ -59,28 +50,14 @@ def check_dead_letters(
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_sensor_stream_with_bad_messages(
-    client: str,
-    kafka_settings: Any,
-    unique_topic: Any,
-    agent_thread: Any,
-    topic_reader: Any,
-    producer_factory: Any,
-    motions_bundles: dict[str, Path],
+    client: str, streaming_agent: Any, producer_factory: Any, motions_bundles: dict[str, Path]
 ) -> None:
     bundle = motions_bundles["int8"]
     prep = read_manifest(bundle).preprocessing
     assert isinstance(prep, SequencePreprocessing)
     channels, window, stride = prep.channels, prep.window, prep.stride
-    inp, out, dl = unique_topic("sensors"), unique_topic("results"), unique_topic("dl")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=1)
-    agent = agent_thread(
-        bundle=bundle,
-        input_topic=inp,
-        output_topic=out,
-        deadletter_topic=dl,
-        max_message_bytes=MAX_BYTES,
-        client=client,
-    )
+    run = streaming_agent(bundle, kind="sensors", max_message_bytes=MAX_BYTES, client=client)
+    agent, inp = run.agent, run.topics.input
     good = [0.5] * channels
     bad: list[tuple[str, bytes | None, list[Any]]] = [
         ("not_json", b"hello, not json", []),
@@ -126,12 +103,11 @@ def test_sensor_stream_with_bad_messages(
     producer.flush()
     expected_windows = 2 * ((n_good - window) // stride + 1)
 
-    reader = topic_reader(out, dl)
-    collect(reader, out, dl, expected_windows, len(sent_bad))
+    run.until(results=expected_windows, dead=len(sent_bad))
     assert agent.stop() == 0
-    reader.poll()
-    check_dead_letters(reader.records[dl], sent_bad, inp)
-    results = [codecs.decode_result(r.value) for r in reader.records[out]]
+    run.reader.poll()
+    check_dead_letters(run.reader.records[run.topics.deadletter], sent_bad, inp)
+    results = run.results()
     assert len(results) == expected_windows
     for device, offsets in good_offsets.items():
         mine = sorted(r.source["last_offset"] for r in results if r.device_id == device)
@@ -153,24 +129,10 @@ def npy(arr: np.ndarray) -> bytes:
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_image_stream_with_bad_messages(
-    client: str,
-    kafka_settings: Any,
-    unique_topic: Any,
-    agent_thread: Any,
-    topic_reader: Any,
-    producer_factory: Any,
-    digits_bundles: dict[str, Path],
+    client: str, streaming_agent: Any, producer_factory: Any, digits_bundles: dict[str, Path]
 ) -> None:
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=1)
-    agent = agent_thread(
-        bundle=digits_bundles["int8"],
-        input_topic=inp,
-        output_topic=out,
-        deadletter_topic=dl,
-        max_message_bytes=MAX_BYTES,
-        client=client,
-    )
+    run = streaming_agent(digits_bundles["int8"], max_message_bytes=MAX_BYTES, client=client)
+    agent, inp = run.agent, run.topics.input
     rng = np.random.default_rng(0)
     digit = rng.integers(0, 16, (8, 8), dtype=np.uint8)
     png = codecs.encode_png(digit)
@@ -208,11 +170,10 @@ def test_image_stream_with_bad_messages(
             sent_bad[offset] = (reason, value, headers)
             offset += 1
     producer.flush()
-    reader = topic_reader(out, dl)
-    collect(reader, out, dl, len(good_offsets), len(sent_bad))
+    run.until(results=len(good_offsets), dead=len(sent_bad))
     assert agent.stop() == 0
-    reader.poll()
-    check_dead_letters(reader.records[dl], sent_bad, inp)
-    results = [codecs.decode_result(r.value) for r in reader.records[out]]
+    run.reader.poll()
+    check_dead_letters(run.reader.records[run.topics.deadletter], sent_bad, inp)
+    results = run.results()
     assert sorted(r.source["offset"] for r in results) == good_offsets
     assert all(r.true_label == "3" and r.device_id == "cam-1" for r in results)

@@ -13,7 +13,7 @@ import pytest
 from kafka import TopicPartition
 
 from stream import codecs
-from stream.kafka import ensure_topics, make_consumer
+from stream.kafka import make_consumer
 from stream.replay import replay_images
 from stream.settings import KafkaSettings
 from tests.fixtures.agent import CLIENTS, metric_value, wait_until
@@ -35,6 +35,14 @@ def committed_offsets(
         consumer.close()
 
 
+def replay_in_background(settings: KafkaSettings, topic: str, rate: float) -> threading.Thread:
+    """The digits test set four times at ``rate`` per second, from a started thread."""
+    kwargs = {"topic": topic, "rate": rate, "repeat": 4, "partitions": None}
+    replay = threading.Thread(target=replay_images, args=(settings, "digits"), kwargs=kwargs)
+    replay.start()
+    return replay
+
+
 def input_offsets(reader: Any, topic: str) -> set[tuple[int, int]]:
     return {(r.partition, r.offset) for r in reader.records[topic]}
 
@@ -44,38 +52,18 @@ def answered(reader: Any, out: str) -> Counter[tuple[int, int]]:
     return Counter((r.source["partition"], r.source["offset"]) for r in results)
 
 
-def agent_args(
-    bundle: Path, inp: str, out: str, dl: str, group: str, client: str = "kafka-python"
-) -> list[str]:
-    return [
-        "--client",
-        client,
-        "--bundle",
-        str(bundle),
-        "--input",
-        inp,
-        "--output",
-        out,
-        "--deadletter",
-        dl,
-        "--group",
-        group,
-    ]
-
-
 @pytest.mark.parametrize("client", CLIENTS)
 def test_sigterm_drains_commits_everything_and_exits_0(
     client: str,
     kafka_settings: KafkaSettings,
-    unique_topic: Any,
+    agent_topics: Any,
     agent_process: Any,
     topic_reader: Any,
     digits_bundles: dict[str, Path],
 ) -> None:
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    group = unique_topic("group")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
-    agent = agent_process(*agent_args(digits_bundles["int8"], inp, out, dl, group, client))
+    topics = agent_topics(partitions=2)
+    inp, out, dl, group = topics.input, topics.output, topics.deadletter, topics.group
+    agent = agent_process(*topics.args(digits_bundles["int8"], client))
     stats = replay_images(kafka_settings, "digits", topic=inp, rate=0, partitions=None)
     n = stats.sent
     reader = topic_reader(inp, out, dl)
@@ -116,21 +104,15 @@ def test_sigterm_drains_commits_everything_and_exits_0(
 @pytest.mark.slow
 def test_sigterm_mid_stream_commits_only_answered_inputs(
     kafka_settings: KafkaSettings,
-    unique_topic: Any,
+    agent_topics: Any,
     agent_process: Any,
     topic_reader: Any,
     digits_bundles: dict[str, Path],
 ) -> None:
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    group = unique_topic("group")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
-    agent = agent_process(*agent_args(digits_bundles["int8"], inp, out, dl, group))
-    replay = threading.Thread(
-        target=replay_images,
-        args=(kafka_settings, "digits"),
-        kwargs={"topic": inp, "rate": 400.0, "repeat": 4, "partitions": None},
-    )
-    replay.start()
+    topics = agent_topics(partitions=2)
+    inp, out, dl, group = topics.input, topics.output, topics.deadletter, topics.group
+    agent = agent_process(*topics.args(digits_bundles["int8"]))
+    replay = replay_in_background(kafka_settings, inp, rate=400.0)
     reader = topic_reader(inp, out, dl)
     try:
         reader.until(lambda r: r.count(out) >= 300, 60, "300 results before SIGTERM")
@@ -160,23 +142,17 @@ def test_sigterm_mid_stream_commits_only_answered_inputs(
 def test_sigkill_mid_stream_then_restart_answers_every_input(
     client: str,
     kafka_settings: KafkaSettings,
-    unique_topic: Any,
+    agent_topics: Any,
     agent_process: Any,
     topic_reader: Any,
     digits_bundles: dict[str, Path],
 ) -> None:
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    group = unique_topic("group")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
-    args = agent_args(digits_bundles["int8"], inp, out, dl, group, client)
+    topics = agent_topics(partitions=2)
+    inp, out, dl = topics
+    args = topics.args(digits_bundles["int8"], client)
     first = agent_process(*args)
     total = 450 * 4
-    replay = threading.Thread(
-        target=replay_images,
-        args=(kafka_settings, "digits"),
-        kwargs={"topic": inp, "rate": 300.0, "repeat": 4, "partitions": None},
-    )
-    replay.start()
+    replay = replay_in_background(kafka_settings, inp, rate=300.0)
     reader = topic_reader(inp, out, dl)
     try:
         reader.until(lambda r: r.count(out) >= 400, 60, "400 results before SIGKILL")

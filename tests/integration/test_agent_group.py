@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from stream import codecs
-from stream.kafka import ensure_topics
 from stream.replay import replay_images
 
 pytestmark = pytest.mark.integration
@@ -27,20 +26,16 @@ PARTITIONS = 4
 def test_two_agents_split_partitions_and_answer_each_input_once(
     clients: tuple[str, str],
     kafka_settings: Any,
-    unique_topic: Any,
+    agent_topics: Any,
     agent_thread: Any,
     topic_reader: Any,
     digits_bundles: dict[str, Path],
 ) -> None:
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    group = unique_topic("group")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=PARTITIONS)
+    topics = agent_topics(partitions=PARTITIONS)
+    inp, out, dl = topics
     common = {
         "bundle": digits_bundles["int8"],
-        "input_topic": inp,
-        "output_topic": out,
-        "deadletter_topic": dl,
-        "group": group,
+        **topics.config(group=True),
     }
     a = agent_thread(**common, client=clients[0])  # one group, two client libraries
     b = agent_thread(**common, client=clients[1])
@@ -83,7 +78,7 @@ def test_two_agents_split_partitions_and_answer_each_input_once(
 def test_rebalance_with_work_in_flight_commits_cleanly(
     client: str,
     kafka_settings: Any,
-    unique_topic: Any,
+    agent_topics: Any,
     agent_thread: Any,
     topic_reader: Any,
     digits_bundles: dict[str, Path],
@@ -94,15 +89,11 @@ def test_rebalance_with_work_in_flight_commits_cleanly(
     where a commit fails), every input is answered, at most one poll's worth twice."""
     import threading
 
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    group = unique_topic("group")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=PARTITIONS)
+    topics = agent_topics(partitions=PARTITIONS)
+    inp, out, dl = topics
     common = {
         "bundle": digits_bundles["int8"],
-        "input_topic": inp,
-        "output_topic": out,
-        "deadletter_topic": dl,
-        "group": group,
+        **topics.config(group=True),
         "client": client,
         # inputs wait in the batch for up to 2 s while records keep coming
         "max_batch": 10_000,

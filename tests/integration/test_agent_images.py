@@ -14,7 +14,6 @@ import pytest
 
 from stream import codecs
 from stream.bundle import read_manifest
-from stream.kafka import ensure_topics
 from stream.replay import replay_images
 from tests.fixtures.agent import CLIENTS
 
@@ -41,27 +40,19 @@ def drain_reader(reader: Any, topic: str, expected: int, timeout_s: float = 120.
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_digits_replay_one_result_per_image_with_the_bundles_accuracy(
-    client: str,
-    kafka_settings: Any,
-    unique_topic: Any,
-    agent_thread: Any,
-    topic_reader: Any,
-    digits_bundles: dict[str, Path],
+    client: str, kafka_settings: Any, streaming_agent: Any, digits_bundles: dict[str, Path]
 ) -> None:
     bundle = digits_bundles["int8"]
     manifest = read_manifest(bundle)
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
-    agent = agent_thread(
-        bundle=bundle, input_topic=inp, output_topic=out, deadletter_topic=dl, client=client
-    )
+    run = streaming_agent(bundle, partitions=2, client=client)
+    agent, reader = run.agent, run.reader
+    inp, out, dl = run.topics
 
     started = time.monotonic()
     stats = replay_images(kafka_settings, "digits", topic=inp, rate=0, partitions=None)
     n = stats.sent
     assert n == 450
-    reader = topic_reader(out, dl)
-    reader.until(lambda r: r.count(out) >= n, 120, f"{n} results")
+    run.until(results=n, timeout_s=120)
     elapsed = time.monotonic() - started
     assert agent.stop() == 0
     records = drain_reader(reader, out, n)
@@ -122,18 +113,10 @@ def test_digits_replay_one_result_per_image_with_the_bundles_accuracy(
 
 
 def test_images_of_other_sizes_and_formats_are_fitted_to_the_model(
-    kafka_settings: Any,
-    unique_topic: Any,
-    agent_thread: Any,
-    topic_reader: Any,
-    producer_factory: Any,
-    digits_bundles: dict[str, Path],
+    streaming_agent: Any, producer_factory: Any, digits_bundles: dict[str, Path]
 ) -> None:
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=1)
-    agent_thread(
-        bundle=digits_bundles["int8"], input_topic=inp, output_topic=out, deadletter_topic=dl
-    )
+    run = streaming_agent(digits_bundles["int8"])
+    inp, out, dl, reader = run.topics.input, run.topics.output, run.topics.deadletter, run.reader
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 255, (32, 24, 3), dtype=np.uint8)
     gray = rng.integers(0, 255, (8, 8, 1), dtype=np.uint8)
@@ -148,8 +131,7 @@ def test_images_of_other_sizes_and_formats_are_fitted_to_the_model(
         headers = [] if ctype is None else [("content-type", ctype.encode())]
         producer.send(inp, value=value, key=b"cam", headers=headers)
     producer.flush()
-    reader = topic_reader(out, dl)
-    reader.until(lambda r: r.count(out) >= len(messages), 60, "4 results")
+    run.until(results=len(messages), timeout_s=60)
     assert reader.count(dl) == 0
     results = [json.loads(r.value) for r in reader.records[out]]
     assert sorted(r["source"]["offset"] for r in results) == [0, 1, 2, 3]
@@ -160,8 +142,7 @@ def test_images_of_other_sizes_and_formats_are_fitted_to_the_model(
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_backlog_larger_than_a_fetch_is_read_with_a_small_max_message_size(
     client: str,
-    kafka_settings: Any,
-    unique_topic: Any,
+    agent_topics: Any,
     agent_thread: Any,
     topic_reader: Any,
     producer_factory: Any,
@@ -171,8 +152,8 @@ def test_a_backlog_larger_than_a_fetch_is_read_with_a_small_max_message_size(
     the fetch size the agent asked for (producers batch many small messages): the agent
     must read it, not drop the response and reset the connection for ever (librdkafka did,
     with receive.message.max.bytes set near the fetch size)."""
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=1)
+    topics = agent_topics()
+    inp, out, dl = topics
     rng = np.random.default_rng(1)
     producer = producer_factory(
         {"compression_type": None, "batch_size": 2 * 1024 * 1024, "linger_ms": 2000}
@@ -183,12 +164,7 @@ def test_a_backlog_larger_than_a_fetch_is_read_with_a_small_max_message_size(
         producer.send(inp, value=png, headers=codecs.image_headers("image/png", f"cam-{i}", i))
     producer.flush(30)
     agent_thread(
-        bundle=digits_bundles["int8"],
-        input_topic=inp,
-        output_topic=out,
-        deadletter_topic=dl,
-        max_message_bytes=4000,
-        client=client,
+        bundle=digits_bundles["int8"], **topics.config(), max_message_bytes=4000, client=client
     )
     reader = topic_reader(out, dl)
     reader.until(lambda r: r.count(out) >= n, 60, f"{n} results")

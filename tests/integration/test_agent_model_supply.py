@@ -377,30 +377,23 @@ def test_idle_connections_cannot_pile_up_threads_in_the_agent(
 
 def test_healthz_fails_while_the_pipeline_loop_is_stuck(
     kafka_settings: KafkaSettings,
-    unique_topic: Callable[[str], str],
+    agent_topics: Callable[..., Any],
     agent_thread: Any,
     make: Callable[..., Path],
     store_factory: Callable[..., ModelStore],
 ) -> None:
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=1)
+    topics = agent_topics()
     bundle = make("1")
     # every invoke takes 2 s: one step longer than the limit
     store = SlowStore(store_factory(BundleDirSource(bundle), metrics=None))
     agent = agent_thread(
-        store=store,
-        bundle=bundle,
-        input_topic=inp,
-        output_topic=out,
-        deadletter_topic=dl,
-        max_batch=1,
-        stall_timeout_s=0.5,
+        store=store, bundle=bundle, **topics.config(), max_batch=1, stall_timeout_s=0.5
     )
     url = f"http://127.0.0.1:{agent.agent.metrics_port}/healthz"
     assert http_get(url)[0] == 200
     producer = make_producer(kafka_settings)
     png = codecs.encode_png(np.zeros((8, 8), np.uint8))
-    producer.send(inp, value=png, key=b"cam", headers=[("content-type", b"image/png")])
+    producer.send(topics.input, value=png, key=b"cam", headers=[("content-type", b"image/png")])
     producer.flush()
     producer.close()
     seen: list[tuple[int, str]] = []

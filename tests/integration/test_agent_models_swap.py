@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from stream.bundle import MODEL_FILE, generate_keys, load_private_key
-from stream.kafka import ensure_topics
 from stream.registry import Registry
 from stream.replay import replay_images
 from stream.settings import KafkaSettings
@@ -27,33 +26,29 @@ RATE = 120.0  # images per second: the stream lasts ~4 s, long enough to swap in
 
 
 @pytest.fixture
-def setup(kafka_settings: KafkaSettings, unique_topic: Any, tmp_path: Path) -> dict[str, Any]:
+def setup(agent_topics: Any, tmp_path: Path) -> dict[str, Any]:
     pytest.importorskip("keras")
     build_tiny_models()
     generate_keys(tmp_path / "k.key", tmp_path / "k.pub")
     registry = Registry(tmp_path / "registry")
     private = load_private_key(tmp_path / "k.key")
     registry.publish(write_tiny_bundle(tmp_path / "b1", "1", private_key=private))
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
+    topics = agent_topics(partitions=2)
     return {
         "registry": registry,
         "private": private,
         "public": tmp_path / "k.pub",
-        "topics": (inp, out, dl),
+        "topics": topics,
         "tmp": tmp_path,
     }
 
 
 def _start(agent_thread: Any, s: dict[str, Any], client: str = "kafka-python") -> Any:
-    inp, out, dl = s["topics"]
     return agent_thread(
         registry=s["registry"].root,
         model=NAME,
         public_key=s["public"],
-        input_topic=inp,
-        output_topic=out,
-        deadletter_topic=dl,
+        **s["topics"].config(),
         model_poll_s=0.2,
         max_batch=8,
         client=client,

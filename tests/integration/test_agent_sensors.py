@@ -10,10 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream import codecs
 from stream.bundle import read_manifest
 from stream.datasets import load_dataset
-from stream.kafka import ensure_topics
 from stream.preprocessing import SequencePreprocessing
 from stream.replay import replay_sensors
 from tests.fixtures.agent import CLIENTS
@@ -28,12 +26,7 @@ def windows_per_recording(length: int, window: int, stride: int) -> int:
 
 @pytest.mark.parametrize("client", CLIENTS)
 def test_basic_motions_replay_gives_the_expected_windows_per_device(
-    client: str,
-    kafka_settings: Any,
-    unique_topic: Any,
-    agent_thread: Any,
-    topic_reader: Any,
-    motions_bundles: dict[str, Path],
+    client: str, kafka_settings: Any, streaming_agent: Any, motions_bundles: dict[str, Path]
 ) -> None:
     bundle = motions_bundles["int8"]
     manifest = read_manifest(bundle)
@@ -43,23 +36,17 @@ def test_basic_motions_replay_gives_the_expected_windows_per_device(
     devices, length = ds.x_test.shape[0], ds.x_test.shape[1]
     per_device = windows_per_recording(length, prep.window, prep.stride)
     assert per_device >= 1
-    inp, out, dl = unique_topic("sensors"), unique_topic("results"), unique_topic("dl")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
-    agent = agent_thread(
-        bundle=bundle, input_topic=inp, output_topic=out, deadletter_topic=dl, client=client
-    )
+    run = streaming_agent(bundle, kind="sensors", partitions=2, client=client)
+    agent, reader, inp, dl = run.agent, run.reader, run.topics.input, run.topics.deadletter
 
     stats = replay_sensors(kafka_settings, "basic-motions", topic=inp, rate=0, partitions=None)
     assert stats.sent == devices * length
     expected = devices * per_device
-    reader = topic_reader(out, dl)
-    reader.until(lambda r: r.count(out) >= expected, 120, f"{expected} window results")
+    run.until(results=expected, timeout_s=120)
     assert agent.stop() == 0
-    quiet = 0
-    while quiet < 2:
-        quiet = quiet + 1 if reader.poll() == 0 else 0
+    run.drain()
 
-    results = [codecs.decode_result(r.value) for r in reader.records[out]]
+    results = run.results()
     assert reader.count(dl) == 0
     by_device: dict[str, list[Any]] = defaultdict(list)
     for r in results:

@@ -18,7 +18,6 @@ import pytest
 from edge_agent.model_store import ModelStore
 from edge_agent.sources import BundleDirSource
 from stream import codecs
-from stream.kafka import ensure_topics
 from tests.fixtures.signing import TEST_SIGNING_KEY
 
 pytestmark = pytest.mark.integration
@@ -68,15 +67,11 @@ class SlowStore:
 @pytest.mark.slow
 def test_batches_longer_than_the_session_timeout_keep_the_membership(
     kafka_settings: Any,
-    unique_topic: Any,
-    agent_thread: Any,
-    topic_reader: Any,
+    streaming_agent: Any,
     producer_factory: Any,
     digits_bundles: dict[str, Path],
     tmp_path: Path,
 ) -> None:
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=1)
     store = SlowStore(
         ModelStore(
             source=BundleDirSource(digits_bundles["int8"]),
@@ -90,16 +85,14 @@ def test_batches_longer_than_the_session_timeout_keep_the_membership(
     )
     # 4 records per poll, one per batch: 8 s of inference between two polls, more than
     # the 6 s session timeout, less than max_poll_interval_ms.
-    agent = agent_thread(
+    run = streaming_agent(
+        digits_bundles["int8"],
         store=store,
-        bundle=digits_bundles["int8"],
-        input_topic=inp,
-        output_topic=out,
-        deadletter_topic=dl,
         max_batch=1,
         max_poll_records=4,
         max_poll_interval_ms=30_000,
     )
+    agent, reader, inp, out = run.agent, run.reader, run.topics.input, run.topics.output
     assert kafka_settings.session_timeout_ms < 4 * DELAY_S * 1000
     revoked_before = agent.pipeline.revocations
     producer = producer_factory()
@@ -108,8 +101,7 @@ def test_batches_longer_than_the_session_timeout_keep_the_membership(
     for _ in range(n):
         producer.send(inp, value=png, key=b"cam", headers=[("content-type", b"image/png")])
     producer.flush()
-    reader = topic_reader(out)
-    reader.until(lambda r: r.count(out) >= n, 120, f"{n} slow results")
+    run.until(results=n, timeout_s=120)
     assert agent.pipeline.revocations == revoked_before, "the agent lost its partitions"
     assert agent.pipeline.assigned == {0}
     assert agent.stop() == 0

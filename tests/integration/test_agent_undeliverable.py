@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 
 from stream import codecs, topics
-from stream.kafka import ensure_topics
 from tests.fixtures.agent import CLIENTS
 
 pytestmark = pytest.mark.integration
@@ -47,24 +46,14 @@ def _committed(kafka_settings: Any, group: str, topic: str) -> int | None:
 def test_outputs_too_large_for_the_topic_never_block_the_partition(
     client: str,
     kafka_settings: Any,
-    unique_topic: Any,
-    agent_thread: Any,
-    topic_reader: Any,
+    streaming_agent: Any,
     producer_factory: Any,
     digits_bundles: dict[str, Path],
 ) -> None:
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    group = unique_topic("group")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=1)
-    agent = agent_thread(
-        bundle=digits_bundles["int8"],
-        input_topic=inp,
-        output_topic=out,
-        deadletter_topic=dl,
-        group=group,
-        max_output_bytes=MAX_OUTPUT,
-        client=client,
+    run = streaming_agent(
+        digits_bundles["int8"], group=True, max_output_bytes=MAX_OUTPUT, client=client
     )
+    agent, reader, inp = run.agent, run.reader, run.topics.input
     rng = np.random.default_rng(3)
     png = codecs.encode_png(rng.integers(0, 16, (8, 8), dtype=np.uint8))
     ok_headers = codecs.image_headers("image/png", "cam-1", 1_700_000_000_000)
@@ -76,13 +65,12 @@ def test_outputs_too_large_for_the_topic_never_block_the_partition(
     producer.send(inp, value=png, key=b"cam-1", headers=ok_headers)  # answered normally
     producer.flush()
 
-    reader = topic_reader(out, dl)
-    reader.until(lambda r: r.count(out) >= 1 and r.count(dl) >= 2, 90, "1 result, 2 dead letters")
+    run.until(results=1, dead=2)
     assert agent.stop() == 0
     reader.poll()
-    assert [codecs.decode_result(r.value).source["offset"] for r in reader.records[out]] == [2]
+    assert [r.source["offset"] for r in run.results()] == [2]
     dead = {}
-    for rec in reader.records[dl]:
+    for rec in reader.records[run.topics.deadletter]:
         hdrs = codecs.headers_dict(rec.headers)
         assert rec.value is None, "the value that made it too large is left out"
         assert "x-note-00" not in hdrs, "so are the original headers"
@@ -96,7 +84,7 @@ def test_outputs_too_large_for_the_topic_never_block_the_partition(
     assert dead[1][topics.H_ORIGINAL_SIZE] == str(len(png))
     assert "MESSAGE_TOO_LARGE" in dead[1][topics.H_ERROR_MESSAGE]
     # Everything is committed: nothing is replayed, nothing blocks the partition.
-    assert _committed(kafka_settings, group, inp) == 3
+    assert _committed(kafka_settings, run.topics.group, inp) == 3
     too_large = {"code": "MESSAGE_TOO_LARGE"}
     assert agent.sample("edge_agent_undeliverable_total", {"output": "result", **too_large}) == 1
     assert (

@@ -24,7 +24,7 @@ import pytest
 
 from stream import codecs
 from stream.broker import free_port
-from stream.kafka import ensure_topics, make_consumer
+from stream.kafka import make_consumer
 from stream.replay import replay_images
 from tests.fixtures.agent import http_get, wait_until
 
@@ -104,25 +104,14 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
 
 def test_prometheus_scrapes_the_agent_and_promql_matches_what_was_sent(
     kafka_settings: Any,
-    unique_topic: Any,
+    agent_topics: Any,
     agent_process: Any,
     digits_bundles: dict[str, Path],
     prometheus: Any,
 ) -> None:
-    inp, out, dl = unique_topic("images"), unique_topic("results"), unique_topic("dl")
-    ensure_topics(kafka_settings, [inp, out, dl], partitions=2)
-    agent = agent_process(
-        "--bundle",
-        str(digits_bundles["int8"]),
-        "--input",
-        inp,
-        "--output",
-        out,
-        "--deadletter",
-        dl,
-        "--group",
-        unique_topic("group"),
-    )
+    topics = agent_topics(partitions=2)
+    inp, out = topics.input, topics.output
+    agent = agent_process(*topics.args(digits_bundles["int8"]))
     prom = prometheus(f"127.0.0.1:{agent.port}")
     wait_until(
         lambda: prom.scalar('up{job="edge-agent"}') == 1.0, 30, "Prometheus to scrape the agent"
