@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal, get_args
 
 Case = Literal[
     "model_bound",
@@ -15,16 +15,7 @@ Case = Literal[
     "scale_out",
     "quantization",
 ]
-CASES: tuple[Case, ...] = (
-    "model_bound",
-    "client_bound",
-    "naive",
-    "client_library",
-    "latency",
-    "footprint",
-    "scale_out",
-    "quantization",
-)
+CASES: tuple[Case, ...] = get_args(Case)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,44 +58,32 @@ class BenchConfig:
 
     @classmethod
     def full(cls) -> BenchConfig:
-        return cls(
-            quick=False,
-            image_frames=3000,
-            scale_frames=6000,
-            small_messages=20_000,
-            json_messages=50_000,
-            naive_messages=3000,
-            measure_cap_s=45.0,
-            raw_seconds=5.0,
-            repeats=2,
-            load_fractions=(0.25, 0.5, 0.75, 0.9, 1.0, 1.25),
-            load_seconds=12.0,
-            footprint_repeats=3,
-            profile_seconds=10.0,
-            train_epochs=None,
-        )
+        return cls(quick=False, **{name: full for name, (full, _) in _PRESETS.items()})
 
     @classmethod
     def quick_preset(cls) -> BenchConfig:
-        return cls(
-            quick=True,
-            image_frames=400,
-            scale_frames=1500,
-            small_messages=3000,
-            json_messages=6000,
-            naive_messages=300,
-            measure_cap_s=12.0,
-            raw_seconds=2.0,
-            repeats=1,
-            load_fractions=(0.5, 1.0, 1.25),
-            load_seconds=4.0,
-            footprint_repeats=1,
-            profile_seconds=4.0,
-            train_epochs=3,
-        )
+        return cls(quick=True, **{name: quick for name, (_, quick) in _PRESETS.items()})
 
     def only(self, cases: tuple[Case, ...]) -> BenchConfig:
         return replace(self, cases=cases)
+
+
+#: The presets side by side: field -> (full, quick).
+_PRESETS: dict[str, tuple[Any, Any]] = {
+    "image_frames": (3000, 400),
+    "scale_frames": (6000, 1500),
+    "small_messages": (20_000, 3000),
+    "json_messages": (50_000, 6000),
+    "naive_messages": (3000, 300),
+    "measure_cap_s": (45.0, 12.0),
+    "raw_seconds": (5.0, 2.0),
+    "repeats": (2, 1),
+    "load_fractions": ((0.25, 0.5, 0.75, 0.9, 1.0, 1.25), (0.5, 1.0, 1.25)),
+    "load_seconds": (12.0, 4.0),
+    "footprint_repeats": (3, 1),
+    "profile_seconds": (10.0, 4.0),
+    "train_epochs": (None, 3),
+}
 
 
 def parse_cases(text: str | None) -> tuple[Case, ...]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from edge_agent.delivery import Delivery
@@ -63,26 +63,18 @@ class DeadLetterSent:
     stripped: bool = False
 
 
+@dataclass(kw_only=True, eq=False)
 class DeadLetters:
     """Builds, sends, logs and counts the dead letters of one input topic."""
 
-    def __init__(
-        self,
-        *,
-        delivery: Delivery,
-        metrics: AgentMetrics,
-        source_topic: str,
-        topic: str,
-        agent_id: str,
-    ) -> None:
-        self.delivery = delivery
-        self.metrics = metrics
-        self.source_topic = source_topic
-        self.topic = topic
-        self.agent_id = agent_id
-        #: Dead letters sent (for the summary line and tests).
-        self.count = 0
-        self._log_at: dict[str, float] = {}
+    delivery: Delivery
+    metrics: AgentMetrics
+    source_topic: str
+    topic: str
+    agent_id: str
+    #: Dead letters sent (for the summary line and tests).
+    count: int = field(default=0, init=False)
+    _log_at: dict[str, float] = field(default_factory=dict, init=False)
 
     def send(
         self,

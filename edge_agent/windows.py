@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -77,35 +77,28 @@ class _Device:
         self.last_seen = 0.0
 
 
+@dataclass(kw_only=True, eq=False)
 class DeviceWindows:
     """Sliding windows for many devices; see the module docstring for the rules."""
 
-    def __init__(
-        self,
-        *,
-        window: int,
-        stride: int,
-        channels: int,
-        max_devices: int = 10_000,
-        idle_s: float = 600.0,
-        max_emit_bytes: int = DEFAULT_MAX_EMIT_BYTES,
-    ) -> None:
-        _check_geometry(window, stride, channels)
-        if max_devices < 1:
-            msg = f"max_devices must be >= 1, got {max_devices}"
+    window: int
+    stride: int
+    channels: int
+    max_devices: int = 10_000
+    idle_s: float = 600.0
+    max_emit_bytes: int = DEFAULT_MAX_EMIT_BYTES
+    _devices: OrderedDict[str, _Device] = field(default_factory=OrderedDict, init=False, repr=False)
+    # partition -> lazy min-heap of (first held offset, device id); stale entries are
+    # skipped when they reach the top.
+    _heaps: dict[int, list[tuple[int, str]]] = field(default_factory=dict, init=False, repr=False)
+    #: Evictions since construction, by reason ("capacity", "idle").
+    evicted: dict[str, int] = field(default_factory=lambda: {"capacity": 0, "idle": 0}, init=False)
+
+    def __post_init__(self) -> None:
+        _check_geometry(self.window, self.stride, self.channels)
+        if self.max_devices < 1:
+            msg = f"max_devices must be >= 1, got {self.max_devices}"
             raise ValueError(msg)
-        self.window = window
-        self.stride = stride
-        self.channels = channels
-        self.max_devices = max_devices
-        self.idle_s = idle_s
-        self.max_emit_bytes = max_emit_bytes
-        self._devices: OrderedDict[str, _Device] = OrderedDict()
-        # partition -> lazy min-heap of (first held offset, device id); stale entries are
-        # skipped when they reach the top.
-        self._heaps: dict[int, list[tuple[int, str]]] = {}
-        #: Evictions since construction, by reason ("capacity", "idle").
-        self.evicted: dict[str, int] = {"capacity": 0, "idle": 0}
 
     # ------------------------------------------------------------------ queries
 

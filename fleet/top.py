@@ -47,24 +47,26 @@ class Scrape:
     error: str = ""
 
 
+#: Metrics summed over their label sets: name after the prefix -> :class:`Scrape` field.
+_SUMMED = {
+    "messages_consumed_total": "consumed",
+    "results_produced_total": "produced",
+    "deadletters_total": "deadletters",
+    "consumer_lag": "lag",
+    "windows_open": "windows_open",
+    "partitions_assigned": "partitions_assigned",
+}
+
+
 def parse_metrics(text: str, *, url: str, at: float) -> Scrape:
     """Sum the agent's metrics from the Prometheus text exposition format."""
     s = Scrape(url=url, at=at, up=True)
     for family in families(text):
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
-            if name == f"{PREFIX}messages_consumed_total":
-                s.consumed += value
-            elif name == f"{PREFIX}results_produced_total":
-                s.produced += value
-            elif name == f"{PREFIX}deadletters_total":
-                s.deadletters += value
-            elif name == f"{PREFIX}consumer_lag":
-                s.lag += value
-            elif name == f"{PREFIX}windows_open":
-                s.windows_open += value
-            elif name == f"{PREFIX}partitions_assigned":
-                s.partitions_assigned += value
+            summed = _SUMMED.get(name[len(PREFIX) :]) if name.startswith(PREFIX) else None
+            if summed is not None:
+                setattr(s, summed, getattr(s, summed) + value)
             elif name == f"{PREFIX}ready":
                 s.ready = value >= 1
             elif name == f"{PREFIX}model_info" and value >= 1:

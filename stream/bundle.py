@@ -14,6 +14,7 @@ names costs nothing at an agent's start-up.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -21,11 +22,11 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from stream.exceptions import BundleError
 
@@ -286,28 +287,37 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
-        msg = f"cannot read private key {path}: {exc}; make one with `edgeinfer keys generate`"
-        raise BundleError(msg) from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        msg = f"{path} is not an Ed25519 private key; make one with `edgeinfer keys generate`"
-        raise BundleError(msg)
-    return key
+    hint = "make one with `edgeinfer keys generate`"
+    load = functools.partial(serialization.load_pem_private_key, password=None)
+    key = _read_key(path, load, Ed25519PrivateKey, "private key", hint, f"; {hint}")
+    return cast("Ed25519PrivateKey", key)
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    hint = "pass the .pub file from `keys generate`"
+    load = serialization.load_pem_public_key
+    return cast("Ed25519PublicKey", _read_key(path, load, Ed25519PublicKey, "public key", hint, ""))
+
+
+def _read_key(
+    path: Path,
+    load: Callable[[bytes], object],
+    kind: type,
+    what: str,
+    unreadable_hint: str,
+    wrong_kind_hint: str,
+) -> object:
+    """``load(path's bytes)``, which must give a ``kind``; errors name the path and the fix."""
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
+        key = load(path.read_bytes())
     except (OSError, ValueError, TypeError) as exc:
-        msg = f"cannot read public key {path}: {exc}; pass the .pub file from `keys generate`"
+        msg = f"cannot read {what} {path}: {exc}; {unreadable_hint}"
         raise BundleError(msg) from exc
-    if not isinstance(key, Ed25519PublicKey):
-        msg = f"{path} is not an Ed25519 public key"
+    if not isinstance(key, kind):
+        msg = f"{path} is not an Ed25519 {what}{wrong_kind_hint}"
         raise BundleError(msg)
     return key
 

@@ -8,57 +8,54 @@ when its subcommand runs (see stream/cli.py).
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from stream import topics
 from stream.settings import add_kafka_arguments
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        msg = f"{text!r} is not an integer"
-        raise argparse.ArgumentTypeError(msg) from None
-    if value < 1:
-        msg = f"must be >= 1, got {value}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+_N = TypeVar("_N", int, float)
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        msg = f"{text!r} is not a number"
-        raise argparse.ArgumentTypeError(msg) from None
-    if value < 0:
-        msg = f"must be >= 0, got {value}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _at_least(parse: Callable[[str], _N], minimum: _N, what: str) -> Callable[[str], _N]:
+    """An argparse ``type``: ``parse(text)``, refused (naming the bound) below ``minimum``."""
+
+    def check(text: str) -> _N:
+        try:
+            value = parse(text)
+        except ValueError:
+            msg = f"{text!r} is not {what}"
+            raise argparse.ArgumentTypeError(msg) from None
+        if value < minimum:
+            msg = f"must be >= {minimum:g}, got {value}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return check
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        msg = f"{text!r} is not an integer"
-        raise argparse.ArgumentTypeError(msg) from None
-    if value < 0:
-        msg = f"must be >= 0, got {value}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+_positive_int = _at_least(int, 1, "an integer")
+_non_negative_int = _at_least(int, 0, "an integer")
+_non_negative_float = _at_least(float, 0.0, "a number")
+
+
+def _required_subcommands(p: argparse.ArgumentParser, dest: str) -> Any:
+    """``p``'s subcommands, one of which must be given (metavar: ``dest`` upper-cased)."""
+    actions = p.add_subparsers(dest=dest, metavar=dest.upper())
+    actions.required = True
+    return actions
+
+
+def _kafka_command(p: argparse.ArgumentParser, handler: str) -> None:
+    """``p`` talks to Kafka (the connection flags) and runs ``handler``."""
+    add_kafka_arguments(p)
+    p.set_defaults(handler=handler)
 
 
 def register(sub: Any) -> None:
     """Add the stream subcommands to ``sub`` (an argparse subparsers action)."""
-    _broker(sub)
-    _topics(sub)
-    _replay(sub)
-    _tail(sub)
-    _keys(sub)
-    _verify(sub)
-    _publish(sub)
+    for add in (_broker, _topics, _replay, _tail, _keys, _verify, _publish):
+        add(sub)
 
 
 def _broker(sub: Any) -> None:
@@ -84,8 +81,7 @@ def _broker(sub: Any) -> None:
 
 def _topics(sub: Any) -> None:
     p = sub.add_parser("topics", help="create or list topics")
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
+    actions = _required_subcommands(p, "action")
     ensure = actions.add_parser(
         "ensure", help="create the topics that do not exist yet (existing ones are kept)"
     )
@@ -97,11 +93,9 @@ def _topics(sub: Any) -> None:
         action="append",
         help=f"a topic to ensure, repeatable (default: all of {', '.join(topics.ALL_TOPICS)})",
     )
-    add_kafka_arguments(ensure)
-    ensure.set_defaults(handler="stream.kafka:run_topics")
+    _kafka_command(ensure, "stream.kafka:run_topics")
     listing = actions.add_parser("list", help="list topics and their partition counts")
-    add_kafka_arguments(listing)
-    listing.set_defaults(handler="stream.kafka:run_topics")
+    _kafka_command(listing, "stream.kafka:run_topics")
 
 
 def _replay_common(p: argparse.ArgumentParser, *, default_topic: str, unit: str) -> None:
@@ -136,14 +130,12 @@ def _replay_common(p: argparse.ArgumentParser, *, default_topic: str, unit: str)
         default=4,
         help="create the topic with this many partitions if it does not exist (default 4)",
     )
-    add_kafka_arguments(p)
-    p.set_defaults(handler="stream.replay:run_replay")
+    _kafka_command(p, "stream.replay:run_replay")
 
 
 def _replay(sub: Any) -> None:
     p = sub.add_parser("replay", help="replay a real dataset onto Kafka as a fleet of devices")
-    kinds = p.add_subparsers(dest="kind", metavar="KIND")
-    kinds.required = True
+    kinds = _required_subcommands(p, "kind")
     sensors = kinds.add_parser(
         "sensors",
         help="sensor recordings, one device per recording, one reading per message",
@@ -197,14 +189,12 @@ def _tail(sub: Any) -> None:
         type=_non_negative_float,
         help="stop after this many seconds without a message",
     )
-    add_kafka_arguments(p)
-    p.set_defaults(handler="stream.tail:run_tail")
+    _kafka_command(p, "stream.tail:run_tail")
 
 
 def _keys(sub: Any) -> None:
     p = sub.add_parser("keys", help="manage the Ed25519 key pair that signs bundles")
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
+    actions = _required_subcommands(p, "action")
     gen = actions.add_parser(
         "generate", help="write DIR/edgeinfer.key (private) and DIR/edgeinfer.pub"
     )
@@ -241,5 +231,4 @@ def _publish(sub: Any) -> None:
         default=900_000,
         help="announce by file:// URI instead of inline above this many bytes (default 900000)",
     )
-    add_kafka_arguments(p)
-    p.set_defaults(handler="stream.registry:run_publish")
+    _kafka_command(p, "stream.registry:run_publish")

@@ -8,10 +8,11 @@ keyword overrides go on top. kafka-python errors are wrapped into
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -67,22 +68,15 @@ def _bootstrap_timeout(settings: KafkaSettings, overrides: dict[str, Any]) -> di
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     """A producer with the project's durable defaults (acks=all, idempotent, lz4)."""
-    overrides = _bootstrap_timeout(settings, overrides)
-    try:
-        return KafkaProducer(**settings.producer_config(**overrides))
-    except KafkaError as exc:
-        raise _unreachable(settings, "producer", exc) from exc
+    return _construct(settings, "producer", KafkaProducer, settings.producer_config, overrides)
 
 
 def make_consumer(
     settings: KafkaSettings, *topics: str, group_id: str | None, **overrides: Any
 ) -> KafkaConsumer:
     """A consumer (manual commits), subscribed to ``topics`` when any are given."""
-    overrides = _bootstrap_timeout(settings, overrides)
-    try:
-        consumer = KafkaConsumer(**settings.consumer_config(group_id=group_id, **overrides))
-    except KafkaError as exc:
-        raise _unreachable(settings, "consumer", exc) from exc
+    config = functools.partial(settings.consumer_config, group_id=group_id)
+    consumer = _construct(settings, "consumer", KafkaConsumer, config, overrides)
     if topics:
         with kafka_errors(f"subscribing to {list(topics)}", settings):
             consumer.subscribe(list(topics))
@@ -90,11 +84,24 @@ def make_consumer(
 
 
 def make_admin(settings: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
-    overrides = _bootstrap_timeout(settings, overrides)
+    return _construct(settings, "admin client", KafkaAdminClient, settings.admin_config, overrides)
+
+
+_Client = TypeVar("_Client")
+
+
+def _construct(
+    settings: KafkaSettings,
+    what: str,
+    client: Callable[..., _Client],
+    config: Callable[..., dict[str, Any]],
+    overrides: dict[str, Any],
+) -> _Client:
+    """``client(**config(**overrides))``; an unreachable cluster raises :class:`BrokerError`."""
     try:
-        return KafkaAdminClient(**settings.admin_config(**overrides))
+        return client(**config(**_bootstrap_timeout(settings, overrides)))
     except KafkaError as exc:
-        raise _unreachable(settings, "admin client", exc) from exc
+        raise _unreachable(settings, what, exc) from exc
 
 
 def wait_for_broker(settings: KafkaSettings, timeout_s: float) -> None:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -72,32 +72,27 @@ class _Message:
     headers: Headers
 
 
+@dataclass(eq=False)
 class _Sender:
     """Paced producing with delivery accounting and periodic progress."""
 
-    def __init__(
-        self,
-        producer: KafkaProducer,
-        topic: str,
-        *,
-        rate: float,
-        total: int | None,
-        progress: ProgressFn | None,
-        progress_interval_s: float,
-    ) -> None:
-        self.producer = producer
-        self.topic = topic
-        self.rate = rate
-        self.total = total
-        self.progress = progress
-        self.progress_interval_s = progress_interval_s
-        self.sent = 0
-        self._acked = 0
-        self._failed = 0
-        self._first_error: BaseException | None = None
-        self._lock = threading.Lock()
-        self._start = time.monotonic()
-        self._next_progress = self._start + progress_interval_s
+    producer: KafkaProducer
+    topic: str
+    _: KW_ONLY
+    rate: float
+    total: int | None
+    progress: ProgressFn | None
+    progress_interval_s: float
+    sent: int = field(default=0, init=False)
+    _acked: int = field(default=0, init=False)
+    _failed: int = field(default=0, init=False)
+    _first_error: BaseException | None = field(default=None, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _start: float = field(default_factory=time.monotonic, init=False)
+    _next_progress: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._next_progress = self._start + self.progress_interval_s
 
     def _on_ok(self, _metadata: Any) -> None:
         with self._lock:

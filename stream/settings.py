@@ -37,6 +37,18 @@ PRODUCER_DEFAULTS: tuple[tuple[str, str, Any], ...] = (
 )
 
 
+#: Security settings: field -> (kafka-python name, librdkafka name). The key files are
+#: passed when set and the protocol uses TLS; the SASL ones whenever the protocol is SASL.
+_SECURITY_NAMES: dict[str, tuple[str, str]] = {
+    "ssl_cafile": ("ssl_cafile", "ssl.ca.location"),
+    "ssl_certfile": ("ssl_certfile", "ssl.certificate.location"),
+    "ssl_keyfile": ("ssl_keyfile", "ssl.key.location"),
+    "sasl_mechanism": ("sasl_mechanism", "sasl.mechanisms"),
+    "sasl_username": ("sasl_plain_username", "sasl.username"),
+    "sasl_password": ("sasl_plain_password", "sasl.password"),
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class KafkaSettings:
     """Validated, immutable Kafka connection settings. ``repr`` masks the password."""
@@ -84,17 +96,18 @@ class KafkaSettings:
         }
         if self.security_protocol in ("SSL", "SASL_SSL"):
             cfg["ssl_check_hostname"] = self.ssl_check_hostname
-            if self.ssl_cafile:
-                cfg["ssl_cafile"] = self.ssl_cafile
-            if self.ssl_certfile:
-                cfg["ssl_certfile"] = self.ssl_certfile
-            if self.ssl_keyfile:
-                cfg["ssl_keyfile"] = self.ssl_keyfile
-        if self.security_protocol.startswith("SASL"):
-            cfg["sasl_mechanism"] = self.sasl_mechanism
-            cfg["sasl_plain_username"] = self.sasl_username
-            cfg["sasl_plain_password"] = self.sasl_password
+        cfg.update(self._security(librdkafka=False))
         return cfg
+
+    def _security(self, *, librdkafka: bool) -> dict[str, Any]:
+        """Key files (when set) and SASL credentials under one client's names."""
+        ssl = self.security_protocol in ("SSL", "SASL_SSL")
+        sasl = self.security_protocol.startswith("SASL")
+        return {
+            names[librdkafka]: getattr(self, attr)
+            for attr, names in _SECURITY_NAMES.items()
+            if (sasl if attr.startswith("sasl") else ssl and getattr(self, attr))
+        }
 
     @property
     def heartbeat_interval_ms(self) -> int:
@@ -146,16 +159,7 @@ class KafkaSettings:
             cfg["ssl.endpoint.identification.algorithm"] = (
                 "https" if self.ssl_check_hostname else "none"
             )
-            if self.ssl_cafile:
-                cfg["ssl.ca.location"] = self.ssl_cafile
-            if self.ssl_certfile:
-                cfg["ssl.certificate.location"] = self.ssl_certfile
-            if self.ssl_keyfile:
-                cfg["ssl.key.location"] = self.ssl_keyfile
-        if self.security_protocol.startswith("SASL"):
-            cfg["sasl.mechanisms"] = self.sasl_mechanism
-            cfg["sasl.username"] = self.sasl_username
-            cfg["sasl.password"] = self.sasl_password
+        cfg.update(self._security(librdkafka=True))
         cfg.update(overrides)
         return cfg
 

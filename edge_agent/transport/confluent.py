@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.transport.base import (
@@ -103,19 +104,15 @@ class _LibrdkafkaLog:
         self._logger.log(level, fmt, *args)
 
 
+@dataclass(slots=True, eq=False)
 class _Record:
     """A consumed message with the attributes of kafka-python's ``ConsumerRecord``."""
 
-    __slots__ = ("headers", "key", "offset", "timestamp", "value")
-
-    def __init__(
-        self, value: bytes | None, key: bytes | None, headers: Any, offset: int, timestamp: int
-    ) -> None:
-        self.value = value
-        self.key = key
-        self.headers = headers
-        self.offset = offset
-        self.timestamp = timestamp
+    value: bytes | None
+    key: bytes | None
+    headers: Any
+    offset: int
+    timestamp: int
 
 
 class ConfluentTransport:

@@ -114,6 +114,17 @@ def test_tampered_model_is_refused(tmp_path: Path) -> None:
         verify_bundle(tmp_path / "b")
 
 
+def _signed_bundle(tmp_path: Path, keys: tuple[Path, Path]) -> Path:
+    """``tmp_path/b``, signed with the private key of ``keys``."""
+    write_bundle(tmp_path / "b", manifest(), MODEL, private_key=load_private_key(keys[0]))
+    return tmp_path / "b"
+
+
+def _assert_signature_refused(bundle: Path, keys: tuple[Path, Path]) -> None:
+    with pytest.raises(BundleError, match="signature does not verify"):
+        verify_bundle(bundle, public_key=load_public_key(keys[1]))
+
+
 def _edit_manifest(directory: Path, **changes: Any) -> None:
     path = directory / MANIFEST_FILE
     data = json.loads(path.read_text())
@@ -134,23 +145,19 @@ def _edit_manifest(directory: Path, **changes: Any) -> None:
 def test_tampered_signed_manifest_is_refused(
     tmp_path: Path, keys: tuple[Path, Path], changes: dict[str, Any]
 ) -> None:
-    private, public = keys
-    write_bundle(tmp_path / "b", manifest(), MODEL, private_key=load_private_key(private))
-    _edit_manifest(tmp_path / "b", **changes)
-    with pytest.raises(BundleError, match="signature does not verify"):
-        verify_bundle(tmp_path / "b", public_key=load_public_key(public))
+    bundle = _signed_bundle(tmp_path, keys)
+    _edit_manifest(bundle, **changes)
+    _assert_signature_refused(bundle, keys)
 
 
 def test_swapped_model_with_updated_hash_is_refused(
     tmp_path: Path, keys: tuple[Path, Path]
 ) -> None:
-    private, public = keys
-    write_bundle(tmp_path / "b", manifest(), MODEL, private_key=load_private_key(private))
+    bundle = _signed_bundle(tmp_path, keys)
     evil = b"TFL3 evil model"
-    (tmp_path / "b" / MODEL_FILE).write_bytes(evil)
-    _edit_manifest(tmp_path / "b", model_sha256=sha256_hex(evil), model_size=len(evil))
-    with pytest.raises(BundleError, match="signature does not verify"):
-        verify_bundle(tmp_path / "b", public_key=load_public_key(public))
+    (bundle / MODEL_FILE).write_bytes(evil)
+    _edit_manifest(bundle, model_sha256=sha256_hex(evil), model_size=len(evil))
+    _assert_signature_refused(bundle, keys)
 
 
 @pytest.mark.parametrize(
@@ -161,11 +168,9 @@ def test_swapped_model_with_updated_hash_is_refused(
 def test_malformed_signature_is_refused(
     tmp_path: Path, keys: tuple[Path, Path], signature: Any
 ) -> None:
-    private, public = keys
-    write_bundle(tmp_path / "b", manifest(), MODEL, private_key=load_private_key(private))
-    _edit_manifest(tmp_path / "b", signature=signature)
-    with pytest.raises(BundleError, match="signature does not verify"):
-        verify_bundle(tmp_path / "b", public_key=load_public_key(public))
+    bundle = _signed_bundle(tmp_path, keys)
+    _edit_manifest(bundle, signature=signature)
+    _assert_signature_refused(bundle, keys)
 
 
 def test_unsigned_bundle_is_refused_when_a_key_is_given(

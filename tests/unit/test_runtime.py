@@ -258,21 +258,26 @@ class _XnnpackFailsInterpreter:
         return getattr(self._real, name)
 
 
-def test_first_invoke_failure_falls_back_to_no_default_delegates(
-    tiny: dict[str, Any], caplog: pytest.LogCaptureFixture
-) -> None:
+def _xnnpack_fails(model: bytes, *, use_default_delegates: bool) -> InterpreterRuntime:
+    """A runtime on :class:`_XnnpackFailsInterpreter` (its instances reset first)."""
     from ai_edge_litert.interpreter import OpResolverType
 
     _XnnpackFailsInterpreter.instances = []
     backend = _Backend("ai_edge_litert", _XnnpackFailsInterpreter, OpResolverType)
+    return InterpreterRuntime(
+        backend=backend,
+        model_path=None,
+        model_content=model,
+        num_threads=1,
+        use_default_delegates=use_default_delegates,
+    )
+
+
+def test_first_invoke_failure_falls_back_to_no_default_delegates(
+    tiny: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level("WARNING", logger="edge_agent.runtime"):
-        runtime = InterpreterRuntime(
-            backend=backend,
-            model_path=None,
-            model_content=tiny["models"]["int8"],
-            num_threads=1,
-            use_default_delegates=True,
-        )
+        runtime = _xnnpack_fails(tiny["models"]["int8"], use_default_delegates=True)
     assert runtime.uses_default_delegates is False
     assert _XnnpackFailsInterpreter.instances == ["default", "without"]
     assert "failed its first invoke with the default delegates" in caplog.text
@@ -283,17 +288,7 @@ def test_first_invoke_failure_falls_back_to_no_default_delegates(
 
 
 def test_manifest_without_default_delegates_is_respected_up_front(tiny: dict[str, Any]) -> None:
-    from ai_edge_litert.interpreter import OpResolverType
-
-    _XnnpackFailsInterpreter.instances = []
-    backend = _Backend("ai_edge_litert", _XnnpackFailsInterpreter, OpResolverType)
-    runtime = InterpreterRuntime(
-        backend=backend,
-        model_path=None,
-        model_content=tiny["models"]["float32"],
-        num_threads=1,
-        use_default_delegates=False,
-    )
+    runtime = _xnnpack_fails(tiny["models"]["float32"], use_default_delegates=False)
     assert _XnnpackFailsInterpreter.instances == ["without"]
     assert runtime.uses_default_delegates is False
     assert (

@@ -11,6 +11,19 @@ from stream.schemas import DeadLetter
 from tests.unit.codecs.helpers import assert_meaningful
 
 
+def _headers(original: object, **fields: object) -> list[tuple[str, bytes]]:
+    """``dead_letter_headers(original, ...)`` with short defaults for every field."""
+    defaults: dict[str, object] = {
+        "error_type": "not_json",
+        "error_message": "m",
+        "topic": "t",
+        "partition": 0,
+        "offset": 0,
+        "agent_id": "a",
+    }
+    return dead_letter_headers(original, **{**defaults, **fields})  # type: ignore[arg-type]
+
+
 def test_dead_letter_round_trip() -> None:
     original = [
         ("content-type", b"image/png"),
@@ -18,7 +31,7 @@ def test_dead_letter_round_trip() -> None:
         ("trace", b"\xff\xfe"),
         (topics.H_ERROR_TYPE, b"stale"),  # from an earlier dead-lettering: replaced
     ]
-    headers = dead_letter_headers(
+    headers = _headers(
         original,
         error_type="corrupt_image",
         error_message="the bytes are not a valid PNG image",
@@ -44,15 +57,8 @@ def test_dead_letter_round_trip() -> None:
 
 
 def test_dead_letter_of_a_tombstone_with_no_headers() -> None:
-    headers = dead_letter_headers(
-        None,
-        error_type="missing_field",
-        error_message="x" * 5000,
-        topic="sensors",
-        partition=0,
-        offset=0,
-        agent_id="a",
-    )
+    long = "x" * 5000
+    headers = _headers(None, error_type="missing_field", error_message=long, topic="sensors")
     dl = decode_dead_letter(None, headers)
     assert dl.value is None and dl.headers == {}
     assert len(dl.error_message) == MAX_ERROR_MESSAGE_CHARS
@@ -60,30 +66,12 @@ def test_dead_letter_of_a_tombstone_with_no_headers() -> None:
 
 
 def test_dead_letter_headers_accept_confluent_style_none_values() -> None:
-    headers = dead_letter_headers(
-        [("empty", None), ("text", "v")],  # type: ignore[list-item]
-        error_type="not_json",
-        error_message="m",
-        topic="t",
-        partition=1,
-        offset=2,
-        agent_id="a",
-    )
+    headers = _headers([("empty", None), ("text", "v")])
     assert headers[:2] == [("empty", b""), ("text", b"v")]
 
 
 def _dl_headers(**changes: object) -> list[tuple[str, bytes]]:
-    base = dict(
-        dead_letter_headers(
-            None,
-            error_type="not_json",
-            error_message="m",
-            topic="t",
-            partition=1,
-            offset=2,
-            agent_id="a",
-        )
-    )
+    base = dict(_headers(None))
     for key, value in changes.items():
         if value is ...:
             base.pop(key)
