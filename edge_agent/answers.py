@@ -20,6 +20,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.deadletters import DeadLetters, DeadLetterSent, Reason
 from edge_agent.delivery import Delivery, Refused
 from edge_agent.metrics import AgentMetrics
+from edge_agent.monitoring import Monitoring
 from edge_agent.outputs import OutputGate, usable_rows
 from edge_agent.results import encode_results, window_as_npy
 from stream import content_types, topics
@@ -51,6 +52,8 @@ class Answers:
         self.gate = OutputGate()
         #: Results sent (for the summary line and tests).
         self.count = 0
+        #: Sees every inferred batch and refused sample (edge_agent/monitoring.py), if set.
+        self.monitoring: Monitoring | None = None
 
     def run(self, items: list[Pending], model: Any, prep: Any, table: np.ndarray | None) -> None:
         """Infer ``items`` with ``model`` (``table``: uint8 -> quantized input lookup for
@@ -78,6 +81,8 @@ class Answers:
         infer_s = time.perf_counter() - t0
         ok, why = usable_rows(y, len(items), len(model.manifest.labels))
         self.gate.record(ok, [it.device_id for it in items])
+        if self.monitoring is not None:
+            self.monitoring.batch(model.manifest, items, x, y, ok)
         if ok.all():
             self._emit(items, y, infer_s, started, model)
         else:
@@ -165,6 +170,8 @@ class Answers:
     def answer_refused(self, refused: list[Refused]) -> None:
         """Answer sends the broker refused for good another way (see DeadLetters)."""
         for token, error in refused:
+            if self.monitoring is not None and self.monitoring.refused(token, error):
+                continue
             if isinstance(token, Pending):
                 self.metrics.undeliverable.labels(output="result", code=error.code or "other").inc()
                 message = f"the result could not be produced ({error.code}): {error}"

@@ -258,8 +258,79 @@ def _agent(sub: Any) -> None:
         "(default max-poll-interval + 30 s)",
         type=_float,
     )
+    _monitoring_options(p)
     add_kafka_arguments(p)
     p.set_defaults(handler="edge_agent.agent:run_agent")
+
+
+def _monitoring_options(p: Any) -> None:
+    g = p.add_argument_group("monitoring and sample capture (docs/agent.md)")
+    _opt(
+        g,
+        "--no-monitor",
+        "monitor",
+        "turn off confidence/drift monitoring and sample capture (default on)",
+        action="store_const",
+        const=False,
+    )
+    _opt(
+        g,
+        "--monitor-window",
+        "monitor_window",
+        "inputs in the monitor's sliding window, per model version (default 1000)",
+        type=_int,
+    )
+    _opt(
+        g,
+        "--low-confidence",
+        "low_confidence",
+        "a result whose top-class score is below this is low-confidence (default 0.5)",
+        type=_float,
+    )
+    _opt(
+        g,
+        "--drift-threshold",
+        "drift_threshold",
+        "input drift score (PSI) from which inputs are captured as drift-flagged "
+        "(default 0.25)",
+        type=_float,
+    )
+    _opt(
+        g,
+        "--samples-topic",
+        "samples_topic",
+        f"topic of captured samples (default {topics.SAMPLES})",
+        metavar="TOPIC",
+    )
+    _opt(
+        g,
+        "--samples-per-s",
+        "samples_per_s",
+        "samples sent per second at most, on average (default 0.2; 0 = no capture)",
+        type=_float,
+    )
+    _opt(
+        g,
+        "--samples-burst",
+        "samples_burst",
+        "samples sent at once at most (default 10)",
+        type=_int,
+    )
+    _opt(
+        g,
+        "--samples-device-per-min",
+        "samples_device_per_min",
+        "samples of one device per minute at most (default 2)",
+        type=_float,
+    )
+    _opt(
+        g,
+        "--samples-random-share",
+        "samples_random_share",
+        "share of the sample budget for inputs chosen at random, for calibration "
+        "(default 0.1)",
+        type=_float,
+    )
 
 
 def _rollback(sub: Any) -> None:

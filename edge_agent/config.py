@@ -102,6 +102,24 @@ class AgentConfig:
     #: /healthz fails when the pipeline loop has not started a step for this long; None =
     #: max_poll_interval_ms + 30 s (see :meth:`stall_limit_s`).
     stall_timeout_s: float | None = None
+    # Monitoring and sample capture (docs/agent.md "Monitoring and samples").
+    #: Confidence and input-drift monitoring, and sample capture; False turns both off.
+    monitor: bool = True
+    #: Inputs in the monitor's sliding window (per model version).
+    monitor_window: int = 1000
+    #: A result whose top-class score is below this is low-confidence.
+    low_confidence: float = 0.5
+    #: Input drift score (PSI) at which inputs count as drift-flagged for sample capture.
+    drift_threshold: float = 0.25
+    samples_topic: str = topics.SAMPLES
+    #: Samples sent per second at most, on average (0 = no sample capture).
+    samples_per_s: float = 0.2
+    #: Samples sent at once at most (the token bucket's size).
+    samples_burst: int = 10
+    #: Samples of one device per minute at most.
+    samples_device_per_min: float = 2.0
+    #: Share of the sample budget spent on inputs chosen at random (calibration).
+    samples_random_share: float = 0.1
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def __post_init__(self) -> None:
@@ -197,6 +215,7 @@ def _validate(c: AgentConfig) -> None:
             )
             raise AgentConfigError(msg)
     _validate_supply(c)
+    _validate_monitoring(c)
     if c.client not in CLIENTS:
         msg = (
             f"client must be one of {', '.join(CLIENTS)}, got {c.client!r}; "
@@ -246,6 +265,32 @@ def _validate_supply(c: AgentConfig) -> None:
             f"stall_timeout_s must be > 0, got {c.stall_timeout_s}; fix --stall-timeout-s or "
             f"{env_name('stall_timeout_s')} (unset: max_poll_interval_ms + 30 s)"
         )
+        raise AgentConfigError(msg)
+
+
+def _validate_monitoring(c: AgentConfig) -> None:
+    """Monitoring and sample capture: windows, thresholds, rates, the samples topic."""
+    checks = (
+        ("monitor_window", c.monitor_window >= 1, ">= 1"),
+        ("low_confidence", 0 <= c.low_confidence <= 1, "in [0, 1]"),
+        ("drift_threshold", c.drift_threshold > 0, "> 0"),
+        ("samples_per_s", c.samples_per_s >= 0, ">= 0 (0 = no sample capture)"),
+        ("samples_burst", c.samples_burst >= 1, ">= 1"),
+        ("samples_device_per_min", c.samples_device_per_min > 0, "> 0"),
+        ("samples_random_share", 0 <= c.samples_random_share <= 1, "in [0, 1]"),
+    )
+    for name, ok, rule in checks:
+        if not ok:
+            msg = (
+                f"{name} must be {rule}, got {getattr(c, name)}; "
+                f"fix --{_flag(name)} or {env_name(name)}"
+            )
+            raise AgentConfigError(msg)
+    if not c.samples_topic.strip():
+        msg = f"samples_topic is empty; fix --samples-topic or {env_name('samples_topic')}"
+        raise AgentConfigError(msg)
+    if c.input_topic and c.input_topic == c.samples_topic:
+        msg = f"input topic {c.input_topic!r} equals the samples topic: the agent would loop"
         raise AgentConfigError(msg)
 
 
@@ -317,6 +362,14 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "model_wait_s": _to_float,
     "partitions": _to_partitions,
     "unassigned_limit_s": _to_float,
+    "monitor": _to_bool,
+    "monitor_window": _to_int,
+    "low_confidence": _to_float,
+    "drift_threshold": _to_float,
+    "samples_per_s": _to_float,
+    "samples_burst": _to_int,
+    "samples_device_per_min": _to_float,
+    "samples_random_share": _to_float,
 }
 #: Settings that can come from flags, env or the [agent] table (kafka has its own).
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(AgentConfig) if f.name != "kafka")

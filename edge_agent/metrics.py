@@ -8,11 +8,16 @@ reason), never the device id.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from edge_agent.deadletters import REASONS
+from edge_agent.monitoring import CONFIDENCE_BUCKETS, MonitorSnapshot
+from edge_agent.sampling import SAMPLE_REASONS, SKIP_REASONS
 
 #: Per-batch inference time: 50 us .. 10 s.
 INFERENCE_BUCKETS = (
@@ -209,6 +214,26 @@ class AgentMetrics:
             "1 when connected to the broker with a model loaded (as /readyz), else 0.",
             registry=registry,
         )
+        self.samples = Counter(
+            "edge_agent_samples_total",
+            "Inputs sent to the samples topic, by why: low_confidence, drift, random.",
+            ["reason"],
+            registry=registry,
+        )
+        self.samples_skipped = Counter(
+            "edge_agent_samples_skipped_total",
+            "Inputs that qualified as samples but were not sent: rate_limited, device_cap, "
+            "too_large, refused (by the broker), paused (samples topic unusable).",
+            ["reason"],
+            registry=registry,
+        )
+        #: Published by edge_agent.monitoring.Monitoring.publish; read at each scrape.
+        self.monitor_snapshots: tuple[MonitorSnapshot, ...] = ()
+        registry.register(MonitoringCollector(self))
+        for reason in SAMPLE_REASONS:
+            self.samples.labels(reason=reason)
+        for reason in SKIP_REASONS:
+            self.samples_skipped.labels(reason=reason)
         for reason in REASONS:
             self.deadletters.labels(reason=reason)
         self.model_rollbacks.labels(reason="bad_model_output")
@@ -242,3 +267,55 @@ class AgentMetrics:
                 self.consumer_lag.remove(topic, str(p))
             except KeyError:
                 pass
+
+
+class MonitoringCollector(Collector):
+    """The monitoring metrics of the versions monitored (edge_agent/monitoring.py), built
+    at scrape time from the snapshots the pipeline last published: labels model, version."""
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        snaps = self._metrics.monitor_snapshots
+        labels = ["model", "version"]
+        confidence = HistogramMetricFamily(
+            "edge_agent_result_confidence",
+            "Top-class score of each result, per model version.",
+            labels=labels,
+        )
+        low = GaugeMetricFamily(
+            "edge_agent_low_confidence_ratio",
+            "Share of the monitor window's results below --low-confidence.",
+            labels=labels,
+        )
+        drift = GaugeMetricFamily(
+            "edge_agent_input_drift_score",
+            "PSI of the monitor window's inputs against the training data (largest channel).",
+            labels=labels,
+        )
+        score_drift = GaugeMetricFamily(
+            "edge_agent_confidence_drift_score",
+            "PSI of the monitor window's top-class scores against the test split's.",
+            labels=labels,
+        )
+        inputs = GaugeMetricFamily(
+            "edge_agent_monitor_window_inputs",
+            "Inputs in the monitor window (at most --monitor-window).",
+            labels=labels,
+        )
+        for s in snaps:
+            values = [s.model, s.version]
+            buckets = [
+                (repr(le), float(n)) for le, n in zip(CONFIDENCE_BUCKETS, s.buckets, strict=False)
+            ]
+            buckets.append(("+Inf", float(s.count)))
+            confidence.add_metric(values, buckets, s.total)
+            inputs.add_metric(values, float(s.inputs))
+            if s.low_confidence_ratio is not None:
+                low.add_metric(values, s.low_confidence_ratio)
+            if s.drift is not None:
+                drift.add_metric(values, s.drift)
+            if s.confidence_drift is not None:
+                score_drift.add_metric(values, s.confidence_drift)
+        yield from (confidence, low, drift, score_drift, inputs)

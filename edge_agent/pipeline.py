@@ -52,6 +52,7 @@ from edge_agent.delivery import Delivery, DeliveryFailed
 from edge_agent.inputs import image_input, window_item
 from edge_agent.membership import Membership
 from edge_agent.metrics import AgentMetrics
+from edge_agent.monitoring import monitoring_for
 from edge_agent.offsets import Offsets
 from edge_agent.transport import (
     Consumer,
@@ -138,6 +139,10 @@ class Pipeline:
             deadletters=self.deadletters,
             topic=self.topic,
         )
+        self.monitoring = monitoring_for(
+            config, delivery=self.delivery, metrics=metrics, source_topic=self.topic
+        )
+        self.answers.monitoring = self.monitoring
         self.membership = Membership(
             topic=self.topic,
             metrics=metrics,
@@ -513,6 +518,8 @@ class Pipeline:
                 if delta:
                     self.metrics.windows_evicted.labels(reason=reason).inc(delta)
                     self._evicted_seen[reason] = count
+        if self.monitoring is not None:
+            self.monitoring.publish()
         if now >= self._next_model_poll:
             self._next_model_poll = now + self.config.model_poll_s
             self._poll_model()

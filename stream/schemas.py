@@ -84,3 +84,30 @@ class DeadLetter:
     source_partition: int
     source_offset: int
     agent_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    """An input an agent captured to ``samples``, as read back (docs/wire-format.md)."""
+
+    #: The input exactly as received (images); a sensor window as a chunk of its readings.
+    value: bytes | None
+    #: The input's own headers (without the sample headers); ``label`` is the true label
+    #: when the device or replayer sent one.
+    headers: dict[str, str]
+    #: ``low_confidence``, ``drift`` or ``random``.
+    reason: str
+    model: str
+    version: str
+    #: The predicted label, its score and every class's score.
+    label: str
+    score: float
+    scores: dict[str, float]
+    #: The input's own drift score against the model's reference, when it has one.
+    drift: float | None
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    #: The last reading's offset (a sensor window); ``source_offset`` for an image.
+    source_last_offset: int
+    agent_id: str

@@ -7,8 +7,10 @@ IMAGES = "images"
 RESULTS = "inference.results"
 DEADLETTER = "inference.deadletter"
 MODELS = "models"
+#: Inputs the agents capture for labelling and retraining (docs/wire-format.md, "Samples").
+SAMPLES = "samples"
 
-ALL_TOPICS: tuple[str, ...] = (SENSORS, IMAGES, RESULTS, DEADLETTER, MODELS)
+ALL_TOPICS: tuple[str, ...] = (SENSORS, IMAGES, RESULTS, DEADLETTER, MODELS, SAMPLES)
 
 # Header names carried on input messages and results.
 H_CONTENT_TYPE = "content-type"
@@ -27,3 +29,13 @@ H_AGENT_ID = "agent-id"
 H_ORIGINAL_SIZE = "original-size"
 H_ORIGINAL_SHA256 = "original-sha256"
 H_VALUE_DROPPED = "value-dropped"
+# Sample headers (docs/wire-format.md, "Samples"): why the input was captured and what the
+# model said; the source and agent headers above say where it came from.
+H_SAMPLE_REASON = "sample-reason"
+H_SAMPLE_MODEL = "sample-model"
+H_SAMPLE_VERSION = "sample-version"
+H_SAMPLE_LABEL = "sample-label"
+H_SAMPLE_SCORE = "sample-score"
+H_SAMPLE_SCORES = "sample-scores"
+H_SAMPLE_DRIFT = "sample-drift"
+H_SOURCE_LAST_OFFSET = "source-last-offset"

@@ -6,7 +6,8 @@ programming mistake. Decoders take untrusted bytes from the network and raise on
 ``DecodeError.REASONS`` and whose message says what was wrong and how to fix it.
 
 One module per message kind: :mod:`~stream.codecs.sensors`, :mod:`~stream.codecs.images`,
-:mod:`~stream.codecs.results`, :mod:`~stream.codecs.deadletters`; Kafka headers in
+:mod:`~stream.codecs.results`, :mod:`~stream.codecs.deadletters`,
+:mod:`~stream.codecs.samples`; Kafka headers in
 :mod:`~stream.codecs.headers`; the JSON field validators they share in
 :mod:`~stream.codecs.fields`. The content-type strings are :mod:`stream.content_types`.
 """
@@ -39,6 +40,7 @@ from stream.codecs.images import (
     sniff_content_type,
 )
 from stream.codecs.results import decode_result, encode_result
+from stream.codecs.samples import SAMPLE_HEADERS, decode_sample, sample_headers
 from stream.codecs.sensors import (
     DEFAULT_MAX_CHANNELS,
     DEFAULT_MAX_SAMPLES,
@@ -61,12 +63,14 @@ __all__ = [
     "MAX_ERROR_MESSAGE_CHARS",
     "NPY_MAGIC",
     "PNG_MAGIC",
+    "SAMPLE_HEADERS",
     "Headers",
     "content_type",
     "dead_letter_headers",
     "decode_dead_letter",
     "decode_image",
     "decode_result",
+    "decode_sample",
     "decode_sensor",
     "decode_sensor_record",
     "encode_chunk",
@@ -77,6 +81,7 @@ __all__ = [
     "encode_result",
     "headers_dict",
     "image_headers",
+    "sample_headers",
     "sensor_headers",
     "sniff_content_type",
 ]

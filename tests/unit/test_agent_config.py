@@ -192,3 +192,44 @@ def test_model_supply_settings_name_the_fix(
 ) -> None:
     with pytest.raises(AgentConfigError, match=match):
         agent_config(flags={"bundle": "/b", **flags}, environ=environ)
+
+
+def test_monitoring_and_sample_capture_settings() -> None:
+    c = agent_config(flags={"bundle": "/b"}, environ={})
+    assert (c.monitor, c.monitor_window, c.low_confidence, c.drift_threshold) == (
+        True,
+        1000,
+        0.5,
+        0.25,
+    )
+    assert (c.samples_topic, c.samples_per_s, c.samples_burst) == ("samples", 0.2, 10)
+    assert (c.samples_device_per_min, c.samples_random_share) == (2.0, 0.1)
+    args = parse(["--bundle", "/b", "--no-monitor", "--samples-per-s", "3", "--samples-burst", "7"])
+    c = config_from_args(
+        args, environ={"EDGE_SAMPLES_TOPIC": "picked", "EDGE_LOW_CONFIDENCE": "0.3"}
+    )
+    assert not c.monitor and c.samples_per_s == 3.0 and c.samples_burst == 7
+    assert c.samples_topic == "picked" and c.low_confidence == 0.3
+    assert not agent_config(flags={"bundle": "/b"}, environ={"EDGE_MONITOR": "0"}).monitor
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (
+            {"monitor_window": 0},
+            "monitor_window must be >= 1.*--monitor-window.*EDGE_MONITOR_WINDOW",
+        ),
+        ({"low_confidence": 1.5}, "low_confidence must be in \\[0, 1\\]"),
+        ({"drift_threshold": 0}, "drift_threshold must be > 0"),
+        ({"samples_per_s": -1}, "samples_per_s must be >= 0.*EDGE_SAMPLES_PER_S"),
+        ({"samples_burst": 0}, "samples_burst must be >= 1"),
+        ({"samples_device_per_min": 0}, "samples_device_per_min must be > 0"),
+        ({"samples_random_share": 2}, "samples_random_share must be in"),
+        ({"samples_topic": " "}, "samples_topic is empty"),
+        ({"input_topic": "samples"}, "equals the samples topic"),
+    ],
+)
+def test_invalid_monitoring_settings_name_the_fix(flags: dict[str, object], match: str) -> None:
+    with pytest.raises(AgentConfigError, match=match):
+        agent_config(flags={"bundle": "/b", **flags}, environ={})

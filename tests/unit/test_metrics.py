@@ -137,3 +137,18 @@ def test_port_in_use_names_the_flag() -> None:
             second.start()
     finally:
         first.stop()
+
+
+def test_every_metric_is_in_the_architecture_table_and_in_metrics_md() -> None:
+    """The page an agent serves, docs/architecture.md's table and docs/metrics.md agree."""
+    import re
+
+    from tests.unit.test_deploy_files import ROOT, documented_metrics
+
+    reg = CollectorRegistry()
+    AgentMetrics(registry=reg)
+    served = {f.name + ("_total" if f.type == "counter" else "") for f in reg.collect()}
+    reference = (ROOT / "docs" / "metrics.md").read_text()
+    in_reference = set(re.findall(r"^\| `(edge_agent_\w+)` \|", reference, re.MULTILINE))
+    assert served == set(documented_metrics())
+    assert served == in_reference
