@@ -5,6 +5,12 @@ input to an output topic. :meth:`Harness.run_preloaded` preloads the input, star
 contender and measures its steady-state rate from the results' timestamps;
 :meth:`Harness.run_paced` warms a contender with probes, then produces at a fixed rate and
 measures end-to-end latency.
+
+Why one module of this size: the harness is one object with one life cycle (broker, core
+pinning, model cache, contender processes, the two ways to measure); its parts share the
+harness's state and are read together when a figure looks wrong. The pieces with a home
+elsewhere are already there (bench/procs.py, bench/kafka_io.py, bench/stats.py,
+fleet/scrape.py).
 """
 
 from __future__ import annotations

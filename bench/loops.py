@@ -12,6 +12,10 @@
   decode, Keras ``model.predict`` on that one input, produce, commit every N.
 
 Every loop stops on SIGTERM and after ``--count`` inputs, then prints one JSON line.
+
+Why one module of this size: each loop is a competitor the benchmark compares with the
+agent, and the three must stay line-by-line comparable (same decode, same commit point);
+they are read side by side, and ``python -m bench.loops MODE`` runs any of them.
 """
 
 from __future__ import annotations

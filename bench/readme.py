@@ -1,4 +1,9 @@
-"""``README.md`` of a benchmark run: the goals, one section per case, the profiles."""
+"""``README.md`` of a benchmark run: the goals, one section per case, the profiles.
+
+Why one module of this size: it renders one document; one function per section with the
+table helpers at the top, in the order the README reads, so a change to a section's
+wording or columns is made in one place and checked against its neighbours.
+"""
 
 from __future__ import annotations
 

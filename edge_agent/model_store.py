@@ -20,6 +20,11 @@ logged and counted (``edge_agent_model_downgrades_total{by}``). :meth:`ModelStor
 cheap and never blocks on a candidate: the checks run on a worker thread and the ready
 model is handed over at a later poll, for the caller to switch to between batches. See
 docs/models.md.
+
+Why one module of this size: the store is one state machine (current, candidate, refused,
+pinned, floor) whose rules above must be read together to trust it; the concerns with
+their own homes are already out (sources.py, probe/, version_floor.py, runtime.py,
+stream/bundle.py's TrustPolicy). What remains is the ordering of those steps.
 """
 
 from __future__ import annotations

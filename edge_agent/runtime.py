@@ -12,6 +12,10 @@ warning is logged, the caller counts ``edge_agent_runtime_fallback_total``).
 inputs, resizes the batch dimension only when the batch size changes (or loops over
 samples when the model has a fixed batch dimension), dequantizes integer outputs and
 returns a float32 copy: never a view into the interpreter's buffers.
+
+Why one module of this size: one interface and its only implementation, the interpreter
+discovery and the quantize/dequantize arithmetic it applies; the delegate fallback and
+the batch-resize rules touch the same interpreter calls.
 """
 
 from __future__ import annotations

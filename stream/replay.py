@@ -6,6 +6,10 @@ interleaved round-robin so the topic looks like a live fleet (one device's readi
 in order in one partition). Images: each image is sent from one of ``devices`` simulated
 cameras. The true label travels in the ``label`` header so accuracy can be measured
 downstream. Every send is confirmed (acks=all) before the replay reports success.
+
+Why one module of this size: the two replays share the paced, acknowledged sender, the
+split/limit/repeat rules and the CLI handler; each kind adds only its message stream, so
+they read best side by side.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Precedence: command-line flag > ``EDGE_*`` environment variable > config file (TOML, the
 ``[kafka]`` table) > default. Every KafkaProducer/KafkaConsumer/KafkaAdminClient config in
 the project is built here, TLS and SASL included.
+
+Why one module of this size: the one place client settings are built, for both clients
+(kafka-python and librdkafka) from one table of values, as issue 13 asks.
 """
 
 from __future__ import annotations

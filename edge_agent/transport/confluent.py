@@ -8,6 +8,9 @@ offsets are committed, explicitly and synchronously.
 
 Memory on a device: the pre-fetch queue is bounded to about two maximal messages
 (``queued.max.messages.kbytes``) and the producer queue to 64 MiB.
+
+Why one module of this size: it is one client's adapter (consumer, producer, error
+mapping) behind :mod:`edge_agent.transport.base`, as kafka_python.py is for the other.
 """
 
 from __future__ import annotations

