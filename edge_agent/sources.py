@@ -8,6 +8,11 @@ test-loads in a child process and decides what to switch to; it hands the source
 bundles (the ``models`` topic) checks a copy before it replaces a verified one, and refuses
 unsigned announcements as they arrive. ``refresh()`` is cheap and never blocks; the store
 calls it between batches.
+
+Why one module of this size: the three sources are small implementations of one
+interface that the store treats alike; keeping them beside :class:`ModelSource` shows
+the contract and all its implementations at once (the announcement format they share is
+:mod:`stream.announcements`).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from stream.announcements import Announcement, materialize, parse_announcement
 from stream.bundle import MANIFEST_FILE, MODEL_FILE, TrustPolicy, read_manifest
 from stream.exceptions import BundleError, EdgeInferError
-from stream.registry import Announcement, Registry, materialize, parse_announcement, version_key
+from stream.registry import Registry, version_key
 from stream.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)

@@ -5,6 +5,11 @@ model (digits), signs and publishes them to a registry, starts two agents per mo
 separate processes in one consumer group each, replays the real datasets through them and
 shows a live view. Midway it publishes a retrained digits model; the agents switch without
 losing a message. It ends with a summary table and ``<workdir>/summary.json``.
+
+Why one module of this size: the demo is one script-like sequence (broker, models,
+registry, agents, replays, the mid-run swap, the summary) whose steps share the run's
+processes and are read in order; the reusable parts live elsewhere (fleet/top.py,
+fleet/scrape.py, stream/replay.py, stream/announcements.py).
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from typing import Any, TextIO
 from fleet.scrape import NotReady, wait_ready
 from fleet.top import FleetView, render, scrape
 from stream import topics
+from stream.announcements import announce
 from stream.broker import EmbeddedBroker, die_with_parent, free_port
 from stream.bundle import generate_keys, verify_bundle
 from stream.datasets import Dataset, load_dataset
 from stream.exceptions import EdgeInferError
 from stream.kafka import ensure_topics, make_producer, quiet_kafka_logs
 from stream.preprocessing import SequencePreprocessing
-from stream.registry import Registry, announce
+from stream.registry import Registry
 from stream.replay import ReplayStats, replay_images, replay_sensors
 from stream.results import ResultsCollector
 from stream.settings import KafkaSettings

@@ -8,27 +8,34 @@ manifest (which covers the model through its sha256). See docs/wire-format.md.
 ``cryptography`` is imported only by the functions that handle keys and signatures (an
 agent without ``--public-key`` never imports it), and numpy (through
 :mod:`stream.preprocessing`) only when a manifest is parsed: importing this module for its
-names costs nothing at an agent's start-up.
+names costs nothing at an agent's start-up. Key files are :mod:`stream.keys`; files are read
+with :func:`stream.bounded.read_bounded`.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
-import stat
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
+# Bounded reading (stream/bounded.py) and the key files (stream/keys.py) lived here:
+# re-exported for this module's importers.
+from stream.bounded import read_bounded as read_bounded
 from stream.exceptions import BundleError
+from stream.keys import generate_keys as generate_keys
+from stream.keys import key_id as key_id
+from stream.keys import load_private_key as load_private_key
+from stream.keys import load_public_key as load_public_key
+from stream.keys import load_public_keys as load_public_keys
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -52,7 +59,6 @@ MAX_MANIFEST_BYTES = 1 << 20
 #: The default hard cap on a model file (the agent's ``--max-model-bytes``): a device has
 #: 0.5-4 GB and holds two models plus a test load; the largest edge models are ~100 MB.
 DEFAULT_MAX_MODEL_BYTES = 256 << 20
-_CHUNK = 1 << 20
 MODEL_CAP_FIX = "raise --max-model-bytes if such models are expected"
 
 
@@ -185,163 +191,9 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_bounded(
-    path: Path,
-    *,
-    max_bytes: int,
-    what: str,
-    expected_size: int | None = None,
-    fix: str = "",
-) -> bytes:
-    """The bytes of the regular file ``path``: at most ``max_bytes``, and exactly
-    ``expected_size`` when given; :class:`BundleError` otherwise.
-
-    Nothing unbounded is read: the file is opened without blocking (a FIFO cannot hang the
-    reader) and checked on the open descriptor (a device such as ``/dev/zero``, a FIFO, a
-    socket or a directory, also behind a symlink, is refused before a byte is read); the cap
-    is enforced while reading, so a file that grows meanwhile is cut off and refused.
-    A missing file raises :class:`FileNotFoundError`; ``fix`` is added to the message of a
-    file over the cap.
-    """
-    hint = f" ({fix})" if fix else ""
-    limit = max_bytes if expected_size is None else min(expected_size, max_bytes)
-    if expected_size is not None and expected_size > max_bytes:
-        msg = (
-            f"{what} {path} is announced as {expected_size} bytes, over the cap of {max_bytes}: "
-            f"refused{hint}"
-        )
-        raise BundleError(msg)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        msg = f"cannot read {what} {path}: {exc.strerror or exc}"
-        raise BundleError(msg) from exc
-    mode = os.fstat(fd)
-    if not stat.S_ISREG(mode.st_mode):
-        os.close(fd)
-        msg = f"{what} {path} is not a regular file (a device, FIFO, socket or folder): refused"
-        raise BundleError(msg)
-    with os.fdopen(fd, "rb", buffering=0) as fh:
-        if expected_size is not None and mode.st_size != expected_size:
-            raise BundleError(_size_mismatch(what, path, mode.st_size, expected_size))
-        if mode.st_size > limit:
-            msg = f"{what} {path} is {mode.st_size} bytes, over the cap of {limit}: refused{hint}"
-            raise BundleError(msg)
-        chunks: list[bytes] = []
-        total = 0
-        while chunk := fh.read(max(0, min(_CHUNK, limit + 1 - total))):
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                msg = f"{what} {path} grew beyond {limit} bytes while read: refused{hint}"
-                raise BundleError(msg)
-    data = b"".join(chunks)
-    if expected_size is not None and len(data) != expected_size:
-        raise BundleError(_size_mismatch(what, path, len(data), expected_size))
-    return data
-
-
-def _size_mismatch(what: str, where: object, size: int, expected: int) -> str:
-    return (
-        f"{what} {where} is {size} bytes, which does not match the manifest's model_size "
-        f"{expected}: refused (altered or truncated)"
-    )
-
-
 def now_version() -> str:
     """A default version string that sorts in time order: ``YYYYMMDDHHMMSS``."""
     return datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-
-
-# ----------------------------------------------------------------------------- keys
-
-
-def generate_keys(private_path: Path, public_path: Path) -> None:
-    """Write a new Ed25519 key pair as PEM files (private key mode 0600)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    public_path.parent.mkdir(parents=True, exist_ok=True)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    # O_CREAT's mode only applies to a new file: an overwritten key must not keep 0644.
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(private_pem)
-    public_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-
-
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    hint = "make one with `edgeinfer keys generate`"
-    load = functools.partial(serialization.load_pem_private_key, password=None)
-    key = _read_key(path, load, Ed25519PrivateKey, "private key", hint, f"; {hint}")
-    return cast("Ed25519PrivateKey", key)
-
-
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    hint = "pass the .pub file from `keys generate`"
-    load = serialization.load_pem_public_key
-    return cast("Ed25519PublicKey", _read_key(path, load, Ed25519PublicKey, "public key", hint, ""))
-
-
-def _read_key(
-    path: Path,
-    load: Callable[[bytes], object],
-    kind: type,
-    what: str,
-    unreadable_hint: str,
-    wrong_kind_hint: str,
-) -> object:
-    """``load(path's bytes)``, which must give a ``kind``; errors name the path and the fix."""
-    try:
-        key = load(path.read_bytes())
-    except (OSError, ValueError, TypeError) as exc:
-        msg = f"cannot read {what} {path}: {exc}; {unreadable_hint}"
-        raise BundleError(msg) from exc
-    if not isinstance(key, kind):
-        msg = f"{path} is not an Ed25519 {what}{wrong_kind_hint}"
-        raise BundleError(msg)
-    return key
-
-
-def load_public_keys(path: Path) -> list[Ed25519PublicKey]:
-    """The trusted keys at ``path``: one PEM file, or a folder whose ``*.pub`` files are all
-    trusted (during a key rotation, the old and the new key)."""
-    path = Path(path)
-    if not path.is_dir():
-        return [load_public_key(path)]
-    files = sorted(p for p in path.glob("*.pub") if not p.name.startswith("."))
-    if not files:
-        msg = (
-            f"no public key (*.pub) in {path}: put the .pub file of `edgeinfer keys generate` there"
-        )
-        raise BundleError(msg)
-    return [load_public_key(p) for p in files]
-
-
-def key_id(public_key: Ed25519PublicKey) -> str:
-    from cryptography.hazmat.primitives import serialization
-
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return sha256_hex(raw)[:16]
 
 
 def sign_manifest(manifest: Manifest, private_key: Ed25519PrivateKey) -> Manifest:

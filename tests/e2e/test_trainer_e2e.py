@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream.registry import Registry, parse_announcement
+from stream.announcements import parse_announcement
+from stream.registry import Registry
 from stream.settings import KafkaSettings
 from tests.fixtures.broker import consume
 

@@ -6,6 +6,9 @@ downgrade by re-announcing the newest version with garbage, a downgrade through 
 registry (newer folders removed, an unsigned pin file), an odd registry folder, idle
 connections to the health port, and a pipeline loop that stopped advancing. The models are
 the tiny real LiteRT models of test_agent_models.py, signed with the suite's key.
+
+Why one module of this size: one test per attack of issue 11, sharing the signed tiny
+bundles, the models topic and the store factory defined at the top.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from edge_agent.model_store import ModelStore
 from edge_agent.sources import BundleDirSource, ModelSource, ModelsTopicSource, RegistrySource
 from fleet.top import make_row, render, scrape
 from stream import codecs
+from stream.announcements import announce, announcement_value
 from stream.bundle import MODEL_FILE
 from stream.kafka import ensure_topics, make_producer
-from stream.registry import Registry, announce, announcement_value
+from stream.registry import Registry
 from stream.settings import KafkaSettings
 from tests.fixtures.agent import http_get, wait_until
 from tests.fixtures.signing import TEST_SIGNING_KEY, write_public_key

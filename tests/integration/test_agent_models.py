@@ -2,6 +2,10 @@
 
 The models are tiny real LiteRT models converted here with TensorFlow (tests may import it;
 the agent never does). The ``models`` topic tests run against the real embedded broker.
+
+Why one module of this size: every test here needs the tiny real models built at the top,
+and the other model tests import them from this module (test_agent_model_supply.py,
+test_agent_models_swap.py); the tests follow the store's concerns in the order above.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from edge_agent.metrics import AgentMetrics
 from edge_agent.model_store import LoadedModel, ModelStore
 from edge_agent.probe import ProbeCache, Prober, probe_bundle, probe_model
 from edge_agent.sources import BundleDirSource, ModelSource, ModelsTopicSource, RegistrySource
+from stream.announcements import announce
 from stream.bundle import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -37,7 +42,7 @@ from stream.bundle import (
 )
 from stream.kafka import ensure_topics, make_producer
 from stream.preprocessing import ImagePreprocessing
-from stream.registry import Registry, announce
+from stream.registry import Registry
 from stream.settings import KafkaSettings
 from tests.fixtures.signing import TEST_SIGNING_KEY, write_public_key
 

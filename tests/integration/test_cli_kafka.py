@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from stream.announcements import materialize, parse_announcement
 from stream.bundle import verify_bundle
-from stream.registry import materialize, parse_announcement
 from stream.settings import KafkaSettings
 from tests.fixtures.broker import ConsumerFactory, UniqueTopic, consume
 from tests.fixtures.bundle_factory import write_test_bundle
