@@ -13,6 +13,8 @@ from typing import Any
 
 from stream.bundle import VARIANTS, Variant
 from stream.image_folder import parse_image_size
+from trainer.augment import IMAGE_KNOBS, SEQUENCE_KNOBS, Augmentation
+from trainer.cluster import parse_cluster
 from trainer.data import load_training_data
 from trainer.exceptions import TrainerConfigError
 from trainer.models import ModelConfig, check_arch
@@ -80,6 +82,13 @@ def _config_from_args(args: argparse.Namespace) -> ModelConfig:
     )
 
 
+def _augmentation(args: argparse.Namespace, kind: str) -> Augmentation:
+    """``--augment`` preset for the data's kind, with the ``--augment-*`` knobs applied."""
+    knobs = {k: getattr(args, f"augment_{k}", None) for k in (*IMAGE_KNOBS, *SEQUENCE_KNOBS)}
+    preset = getattr(args, "augment", "none") or "none"
+    return Augmentation.preset(preset, kind).with_knobs(**knobs).check(kind)
+
+
 def _quiet_tensorflow() -> None:
     """Hide TensorFlow's C++ info/warning lines (errors still show) unless the user set it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -93,6 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
         msg = f"--key {args.key} does not exist; make a pair with `edgeinfer keys generate`"
         raise TrainerConfigError(msg)
     config = _config_from_args(args)
+    cluster = parse_cluster(args.cluster, args.worker_index)
     hp = Hyperparameters(
         epochs=args.epochs or 0,
         batch_size=args.batch_size or 0,
@@ -110,9 +120,10 @@ def run_train(args: argparse.Namespace) -> int:
         **_kafka_options(args),
     )
     check_arch(config.arch, ds.kind)
+    augmentation = _augmentation(args, ds.kind)
     from trainer.device import select_device  # imports TensorFlow: after the cheap checks
 
-    device = select_device(allow_gpu=not args.cpu)
+    device = select_device(allow_gpu=not args.cpu, cluster=cluster)
     print(device.describe(), flush=True)
     name = args.name or default_name(ds.name, config.arch)
     out_dir = Path(args.out) if args.out else Path("runs") / name
@@ -127,12 +138,18 @@ def run_train(args: argparse.Namespace) -> int:
         dataset_spec=args.dataset,
         name=name,
         cache=args.cache,
+        augmentation=augmentation,
     )
+    if not device.is_chief:
+        print(f"worker {device.worker_index} trained; the chief writes the model and bundles")
+        device.barrier()  # leave with the chief (see TrainingDevice.barrier)
+        return 0
     print(
         f"trained in {result.seconds:.1f} s ({result.extra['epochs_run']} epochs); "
         f"model: {result.model_path}"
     )
     if args.no_export:
+        device.barrier()
         return 0
     report = export_bundles(
         result,
@@ -143,6 +160,7 @@ def run_train(args: argparse.Namespace) -> int:
         private_key_path=Path(args.key) if args.key else None,
     )
     _print_report(report, out_dir)
+    device.barrier()
     return 0 if report["recommended"] else 1
 
 

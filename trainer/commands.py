@@ -62,6 +62,32 @@ def _image_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _augment_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("augmentation (training batches only; never in the exported model)")
+    g.add_argument(
+        "--augment",
+        nargs="?",
+        const="medium",
+        default="none",
+        choices=("none", "light", "medium", "strong"),
+        help="preset for the data's kind (--augment alone: medium; strong flips images); "
+        "the knobs below override a preset's values",
+    )
+    g.add_argument(
+        "--augment-flip", choices=("none", "horizontal", "vertical", "horizontal_and_vertical")
+    )
+    for knob, what in (
+        ("rotation", "images: rotation, fraction of a full turn either way"),
+        ("zoom", "images: zoom in/out, fraction of the size"),
+        ("translate", "images: shift, fraction of height and width"),
+        ("shear", "images: shear factor"),
+        ("contrast", "images: contrast factor range 1 +- this"),
+        ("jitter", "sequences: Gaussian noise std, in channel stds"),
+        ("scale", "sequences: gain per window and channel, 1 +- this"),
+    ):
+        g.add_argument(f"--augment-{knob}", type=float, metavar="F", help=what)
+
+
 def _capture_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kafka:TOPIC datasets (a topic written by `edgeinfer replay`)")
     g.add_argument(
@@ -104,6 +130,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", help="output folder (default runs/<name>)")
     p.add_argument("--no-export", action="store_true", help="train and save only")
     p.add_argument("--cpu", action="store_true", help="ignore GPUs")
+    p.add_argument(
+        "--cluster",
+        metavar="HOST:PORT,...",
+        help="train on several machines: every worker's address, the same list on each "
+        "(default: TF_CONFIG when set, else this machine only)",
+    )
+    p.add_argument(
+        "--worker-index",
+        type=int,
+        help="with --cluster: this worker's position in the list (0 = the chief, which "
+        "writes the model, report and bundles)",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-epoch Keras output")
     m = p.add_argument_group("model size (defaults fit small devices)")
     m.add_argument("--filters", help="conv filters per block, e.g. 16,32,64")
@@ -115,6 +153,7 @@ def register(subparsers: Any) -> None:
     )
     m.add_argument("--dropout", type=float, default=0.2)
     _image_arguments(p)
+    _augment_arguments(p)
     _export_arguments(p)
     _capture_arguments(p)
     p.set_defaults(handler="trainer.cli:run_train")

@@ -32,6 +32,7 @@ from stream.preprocessing import (
     SequencePreprocessing,
     preprocessing_from_dict,
 )
+from trainer.augment import Augmentation, augmented
 from trainer.data import (
     ModelInputs,
     TrainingDataset,
@@ -146,13 +147,15 @@ def train(
     image_size: tuple[int, int] | None = None,
     color: ImageColor | None = None,
     cache: CacheMode = "auto",
+    augmentation: Augmentation | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``dataset`` (a spec such as ``digits`` or a loaded Dataset).
 
     Writes ``model.keras``, ``history.json``, ``run.json`` and the training-curve plot into
     ``out_dir``. With ``deterministic`` the run is reproducible from ``hyperparameters.seed``.
     ``image_size``, ``color`` (when ``dataset`` is an ``images:DIR`` spec) and ``cache``
-    apply to image folders.
+    apply to image folders. ``augmentation`` transforms training batches only
+    (:mod:`trainer.augment`); the saved model has no augmentation layer.
     """
     import keras
 
@@ -174,6 +177,7 @@ def train(
         else dataset
     )
     check_arch(config.arch, ds.kind)
+    aug = (augmentation or Augmentation()).check(ds.kind)
     config = config.resolved(ds.input_shape)
     prep = fit_preprocessing(ds, stride=stride, seed=hp.seed)
     data = model_data(
@@ -189,13 +193,20 @@ def train(
     )  # fmt: skip
     with device.strategy.scope():
         model = build_model(config, ds.input_shape, ds.num_classes)
-        model.compile(
+        # Augmentation layers wrap the model for fit only: `model` is saved and exported.
+        fit_model = (
+            augmented(model, aug.layers(kind=ds.kind, prep=prep, seed=hp.seed))
+            if aug.active
+            else model
+        )
+        fit_model.compile(
             optimizer=keras.optimizers.Adam(hp.learning_rate, clipnorm=1.0),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             # Several steps per call: the per-step overhead of a distribution strategy
-            # otherwise dominates small models on a CPU.
-            steps_per_execution=STEPS_PER_EXECUTION,
+            # otherwise dominates small models on a CPU (one under several workers: see
+            # trainer/keras_fixes.py).
+            steps_per_execution=1 if device.multi_worker else STEPS_PER_EXECUTION,
         )
     train_ds = data.train_dataset(batch_size=hp.batch_size, seed=hp.seed)
     val_ds = data.val_dataset(batch_size=hp.batch_size)
@@ -207,7 +218,7 @@ def train(
         # Streamed data has no known length (unreadable files are dropped on the way):
         # Keras then says "Your input ran out of data" at the end of every epoch.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        fit = model.fit(
+        fit = fit_model.fit(
             train_ds,
             validation_data=val_ds,
             epochs=hp.epochs,
@@ -217,10 +228,12 @@ def train(
         )
     seconds = time.perf_counter() - started
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save(out_dir / MODEL_FILE)
-    (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
-    plots.training_curves(history, out_dir / "plots" / "training_curves.png")
+    if device.multi_worker:
+        # A plain copy of the trained weights: saving, predicting and exporting it needs no
+        # other worker (a model of the strategy would shard its inputs over the workers).
+        local = build_model(config, ds.input_shape, ds.num_classes)
+        local.set_weights(model.get_weights())
+        model = local
     run_info = {
         "name": name or default_name(ds.name, config.arch),
         "dataset": spec,
@@ -241,10 +254,16 @@ def train(
             "validation": data.n_val,
             "test": len(data.x_test),
         },
+        "augmentation": aug.to_dict() if aug.active else None,
         "skipped_files": skipped_files(ds),
         "peak_rss_bytes": peak_rss_bytes(),
     }
-    (out_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+    if device.is_chief:  # the other workers of a cluster write nothing
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save(out_dir / MODEL_FILE)
+        (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
+        plots.training_curves(history, out_dir / "plots" / "training_curves.png")
+        (out_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
     logger.info('trained epochs=%d seconds=%.1f out="%s"', run_info["epochs_run"], seconds, out_dir)
     return TrainResult(
         model=model,
@@ -309,6 +328,7 @@ def export_bundles(
             "signed": key is not None,
             "train_seconds": round(result.seconds, 2),
             "epochs_run": len(result.history.get("loss", [])),
+            "augmentation": result.extra.get("augmentation"),
             "skipped_files": result.skipped_files,
             "peak_rss_bytes": peak_rss_bytes(),
         },
