@@ -48,6 +48,28 @@ def check_dead_letters(
         assert d.headers == codecs.headers_dict(headers)
 
 
+Sent = tuple[str, bytes | None, list[Any]]
+
+
+class Producing:
+    """Sends to a one-partition input topic and notes each message's offset; the bad ones
+    (with their reason) in :attr:`bad`, for :func:`check_dead_letters`."""
+
+    def __init__(self, producer: Any, topic: str) -> None:
+        self.producer, self.topic = producer, topic
+        self.offset = 0
+        self.bad: dict[int, Sent] = {}
+
+    def send(self, value: bytes | None, key: bytes, headers: list[Any]) -> int:
+        """Send; returns the message's offset."""
+        self.producer.send(self.topic, value=value, key=key, headers=headers)
+        self.offset += 1
+        return self.offset - 1
+
+    def send_bad(self, reason: str, value: bytes | None, key: bytes, headers: list[Any]) -> None:
+        self.bad[self.send(value, key, headers)] = (reason, value, headers)
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 def test_sensor_stream_with_bad_messages(
     client: str, streaming_agent: Any, producer_factory: Any, motions_bundles: dict[str, Path]
@@ -71,9 +93,7 @@ def test_sensor_stream_with_bad_messages(
         ("unknown_content_type", reading("a", 5, good), [("content-type", b"image/png")]),
         ("missing_field", None, [("note", b"tombstone")]),
     ]
-    producer = producer_factory()
-    sent_bad: dict[int, tuple[str, bytes | None, list[Any]]] = {}
-    offset = 0
+    sent = Producing(producer_factory(), inp)
     ts = 1_000
     good_offsets: dict[str, list[int]] = {"a": [], "b": []}
     # two windows' worth of good readings per device, bad ones in between
@@ -81,32 +101,21 @@ def test_sensor_stream_with_bad_messages(
     for i in range(n_good):
         for device in ("a", "b"):
             ts += 1
-            producer.send(
-                inp,
-                value=reading(device, ts, good),
-                key=device.encode(),
-                headers=json_headers(device, ts),
-            )
-            good_offsets[device].append(offset)
-            offset += 1
+            value, headers = reading(device, ts, good), json_headers(device, ts)
+            good_offsets[device].append(sent.send(value, device.encode(), headers))
         if i < len(bad):
             reason, value, headers = bad[i]
-            producer.send(inp, value=value, key=b"a", headers=headers)
-            sent_bad[offset] = (reason, value, headers)
-            offset += 1
+            sent.send_bad(reason, value, b"a", headers)
         if i == 5:  # a reading older than device b's last one
-            value = reading("b", ts - 100, good)
-            headers = json_headers("b", ts - 100)
-            producer.send(inp, value=value, key=b"b", headers=headers)
-            sent_bad[offset] = ("out_of_order", value, headers)
-            offset += 1
-    producer.flush()
+            value, headers = reading("b", ts - 100, good), json_headers("b", ts - 100)
+            sent.send_bad("out_of_order", value, b"b", headers)
+    sent.producer.flush()
     expected_windows = 2 * ((n_good - window) // stride + 1)
 
-    run.until(results=expected_windows, dead=len(sent_bad))
+    run.until(results=expected_windows, dead=len(sent.bad))
     assert agent.stop() == 0
     run.reader.poll()
-    check_dead_letters(run.reader.records[run.topics.deadletter], sent_bad, inp)
+    check_dead_letters(run.reader.records[run.topics.deadletter], sent.bad, inp)
     results = run.results()
     assert len(results) == expected_windows
     for device, offsets in good_offsets.items():
@@ -116,8 +125,8 @@ def test_sensor_stream_with_bad_messages(
         assert mine[-1] == offsets[-1]
         first = min(r.source["first_offset"] for r in results if r.device_id == device)
         assert first == offsets[0]
-    for reason in {b[0] for b in sent_bad.values()}:
-        count = sum(1 for b in sent_bad.values() if b[0] == reason)
+    for reason in {b[0] for b in sent.bad.values()}:
+        count = sum(1 for b in sent.bad.values() if b[0] == reason)
         assert agent.sample("edge_agent_deadletters_total", {"reason": reason}) == count
 
 
@@ -156,24 +165,18 @@ def test_image_stream_with_bad_messages(
         ("bad_header", png, [("content-type", b"image/png"), ("ts", b"yesterday")]),
         ("missing_field", None, [("content-type", b"image/png")]),
     ]
-    producer = producer_factory()
-    sent_bad: dict[int, tuple[str, bytes | None, list[Any]]] = {}
+    sent = Producing(producer_factory(), inp)
     good_offsets: list[int] = []
-    offset = 0
     for i in range(len(bad) + 1):
-        producer.send(inp, value=png, key=b"cam-1", headers=ok_headers)
-        good_offsets.append(offset)
-        offset += 1
+        good_offsets.append(sent.send(png, b"cam-1", ok_headers))
         if i < len(bad):
             reason, value, headers = bad[i]
-            producer.send(inp, value=value, key=b"cam-1", headers=headers)
-            sent_bad[offset] = (reason, value, headers)
-            offset += 1
-    producer.flush()
-    run.until(results=len(good_offsets), dead=len(sent_bad))
+            sent.send_bad(reason, value, b"cam-1", headers)
+    sent.producer.flush()
+    run.until(results=len(good_offsets), dead=len(sent.bad))
     assert agent.stop() == 0
     run.reader.poll()
-    check_dead_letters(run.reader.records[run.topics.deadletter], sent_bad, inp)
+    check_dead_letters(run.reader.records[run.topics.deadletter], sent.bad, inp)
     results = run.results()
     assert sorted(r.source["offset"] for r in results) == good_offsets
     assert all(r.true_label == "3" and r.device_id == "cam-1" for r in results)
