@@ -4,6 +4,10 @@ Precedence, as for the Kafka settings: command-line flag > ``EDGE_*`` environmen
 > the config file's ``[agent]`` table (TOML) > default. The environment is read only in
 :mod:`stream.env`; this module receives it from there. The Kafka connection settings come
 from :mod:`stream.settings` (the ``[kafka]`` table and the same precedence).
+
+Why one module of this size: it is the one table of every agent setting (field, default,
+converter, validation rule and the flag named in each error message), read top to bottom
+by anyone adding a setting; splitting it would scatter one setting over several files.
 """
 
 from __future__ import annotations
