@@ -6,11 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps lint format typecheck test test-fast demo bench bench-quick clean
+.PHONY: help install system-deps lint format typecheck test test-fast test-long demo bench bench-quick clean
 
 help:
 	@echo "make demo   - set up and run the end-to-end demo on the embedded broker"
 	@echo "make test   - set up and run lint, mypy and the test suite"
+	@echo "make test-long - the long chaos and property runs"
 	@echo "make bench  - run the benchmarks (results in bench/results/)"
 	@echo "make bench-quick - a few-minute check of the benchmarks (results in runs/bench-quick/)"
 
@@ -43,11 +44,16 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# CI: everything but the long chaos/property tiers (their fast tiers run here).
 test: $(STAMP) system-deps lint typecheck
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not long" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The long chaos (restart churn) and property (hostile input) runs: ~10 minutes.
+test-long: $(STAMP) system-deps
+	$(PY) -m pytest -q -m long $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(VENV)/bin/edgeinfer demo

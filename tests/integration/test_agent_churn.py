@@ -9,7 +9,8 @@ reported, never losses). Each mode is one way to own partitions:
   under fast churn (docs/streams.md), so this mode churns slowly.
 * ``instance``: static membership (``--group-instance-id``, KIP-345).
 
-The default tier runs a short static-assignment churn; the longer runs are marked slow.
+The default tier runs a short static-assignment churn; the longer runs are marked slow and
+long (``make test-long``).
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ def test_fast_churn_with_static_assignment_recovers_in_seconds(churn: Any) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize(
     ("mode", "client", "cycles", "gap_s"),
     [

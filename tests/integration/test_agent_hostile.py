@@ -12,8 +12,8 @@ float32 with window 4 and stride 2, so windows overlap and span several inputs, 
 readings of 3e38 overflow it to NaN scores as in issue 10. The image model is int8, 8x8.
 
 Tiers: the fast one (4 batches of 25-50 inputs per model, about 35 s for both models
-with building them) runs in ``make test`` and ``make test-fast``; the slow one (``-m
-slow``: in ``make test``, not in ``make test-fast``) sends 30 batches per model on each
+with building them) runs in ``make test`` and ``make test-fast``; the long one (``-m
+long``: ``make test-long``) sends 30 batches per model on each
 Kafka client, with chunks of up to 10,000 readings. Both draw rare 200 kB headers. Each
 test logs and records ``hostile_summary`` (inputs, kinds, crashes, unanswered, dead
 letters by reason): ``pytest -o log_cli=true tests/integration/test_agent_hostile.py``,
@@ -98,6 +98,7 @@ def test_agent_answers_every_hostile_input(
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("model", ["sequence", "image"])
 @SLOW
