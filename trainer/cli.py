@@ -11,23 +11,30 @@ import os
 from pathlib import Path
 from typing import Any
 
-from stream.bundle import VARIANTS, Variant
 from stream.image_folder import parse_image_size
 from trainer.augment import IMAGE_KNOBS, SEQUENCE_KNOBS, Augmentation
 from trainer.cluster import parse_cluster
 from trainer.data import load_training_data
 from trainer.exceptions import TrainerConfigError
 from trainer.models import ModelConfig, check_arch
-from trainer.train import Hyperparameters, default_name, export_bundles, load_trained, train
+from trainer.quantization import EXPORT_VARIANTS, ExportVariant
+from trainer.train import (
+    Hyperparameters,
+    TrainResult,
+    default_name,
+    export_bundles,
+    load_trained,
+    train,
+)
 
 
-def parse_variants(text: str) -> list[Variant]:
+def parse_variants(text: str) -> list[ExportVariant]:
     chosen = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = [v for v in chosen if v not in VARIANTS]
+    unknown = [v for v in chosen if v not in EXPORT_VARIANTS]
     if unknown or not chosen:
-        msg = f"--variants {text!r}: choose from {','.join(VARIANTS)}"
+        msg = f"--variants {text!r}: choose from {','.join(EXPORT_VARIANTS)}"
         raise TrainerConfigError(msg)
-    return [v for v in VARIANTS if v in chosen]  # type: ignore[misc]
+    return [v for v in EXPORT_VARIANTS if v in chosen]
 
 
 def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,15 +55,16 @@ def _print_report(report: dict[str, Any], out_dir: Path) -> None:
     keras_acc = report["keras"]["accuracy"]
     print(f"keras accuracy {keras_acc:.4f} on {report['test_samples']} test samples")
     print(
-        f"{'variant':<9} {'accuracy':>8} {'macro_f1':>8} {'size_B':>9} {'p50_ms':>8} "
-        f"{'p99_ms':>8}  publishable"
+        f"{'variant':<18} {'accuracy':>8} {'macro_f1':>8} {'size_B':>9} {'gzip_B':>9} "
+        f"{'p50_ms':>8} {'p99_ms':>8}  publishable"
     )
     for name, v in report["variants"].items():
         if v.get("error"):
-            print(f"{name:<9} failed: {v['error']}")
+            print(f"{name:<18} failed: {v['error']}")
             continue
         print(
-            f"{name:<9} {v['accuracy']:>8.4f} {v['macro_f1']:>8.4f} {v['size_bytes']:>9,} "
+            f"{name:<18} {v['accuracy']:>8.4f} {v['macro_f1']:>8.4f} {v['size_bytes']:>9,} "
+            f"{v.get('gzip_size_bytes') or 0:>9,} "
             f"{v['latency_ms']['p50']:>8.4f} {v['latency_ms']['p99']:>8.4f}  "
             f"{'yes' if v['publishable'] else 'NO'}"
         )
@@ -87,6 +95,28 @@ def _augmentation(args: argparse.Namespace, kind: str) -> Augmentation:
     knobs = {k: getattr(args, f"augment_{k}", None) for k in (*IMAGE_KNOBS, *SEQUENCE_KNOBS)}
     preset = getattr(args, "augment", "none") or "none"
     return Augmentation.preset(preset, kind).with_knobs(**knobs).check(kind)
+
+
+def _compression(args: argparse.Namespace, result: TrainResult) -> tuple[list[Any], dict[str, Any]]:
+    """The pruned (``--prune``) and distilled (``--distill``) export candidates and their
+    report sections."""
+    candidates: list[Any] = []
+    sections: dict[str, Any] = {}
+    if getattr(args, "distill", False):
+        from trainer.distill import distilled_candidate
+
+        candidate, sections["distillation"] = distilled_candidate(
+            result, verbose=0 if getattr(args, "quiet", False) else 2
+        )
+        candidates.append(candidate)
+    if getattr(args, "prune", None):
+        from trainer.pruning import pruned_candidate
+
+        candidate, sections["pruning"] = pruned_candidate(
+            result, sparsity=args.prune, epochs=args.prune_epochs
+        )
+        candidates.append(candidate)
+    return candidates, sections
 
 
 def _quiet_tensorflow() -> None:
@@ -151,6 +181,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.no_export:
         device.barrier()
         return 0
+    candidates, sections = _compression(args, result)
     report = export_bundles(
         result,
         name=name,
@@ -158,6 +189,8 @@ def run_train(args: argparse.Namespace) -> int:
         variants=variants,
         max_accuracy_drop=args.max_accuracy_drop,
         private_key_path=Path(args.key) if args.key else None,
+        candidates=candidates,
+        sections=sections,
     )
     _print_report(report, out_dir)
     device.barrier()
@@ -179,6 +212,7 @@ def run_export(args: argparse.Namespace) -> int:
         or result.extra.get("name")
         or default_name(result.dataset.name, result.config.arch)
     )
+    candidates, sections = _compression(args, result)
     report = export_bundles(
         result,
         name=name,
@@ -186,6 +220,8 @@ def run_export(args: argparse.Namespace) -> int:
         variants=variants,
         max_accuracy_drop=args.max_accuracy_drop,
         private_key_path=Path(args.key) if args.key else None,
+        candidates=candidates,
+        sections=sections,
     )
     _print_report(report, result.out_dir)
     if report["recommended"]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from stream.bundle import VARIANTS
 from stream.settings import add_kafka_arguments
+from trainer.quantization import EXPORT_VARIANTS
 
 ARCH_CHOICES = ("cnn", "lstm", "gru", "conv1d")
 _DATASETS = "digits | basic-motions | npz:PATH | images:DIR | kafka:TOPIC"
@@ -23,8 +23,9 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--key", metavar="PRIVATE_KEY", help="Ed25519 private key (PEM) to sign with")
     g.add_argument(
         "--variants",
-        default=",".join(VARIANTS),
-        help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)",
+        default=",".join(EXPORT_VARIANTS),
+        help=f"comma-separated subset of {','.join(EXPORT_VARIANTS)} (default: all; int8-loop "
+        "only for lstm/gru)",
     )
     g.add_argument(
         "--max-accuracy-drop",
@@ -37,6 +38,43 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
         "--stride",
         type=int,
         help="sequences: readings between two inferences on the device (default: the window)",
+    )
+
+
+def _sparsity(text: str) -> float:
+    """``--prune`` value: a share of the kernel weights, strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        msg = f"{text!r}: give the share of kernel weights to zero, between 0 and 1 (e.g. 0.5)"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _compression_arguments(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
+    g = p.add_argument_group("compression beyond post-training quantization (docs/trainer.md)")
+    if distill:
+        g.add_argument(
+            "--distill",
+            action="store_true",
+            help="also train a teacher (twice the filters and units) and a student of this "
+            "size on its soft targets; export it as distilled-<variant> variants",
+        )
+    g.add_argument(
+        "--prune",
+        type=_sparsity,
+        metavar="SPARSITY",
+        help="also export pruned-<variant> variants: fine-tune a copy of the model while "
+        "zeroing this share of its kernel weights (magnitude pruning, polynomial schedule)",
+    )
+    g.add_argument(
+        "--prune-epochs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fine-tuning epochs of --prune (default: a quarter of --epochs, at least 10)",
     )
 
 
@@ -155,6 +193,7 @@ def register(subparsers: Any) -> None:
     _image_arguments(p)
     _augment_arguments(p)
     _export_arguments(p)
+    _compression_arguments(p, distill=True)
     _capture_arguments(p)
     p.set_defaults(handler="trainer.cli:run_train")
 
@@ -170,5 +209,6 @@ def register(subparsers: Any) -> None:
     )
     e.add_argument("--out", help="output folder (default: the model's folder)")
     _export_arguments(e)
+    _compression_arguments(e)
     _capture_arguments(e)
     e.set_defaults(handler="trainer.cli:run_export")

@@ -1,15 +1,18 @@
 """Keras model -> LiteRT flatbuffer for each variant, and the bundles that carry them.
 
-Conversion always starts from :func:`trainer.models.export_clone` (unrolled recurrences,
-float32 layers) through ``tf.lite.TFLiteConverter.from_keras_model`` with builtin ops only.
+Conversion starts from :func:`trainer.models.export_clone` (unrolled recurrences, float32
+layers) through ``tf.lite.TFLiteConverter.from_keras_model`` with builtin ops only.
 Measured with Keras 3.15 / TF 2.21 / ai-edge-litert 2.3: this is the route on which every
-architecture converts to all four variants with a resizable batch; ``WHILE`` loops fail to
-convert with a free batch and crash int8 calibration.
+architecture converts to the four post-training variants with a resizable batch; ``WHILE``
+loops fail to convert with a free batch and crash TensorFlow's int8 calibration. The
+``int8-loop`` variant of recurrent models is the exception (:mod:`trainer.recurrent`): a
+fixed-batch ``WHILE`` loop quantized by ai-edge-quantizer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import os
 import sys
@@ -24,7 +27,7 @@ import keras
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from stream.bundle import Manifest, TensorSpec, Variant, write_bundle
+from stream.bundle import Manifest, TensorSpec, write_bundle
 from stream.preprocessing import Preprocessing
 from stream.reference import Reference
 from trainer import plots
@@ -37,7 +40,8 @@ from trainer.evaluate import (
 )
 from trainer.exceptions import EvaluationError, ExportError
 from trainer.models import export_clone
-from trainer.quantization import QuantizationConfig
+from trainer.quantization import EXPORT_VARIANTS, ExportVariant, QuantizationConfig
+from trainer.recurrent import has_recurrence, loop_clone, quantize_loop_int8
 from trainer.report import build_report, write_report
 
 logger = logging.getLogger(__name__)
@@ -47,7 +51,13 @@ def convert(model: keras.Model, config: QuantizationConfig, *, clone: bool = Tru
     """Convert ``model`` to a LiteRT flatbuffer with the settings of ``config``."""
     import tensorflow as tf
 
-    source = export_clone(model) if clone else model
+    if config.recurrence == "loop":
+        if not has_recurrence(model):
+            msg = f"the {config.variant} variant is for recurrent models; {model.name} has none"
+            raise ExportError(msg)
+        source = loop_clone(model)
+    else:
+        source = export_clone(model) if clone else model
     if config.integer_only:
         _refuse_while_loops(source)
     converter = config.apply(tf.lite.TFLiteConverter.from_keras_model(source))
@@ -61,6 +71,18 @@ def convert(model: keras.Model, config: QuantizationConfig, *, clone: bool = Tru
             "only LiteRT builtin ops are allowed (no Flex ops)"
         )
         raise ExportError(msg) from exc
+    if config.loop_int8_ops and config.representative_data is not None:
+        try:
+            with quiet_native_output():
+                result = quantize_loop_int8(
+                    bytes(result),
+                    config.representative_data,
+                    ops=config.loop_int8_ops,
+                    samples=config.num_calibration_samples,
+                )
+        except (ValueError, RuntimeError, KeyError) as exc:
+            msg = f"ai-edge-quantizer failed on the {config.variant} variant of {model.name}: {exc}"
+            raise ExportError(msg) from exc
     final = config.finalize(bytes(result))
     logger.info(
         'converted variant="%s" bytes=%d converter_bytes=%d',
@@ -166,6 +188,26 @@ def keras_metrics(
     return metrics, probabilities
 
 
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """A further Keras model exported next to the trained one (pruned, distilled).
+
+    Its variants are named ``<prefix>-<variant>`` and judged by the same gates against the
+    trained model's Keras accuracy; ``fields`` are added to each of its report entries.
+    """
+
+    prefix: str
+    model: keras.Model
+    fields: dict[str, Any]
+    #: The report section (``pruning``, ``distillation``) that lists this model's variants.
+    section: str | None = None
+
+
+def gzip_size(blob: bytes) -> int:
+    """Bytes of ``blob`` gzip-compressed at level 9 (what an over-the-air download costs)."""
+    return len(gzip.compress(blob, compresslevel=9, mtime=0))
+
+
 def export_all(
     model: keras.Model,
     *,
@@ -175,16 +217,20 @@ def export_all(
     x_test: np.ndarray,
     y_test: np.ndarray,
     out_dir: Path,
-    variants: Sequence[Variant],
+    variants: Sequence[ExportVariant],
     max_accuracy_drop: float = 0.01,
     private_key: Ed25519PrivateKey | None = None,
     meta: dict[str, Any] | None = None,
     latency_budget_s: float = LATENCY_BUDGET_S,
+    candidates: Sequence[Candidate] = (),
+    sections: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Convert, test-invoke and evaluate every variant in LiteRT; write bundles and reports.
 
-    A variant that fails to convert or to run is reported with its error; the others go
-    on. Returns the report (also written to ``out_dir/report.json`` and ``report.md``).
+    ``variants`` are exported for ``model`` and for every candidate (``int8-loop`` only for
+    recurrent models). A variant that fails to convert or to run is reported with its error;
+    the others go on. ``sections`` (``pruning``, ``distillation``) are added to the report.
+    Returns the report (also written to ``out_dir/report.json`` and ``report.md``).
     """
     num_classes = len(info.labels)
     k_metrics, k_probs = keras_metrics(model, x_test, y_test, num_classes)
@@ -199,62 +245,76 @@ def export_all(
         "keras",
         out_dir / "plots" / "confusion_keras.png",
     )
-    clone = export_clone(model)
     calibration = representative_inputs(x_calibration, y_calibration)
+    recurrent = has_recurrence(model)
+    chosen = [v for v in EXPORT_VARIANTS if v in variants]
+    skipped = [v for v in chosen if v == "int8-loop" and not recurrent]
+    if skipped:
+        logger.info('variant="int8-loop" skipped reason="the model has no recurrent layer"')
+    sources = [Candidate(prefix="", model=model, fields={}), *candidates]
     entries: dict[str, dict[str, Any]] = {}
     models: dict[str, bytes] = {}
     runs: dict[str, dict[str, Any]] = {}
     scores: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="edgeinfer-export-") as tmp:
-        for variant in variants:
-            started = time.perf_counter()
-            try:
-                config = QuantizationConfig.for_variant(variant, calibration)
-                blob = convert(clone, config, clone=False)
-                path = Path(tmp) / f"{variant}.tflite"
-                path.write_bytes(blob)
-                run = evaluate_isolated(path, x_test, latency_budget_s=latency_budget_s)
-            except (ExportError, EvaluationError) as exc:
-                logger.error('variant="%s" failed error="%s"', variant, exc)
-                entries[variant] = {
-                    "error": str(exc),
-                    "accuracy": None,
-                    "macro_f1": None,
-                    "size_bytes": None,
-                    "latency_ms": None,
-                    "ops": [],
+        for source in sources:
+            clone = export_clone(source.model)
+            for variant in chosen:
+                if variant in skipped:
+                    continue
+                name = f"{source.prefix}-{variant}" if source.prefix else variant
+                started = time.perf_counter()
+                try:
+                    config = QuantizationConfig.for_variant(variant, calibration)
+                    blob = convert(clone, config, clone=False)
+                    path = Path(tmp) / f"{name}.tflite"
+                    path.write_bytes(blob)
+                    run = evaluate_isolated(path, x_test, latency_budget_s=latency_budget_s)
+                except (ExportError, EvaluationError) as exc:
+                    logger.error('variant="%s" failed error="%s"', name, exc)
+                    entries[name] = {
+                        "error": str(exc),
+                        "accuracy": None,
+                        "macro_f1": None,
+                        "size_bytes": None,
+                        "gzip_size_bytes": None,
+                        "latency_ms": None,
+                        "ops": [],
+                        **source.fields,
+                    }
+                    continue
+                probs = np.asarray(run.pop("probabilities"), dtype=np.float32)
+                predicted = probs.argmax(axis=1)
+                entries[name] = {
+                    "accuracy": accuracy(y_test, predicted),
+                    "macro_f1": macro_f1(y_test, predicted, num_classes),
+                    "size_bytes": len(blob),
+                    "gzip_size_bytes": gzip_size(blob),
+                    "latency_ms": run["latency_ms"],
+                    "ops": run["ops"],
+                    "agreement_with_keras": accuracy(k_pred, predicted),
+                    "mean_abs_probability_diff": float(np.abs(probs - k_probs).mean()),
+                    "input_dtype": run["input"]["dtype"],
+                    "output_dtype": run["output"]["dtype"],
+                    "use_default_delegates": run["use_default_delegates"],
+                    "fallback_reason": run["fallback_reason"],
+                    "resizable_batch": run["resizable_batch"],
+                    "export_seconds": round(time.perf_counter() - started, 2),
+                    **source.fields,
                 }
-                continue
-            probs = np.asarray(run.pop("probabilities"), dtype=np.float32)
-            predicted = probs.argmax(axis=1)
-            entries[variant] = {
-                "accuracy": accuracy(y_test, predicted),
-                "macro_f1": macro_f1(y_test, predicted, num_classes),
-                "size_bytes": len(blob),
-                "latency_ms": run["latency_ms"],
-                "ops": run["ops"],
-                "agreement_with_keras": accuracy(k_pred, predicted),
-                "mean_abs_probability_diff": float(np.abs(probs - k_probs).mean()),
-                "input_dtype": run["input"]["dtype"],
-                "output_dtype": run["output"]["dtype"],
-                "use_default_delegates": run["use_default_delegates"],
-                "fallback_reason": run["fallback_reason"],
-                "resizable_batch": run["resizable_batch"],
-                "export_seconds": round(time.perf_counter() - started, 2),
-            }
-            models[variant] = blob
-            runs[variant] = run
-            scores[variant] = probs
-            plot_paths[f"confusion matrix: {variant}"] = plots.confusion_matrix_plot(
-                confusion_matrix(y_test, predicted, num_classes),
-                info.labels,
-                variant,
-                out_dir / "plots" / f"confusion_{variant}.png",
-            )
-            logger.info(
-                'variant="%s" accuracy=%.4f size_bytes=%d p50_ms=%.4f',
-                variant, entries[variant]["accuracy"], len(blob), run["latency_ms"]["p50"],
-            )  # fmt: skip
+                models[name] = blob
+                runs[name] = run
+                scores[name] = probs
+                plot_paths[f"confusion matrix: {name}"] = plots.confusion_matrix_plot(
+                    confusion_matrix(y_test, predicted, num_classes),
+                    info.labels,
+                    name,
+                    out_dir / "plots" / f"confusion_{name}.png",
+                )
+                logger.info(
+                    'variant="%s" accuracy=%.4f size_bytes=%d p50_ms=%.4f',
+                    name, entries[name]["accuracy"], len(blob), run["latency_ms"]["p50"],
+                )  # fmt: skip
     report = build_report(
         meta={"name": info.name, "version": info.version, **(meta or {})},
         keras=k_metrics,
@@ -262,6 +322,23 @@ def export_all(
         max_drop=max_accuracy_drop,
         n_test=len(y_test),
     )
+    report.update(sections or {})
+    for source in candidates:
+        if source.section and isinstance(report.get(source.section), dict):
+            report[source.section]["variants"] = [
+                name for name in entries if name.startswith(f"{source.prefix}-")
+            ]
+    if skipped:
+        report["notes"].insert(
+            0, "int8-loop was not exported: it applies to recurrent (lstm, gru) models only."
+        )
+    if any(e.get("size_bytes") for e in entries.values()):
+        plot_paths["size vs accuracy"] = plots.size_accuracy_plot(
+            entries,
+            keras_accuracy=float(k_metrics["accuracy"]),
+            recommended=report["recommended"],
+            path=out_dir / "plots" / "size_vs_accuracy.png",
+        )
     for done, blob in models.items():
         write_variant_bundle(
             out_dir / "bundles" / done,
@@ -287,7 +364,15 @@ def with_scores(reference: Reference | None, probabilities: np.ndarray) -> Refer
 
 
 def _summary(entry: dict[str, Any]) -> dict[str, Any]:
-    keys = ("accuracy", "macro_f1", "size_bytes", "latency_ms", "publishable", "error")
+    keys = (
+        "accuracy",
+        "macro_f1",
+        "size_bytes",
+        "gzip_size_bytes",
+        "latency_ms",
+        "publishable",
+        "error",
+    )
     return {k: entry[k] for k in keys if k in entry}
 
 

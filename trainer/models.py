@@ -211,23 +211,30 @@ def _rnn_body(inputs: Any, cfg: ModelConfig, *, unroll: bool) -> Any:
     )(x)
 
 
-def export_clone(model: keras.Model) -> keras.Model:
+def export_clone(
+    model: keras.Model, *, unroll: bool = True, batch_size: int | None = None
+) -> keras.Model:
     """The same model with unrolled recurrent layers and float32 layers, weights copied.
 
     ``unroll=True`` turns the recurrence into plain ops, so the converter emits no ``WHILE``
     loop: the batch stays resizable and int8 calibration works. Mixed-precision layers are
-    rebuilt in float32 (their variables already are).
+    rebuilt in float32 (their variables already are). ``unroll=False`` with a fixed
+    ``batch_size`` is the loop form of ``trainer.recurrent.loop_clone``.
     """
     import keras
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         cfg = layer.get_config()
         if "unroll" in cfg:
-            cfg["unroll"] = True
+            cfg["unroll"] = unroll
         if "dtype" in cfg and not isinstance(layer, keras.layers.InputLayer):
             cfg["dtype"] = "float32"
         return layer.__class__.from_config(cfg)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    inputs = None
+    if batch_size is not None:
+        shape = tuple(int(d) for d in model.input_shape[1:])
+        inputs = keras.Input(batch_shape=(batch_size, *shape), name="input")
+    clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)
     clone.set_weights(model.get_weights())
     return clone

@@ -1,9 +1,11 @@
-"""PNG plots: training curves and one confusion matrix per variant (matplotlib, Agg backend)."""
+"""PNG plots: training curves, one confusion matrix per variant and the size-vs-accuracy
+frontier of the variants (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +61,37 @@ def confusion_matrix_plot(cm: np.ndarray, labels: list[str], title: str, path: P
                     j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if cm[i, j] > threshold else "black",
                 )  # fmt: skip
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def size_accuracy_plot(
+    variants: dict[str, dict[str, Any]],
+    *,
+    keras_accuracy: float,
+    recommended: str | None,
+    path: Path,
+) -> Path:
+    """Test accuracy against file size (log scale) of every variant that ran: the frontier."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, v in variants.items():
+        if not v.get("size_bytes") or v.get("accuracy") is None:
+            continue
+        marker = "*" if name == recommended else ("o" if v.get("publishable") else "x")
+        ax.scatter(v["size_bytes"], v["accuracy"], marker=marker, s=120 if marker == "*" else 40)
+        ax.annotate(name, (v["size_bytes"], v["accuracy"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")  # fmt: skip
+    ax.axhline(keras_accuracy, linestyle="--", linewidth=1, color="grey", label="keras")
+    ax.set_xscale("log")
+    ax.set_xlabel("model file size (bytes, log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("size vs accuracy (* recommended, x not publishable)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -1,8 +1,10 @@
 """Converter settings for the four LiteRT variants, in one config object.
 
-``QuantizationConfig.for_float32()``, ``for_float16()``, ``for_dynamic()`` and
-``for_int8(representative_data)`` are the presets; :meth:`QuantizationConfig.apply` is the one
-place that sets them on a ``tf.lite.TFLiteConverter``. Every variant is restricted to LiteRT
+``QuantizationConfig.for_float32()``, ``for_float16()``, ``for_dynamic()``,
+``for_int8(representative_data)`` and ``for_int8_loop(representative_data)`` (recurrent
+models: a ``WHILE`` loop with int8 matmuls, :mod:`trainer.recurrent`) are the presets;
+:meth:`QuantizationConfig.apply` is the one place that sets them on a
+``tf.lite.TFLiteConverter``. Every variant is restricted to LiteRT
 builtin ops, so a model that would need Flex (TensorFlow) ops fails to convert instead of
 failing on the device.
 """
@@ -11,14 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
-from stream.bundle import VARIANTS, Variant
 from trainer.exceptions import QuantizationError
 
 InferenceType = Literal["float32", "int8"]
+#: The variants the trainer exports. ``int8-loop`` applies to recurrent models only.
+ExportVariant = Literal["float32", "float16", "dynamic", "int8", "int8-loop"]
+EXPORT_VARIANTS: tuple[ExportVariant, ...] = get_args(ExportVariant)
+#: How a recurrence is exported: unrolled into plain ops, or kept as a ``WHILE`` loop.
+Recurrence = Literal["unrolled", "loop"]
 
 #: Calibration samples used for int8 when more training data is available.
 DEFAULT_CALIBRATION_SAMPLES = 200
@@ -32,7 +38,7 @@ class QuantizationConfig:
     (N, *input_shape)); int8 calibration feeds them one sample at a time.
     """
 
-    variant: Variant
+    variant: ExportVariant
     optimize: bool = False
     supported_types: tuple[str, ...] = ()
     representative_data: np.ndarray | None = None
@@ -44,27 +50,40 @@ class QuantizationConfig:
     #: hundreds of tensors whose names take up to 40 % of the file. Inputs and outputs
     #: are still found by index (``get_input_details``).
     strip_strings: bool = True
+    #: ``loop``: convert the recurrence as a ``WHILE`` loop (fixed batch 1) and quantize
+    #: ``loop_int8_ops`` to static int8 with ai-edge-quantizer (:mod:`trainer.recurrent`).
+    recurrence: Recurrence = "unrolled"
+    loop_int8_ops: tuple[str, ...] = ()
+
+    @property
+    def calibrated(self) -> bool:
+        """True when activations are calibrated on ``representative_data``."""
+        return self.integer_only or bool(self.loop_int8_ops)
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            msg = f"unknown variant {self.variant!r}: use one of {', '.join(VARIANTS)}"
+        if self.variant not in EXPORT_VARIANTS:
+            msg = f"unknown variant {self.variant!r}: use one of {', '.join(EXPORT_VARIANTS)}"
             raise QuantizationError(msg)
-        if self.integer_only:
+        if self.calibrated:
             data = self.representative_data
             if data is None or len(data) == 0:
                 msg = (
-                    "int8 quantization needs representative data to calibrate activation "
-                    "ranges: pass QuantizationConfig.for_int8(samples) with a few hundred "
-                    "preprocessed training inputs"
+                    f"{self.variant} quantization needs representative data to calibrate "
+                    "activation ranges: pass QuantizationConfig.for_int8(samples) with a few "
+                    "hundred preprocessed training inputs"
                 )
                 raise QuantizationError(msg)
             if not np.issubdtype(data.dtype, np.floating):
                 msg = (
-                    f"int8 representative data must be preprocessed float inputs, got {data.dtype}"
+                    f"{self.variant} representative data must be preprocessed float inputs, "
+                    f"got {data.dtype}"
                 )
                 raise QuantizationError(msg)
             if not np.isfinite(data).all():
-                msg = "int8 representative data contains NaN or infinity; clean the training data"
+                msg = (
+                    f"{self.variant} representative data contains NaN or infinity; clean the "
+                    "training data"
+                )
                 raise QuantizationError(msg)
             if self.num_calibration_samples < 1:
                 msg = f"num_calibration_samples must be >= 1, got {self.num_calibration_samples}"
@@ -106,10 +125,29 @@ class QuantizationConfig:
         )
 
     @classmethod
+    def for_int8_loop(
+        cls,
+        representative_data: np.ndarray | None,
+        *,
+        num_calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    ) -> QuantizationConfig:
+        """Recurrent models: a ``WHILE`` loop (not unrolled) whose matmuls and convolutions
+        are static int8 (ai-edge-quantizer); gate ops, input and output stay float32."""
+        from trainer.recurrent import LOOP_INT8_OPS
+
+        return cls(
+            variant="int8-loop",
+            representative_data=representative_data,
+            num_calibration_samples=num_calibration_samples,
+            recurrence="loop",
+            loop_int8_ops=LOOP_INT8_OPS,
+        )
+
+    @classmethod
     def for_variant(
         cls, variant: str, representative_data: np.ndarray | None = None
     ) -> QuantizationConfig:
-        """The preset for ``variant`` ("float32", "float16", "dynamic" or "int8")."""
+        """The preset for ``variant`` (one of :data:`EXPORT_VARIANTS`)."""
         if variant == "float32":
             return cls.for_float32()
         if variant == "float16":
@@ -118,7 +156,9 @@ class QuantizationConfig:
             return cls.for_dynamic()
         if variant == "int8":
             return cls.for_int8(representative_data)
-        msg = f"unknown variant {variant!r}: use one of {', '.join(VARIANTS)}"
+        if variant == "int8-loop":
+            return cls.for_int8_loop(representative_data)
+        msg = f"unknown variant {variant!r}: use one of {', '.join(EXPORT_VARIANTS)}"
         raise QuantizationError(msg)
 
     # ---------------------------------------------------------------------------- use

@@ -102,6 +102,12 @@ def notes(
             f"int8 ({int8['size_bytes']:,} B) is LARGER than float32 ({f32['size_bytes']:,} B): "
             "unrolled recurrent layers carry quantization parameters for every unrolled tensor. "
             "Do not assume int8 is the variant to ship."
+            + (
+                f" int8-loop (the recurrence as one loop, int8 matmuls) is "
+                f"{variants['int8-loop']['size_bytes']:,} B."
+                if (variants.get("int8-loop") or {}).get("size_bytes")
+                else ""
+            )
         )
     if recommended:
         v = variants[recommended]
@@ -148,8 +154,8 @@ def render_markdown(report: dict[str, Any], plots: dict[str, Path]) -> str:
         "latency is one inference (set input, invoke, read output).",
         "",
         "| variant | accuracy | macro F1 | drop vs Keras | agrees with Keras | size (B) "
-        "| vs float32 | p50 ms | p99 ms | default delegates | publishable |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| gzip (B) | vs float32 | p50 ms | p99 ms | default delegates | publishable |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for name, v in report["variants"].items():
         if v.get("error"):
@@ -160,13 +166,15 @@ def render_markdown(report: dict[str, Any], plots: dict[str, Path]) -> str:
             f"| {name}{mark} | {v['accuracy']:.4f} | {v['macro_f1']:.4f} "
             f"| {_fmt(v.get('accuracy_drop'), '+.4f')} "
             f"| {_fmt(v.get('agreement_with_keras'), '.4f')} "
-            f"| {v['size_bytes']:,} | {_fmt(v.get('size_vs_float32'), '.2f')} "
+            f"| {v['size_bytes']:,} | {_fmt(v.get('gzip_size_bytes'), ',')} "
+            f"| {_fmt(v.get('size_vs_float32'), '.2f')} "
             f"| {v['latency_ms']['p50']:.4f} | {v['latency_ms']['p99']:.4f} "
             f"| {'yes' if v.get('use_default_delegates', True) else 'no (fallback)'} "
             f"| {'yes' if v['publishable'] else '**no**'} |"
         )
     lines += ["", f"`--max-accuracy-drop {report['max_accuracy_drop']}`.", ""]
     lines += [f"- {note}" for note in report.get("notes", [])]
+    lines += _compression_lines(report)
     lines += ["", "## Ops", ""]
     for name, v in report["variants"].items():
         if v.get("ops"):
@@ -176,3 +184,37 @@ def render_markdown(report: dict[str, Any], plots: dict[str, Path]) -> str:
         for title, path in plots.items():
             lines += [f"![{title}]({path.as_posix()})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _compression_lines(report: dict[str, Any]) -> list[str]:
+    """The ``pruning`` and ``distillation`` sections of ``report.md`` (when present)."""
+    lines: list[str] = []
+    pruning = report.get("pruning")
+    if pruning:
+        pruned_accuracy = (pruning.get("keras") or {}).get("accuracy")
+        lines += [
+            "",
+            "## Pruning",
+            "",
+            f"Target sparsity {pruning['sparsity']}, measured "
+            f"{pruning.get('measured_sparsity', 0):.4f} of {pruning.get('prunable_params', 0):,} "
+            f"prunable kernel weights after {pruning.get('fine_tune_epochs')} fine-tuning "
+            f"epochs; pruned Keras accuracy {_fmt(pruned_accuracy, '.4f')}. "
+            "Variants: " + (", ".join(pruning.get("variants", [])) or "none") + ".",
+        ]
+    distillation = report.get("distillation")
+    if distillation:
+        lines += [
+            "",
+            "## Distillation",
+            "",
+            "| model | accuracy | params |",
+            "| --- | ---: | ---: |",
+        ]
+        for key in ("teacher", "student", "student_alone"):
+            m = distillation.get(key) or {}
+            lines.append(
+                f"| {key} | {_fmt(m.get('accuracy'), '.4f')} | {_fmt(m.get('params'), ',')} |"
+            )
+        lines += ["", "Variants: " + (", ".join(distillation.get("variants", [])) or "none") + "."]
+    return lines

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from stream.bundle import VARIANTS, Variant, load_private_key, now_version
+from stream.bundle import VARIANTS, load_private_key, now_version
 from stream.datasets import Dataset
 from stream.preprocessing import (
     ImageColor,
@@ -43,6 +43,7 @@ from trainer.data import (
 from trainer.exceptions import TrainerConfigError
 from trainer.folder_data import CacheMode, FolderDataset
 from trainer.models import Arch, ModelConfig, build_model, check_arch
+from trainer.quantization import ExportVariant
 
 logger = logging.getLogger(__name__)
 
@@ -285,16 +286,19 @@ def export_bundles(
     *,
     name: str,
     version: str | None = None,
-    variants: Sequence[Variant] = VARIANTS,
+    variants: Sequence[ExportVariant] = VARIANTS,
     max_accuracy_drop: float = 0.01,
     private_key_path: Path | None = None,
     private_key: Ed25519PrivateKey | None = None,
     out_dir: Path | None = None,
     latency_budget_s: float | None = None,
+    candidates: Sequence[Any] = (),
+    sections: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export, evaluate and bundle every variant of a trained model (see ``export_all``).
 
-    Writes into ``out_dir`` (default: the run folder).
+    Writes into ``out_dir`` (default: the run folder). ``candidates`` (pruned, distilled
+    models: ``trainer.export.Candidate``) and report ``sections`` go to ``export_all``.
     """
     from trainer.evaluate import LATENCY_BUDGET_S
     from trainer.export import BundleInfo, export_all
@@ -321,6 +325,8 @@ def export_bundles(
         max_accuracy_drop=max_accuracy_drop,
         private_key=key,
         latency_budget_s=latency_budget_s or LATENCY_BUDGET_S,
+        candidates=candidates,
+        sections=sections,
         meta={
             "dataset": result.extra.get("dataset", result.dataset.name),
             "arch": result.config.arch,

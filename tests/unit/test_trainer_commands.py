@@ -42,8 +42,27 @@ def test_train_options_parse() -> None:
 def test_export_options_parse() -> None:
     args = build_parser().parse_args(["export", "--model", "runs/x/model.keras"])
     assert args.handler == "trainer.cli:run_export"
-    assert args.variants == "float32,float16,dynamic,int8"
+    assert args.variants == "float32,float16,dynamic,int8,int8-loop"
     assert args.dataset is None
+    assert args.prune is None and args.prune_epochs == 0
+
+
+def test_prune_options_parse_on_train_and_export() -> None:
+    args = build_parser().parse_args(
+        ["train", "--dataset", "digits", "--arch", "cnn", "--prune", "0.5", "--prune-epochs", "3"]
+    )
+    assert (args.prune, args.prune_epochs) == (0.5, 3)
+    args = build_parser().parse_args(["export", "--model", "m.keras", "--prune", "0.75"])
+    assert args.prune == 0.75
+
+
+@pytest.mark.parametrize("bad", ["0", "1", "1.5", "-0.1", "half"])
+def test_prune_outside_zero_to_one_is_refused_by_argparse(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--dataset", "digits", "--arch", "cnn", "--prune", bad])
+    assert "between 0 and 1" in capsys.readouterr().err
 
 
 def test_unknown_arch_is_refused_by_argparse() -> None:
@@ -53,6 +72,7 @@ def test_unknown_arch_is_refused_by_argparse() -> None:
 
 def test_parse_variants() -> None:
     assert parse_variants("int8,float32") == ["float32", "int8"]
+    assert parse_variants("int8-loop,int8") == ["int8", "int8-loop"]
     with pytest.raises(TrainerConfigError, match="--variants 'int4'"):
         parse_variants("int4")
     with pytest.raises(TrainerConfigError, match="choose from float32,float16,dynamic,int8"):
