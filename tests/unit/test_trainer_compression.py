@@ -14,6 +14,7 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_quantizer")
 keras = pytest.importorskip("keras")
 
+from edge_agent.runtime import check_against_manifest, load_runtime  # noqa: E402
 from stream.bundle import verify_bundle  # noqa: E402
 from stream.preprocessing import SequencePreprocessing  # noqa: E402
 from tests.unit.test_quantization import N_CLASSES, TINY, synthetic  # noqa: E402
@@ -88,6 +89,16 @@ def test_export_all_reports_int8_loop_pruned_variants_and_gzip_sizes(tmp_path: P
             bundle.manifest.metrics["gzip_size_bytes"]
             == report["variants"][name]["gzip_size_bytes"]
         )
+        # The agent's own runtime (LiteRT only) serves the bundle: a fixed batch of one, so a
+        # batch of windows runs one at a time, with the predictions the trainer measured.
+        runtime = load_runtime(model_path=tmp_path / "bundles" / name / "model.tflite")
+        assert check_against_manifest(runtime, bundle.manifest) == []
+        assert runtime.batchable is False
+        scores = runtime.run(x[:8])
+        assert scores.shape == (8, N_CLASSES)
+        keras_model = model if name == "int8-loop" else pruned
+        keras_pred = keras_model.predict(x[:8], verbose=0).argmax(axis=1)
+        assert (scores.argmax(axis=1) == keras_pred).mean() >= 0.75
 
 
 def test_int8_loop_is_skipped_with_a_note_for_a_model_without_recurrence(tmp_path: Path) -> None:
