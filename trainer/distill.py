@@ -15,7 +15,7 @@ student is exported as ``distilled-<variant>`` variants and judged by the same g
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import keras
@@ -80,11 +80,10 @@ class DistillationLoss(keras.losses.Loss):  # type: ignore[misc]
         return {**super().get_config(), "temperature": self.temperature, "alpha": self.alpha}
 
 
-@dataclass(frozen=True, kw_only=True)
-class DistillResult:
-    student: Any  # keras.Model
-    teacher: Any  # keras.Model
-    epochs_run: int
+def _require_arrays(data: Any) -> None:
+    if not all(hasattr(data, name) for name in ("x_train", "y_train", "x_val", "y_val")):
+        msg = "--distill needs the training data in memory (not streamed image folders)"
+        raise TrainerConfigError(msg)
 
 
 def train_student(
@@ -101,10 +100,7 @@ def train_student(
 ) -> tuple[keras.Model, int]:
     """A fresh ``config`` model trained on ``data`` (``x_train``/``y_train``/``x_val``/
     ``y_val`` arrays) against ``teacher``'s soft targets; early stopping as in training."""
-    for name in ("x_train", "y_train", "x_val", "y_val"):
-        if not hasattr(data, name):
-            msg = "--distill needs the training data in memory (not streamed image folders)"
-            raise TrainerConfigError(msg)
+    _require_arrays(data)
     keras.utils.set_random_seed(hp.seed)
 
     def targets(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -144,6 +140,7 @@ def distilled_candidate(
     from trainer.train import train
 
     data = result.data
+    _require_arrays(data)  # before the teacher trains
     teacher_run = train(
         result.dataset,
         teacher_config(result.config),

@@ -78,13 +78,16 @@ def size_accuracy_plot(
     """Test accuracy against file size (log scale) of every variant that ran: the frontier."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    stacked: dict[tuple[float, float], int] = {}  # labels of points at one spot are stacked
     for name, v in variants.items():
         if not v.get("size_bytes") or v.get("accuracy") is None:
             continue
         marker = "*" if name == recommended else ("o" if v.get("publishable") else "x")
         ax.scatter(v["size_bytes"], v["accuracy"], marker=marker, s=120 if marker == "*" else 40)
-        ax.annotate(name, (v["size_bytes"], v["accuracy"]), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")  # fmt: skip
+        spot = (round(float(np.log10(v["size_bytes"])), 1), round(float(v["accuracy"]), 3))
+        stacked[spot] = stacked.get(spot, -1) + 1
+        ax.annotate(name, (v["size_bytes"], v["accuracy"]), fontsize=7,
+                    xytext=(4, 3 + 8 * stacked[spot]), textcoords="offset points")  # fmt: skip
     ax.axhline(keras_accuracy, linestyle="--", linewidth=1, color="grey", label="keras")
     ax.set_xscale("log")
     ax.set_xlabel("model file size (bytes, log scale)")
