@@ -151,9 +151,10 @@ def register(subparsers: Any) -> None:
     """Declare ``train`` and ``export``."""
     p = subparsers.add_parser(
         "train",
-        help="train a model, export four LiteRT variants, evaluate them, write bundles",
-        description="Train a Keras model, export float32/float16/dynamic/int8 LiteRT "
-        "variants, evaluate each in LiteRT against the Keras model, write report and bundles.",
+        help="train a model, export its LiteRT variants, evaluate them, write bundles",
+        description="Train a Keras model, export float32/float16/dynamic/int8 (and int8-loop "
+        "for LSTM/GRU) LiteRT variants, evaluate each in LiteRT against the Keras model, write "
+        "report and bundles.",
     )
     p.add_argument("--dataset", required=True, help=_DATASETS)
     p.add_argument("--arch", required=True, choices=ARCH_CHOICES)
@@ -199,7 +200,7 @@ def register(subparsers: Any) -> None:
 
     e = subparsers.add_parser(
         "export",
-        help="export a saved .keras model to the four LiteRT variants, evaluate, bundle",
+        help="export a saved .keras model to its LiteRT variants, evaluate, bundle",
         description="Export DIR/model.keras (written by `train`) to LiteRT variants, "
         "evaluate each in LiteRT, write report.json/report.md and bundles/<variant>/.",
     )

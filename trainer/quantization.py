@@ -1,4 +1,4 @@
-"""Converter settings for the four LiteRT variants, in one config object.
+"""Converter settings for the LiteRT variants, in one config object.
 
 ``QuantizationConfig.for_float32()``, ``for_float16()``, ``for_dynamic()``,
 ``for_int8(representative_data)`` and ``for_int8_loop(representative_data)`` (recurrent
