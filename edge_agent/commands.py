@@ -291,8 +291,7 @@ def _monitoring_options(p: Any) -> None:
         g,
         "--drift-threshold",
         "drift_threshold",
-        "input drift score (PSI) from which inputs are captured as drift-flagged "
-        "(default 0.25)",
+        "input drift score (PSI) from which inputs are captured as drift-flagged (default 0.25)",
         type=_float,
     )
     _opt(
@@ -327,8 +326,7 @@ def _monitoring_options(p: Any) -> None:
         g,
         "--samples-random-share",
         "samples_random_share",
-        "share of the sample budget for inputs chosen at random, for calibration "
-        "(default 0.1)",
+        "share of the sample budget for inputs chosen at random, for calibration (default 0.1)",
         type=_float,
     )
 
