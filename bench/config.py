@@ -14,6 +14,7 @@ Case = Literal[
     "footprint",
     "scale_out",
     "quantization",
+    "monitoring",
 ]
 CASES: tuple[Case, ...] = get_args(Case)
 

@@ -201,9 +201,11 @@ class Harness:
         wrap: Sequence[str] = (),
         agent_id: str | None = None,
         client: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> AgentChild:
         """Start ``edgeinfer agent`` (``python -m stream agent``) pinned to ``cpus``;
-        ``client`` picks its Kafka library (``--client``; None = the agent's default)."""
+        ``client`` picks its Kafka library (``--client``; None = the agent's default);
+        ``extra_args`` are more agent flags (e.g. ``--no-monitor``)."""
         help_text = self.agent_help()
         port = free_port()
         cmd = python_command(
@@ -243,6 +245,7 @@ class Harness:
                 msg = f"this agent has no --client option (asked for {client})"
                 raise BenchError(msg)
             cmd += ["--client", client]
+        cmd += list(extra_args)
         pinned = pin_command(cmd, [self.cpu] if cpus is None else cpus)
         child = Child(
             name=name, cmd=[*wrap, *pinned], log_path=self.logs / f"{_slug(name)}.log"
@@ -314,9 +317,12 @@ class Harness:
             child = handle.child if isinstance(handle, AgentChild) else handle
             cold: float | None = None
             scraped: dict[str, float] = {}
+            cpu0: float | None = None
+            cpu1: float | None = None
             try:
                 if isinstance(handle, AgentChild):
                     cold, _ = handle.wait_ready()
+                cpu0 = cpu_seconds(child.pid)
                 reader.wait_for(
                     want,
                     cap_s=cap_s or self.config.measure_cap_s,
@@ -325,6 +331,7 @@ class Harness:
                     progress=self.progress,
                     label=label,
                 )
+                cpu1 = cpu_seconds(child.pid)
                 rss = child.peak_rss_mb()
                 if isinstance(handle, AgentChild):
                     scraped = handle.scrape()
@@ -334,6 +341,10 @@ class Harness:
             e2e = reader.e2e()
         per_s = steady_rate(times)
         extra = agent_efficiency(scraped, per_s) if scraped else {}
+        if cpu0 is not None and cpu1 is not None and times:
+            # CPU the contender used per result, from ready to the last result: what a
+            # busy machine inflates far less than the wall-clock rate.
+            extra["cpu_us_per_result"] = round((cpu1 - cpu0) / len(times) * 1e6, 1)
         run = Run(
             label=label,
             per_s=per_s,

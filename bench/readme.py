@@ -48,6 +48,7 @@ def render(
         lambda: _footprint(details, plots),
         lambda: _scale_out(details),
         lambda: _quantization(details, plots),
+        lambda: _monitoring(details),
         lambda: _profiles(summary, details, profiles),
     )
     for section in sections:
@@ -455,6 +456,54 @@ def _quantization(details: dict[str, Any], plots: dict[str, str]) -> list[str]:
     if "quantization" in plots:
         lines += [f"![quantization]({plots['quantization']})", ""]
     return lines
+
+
+def _monitoring(details: dict[str, Any]) -> list[str]:
+    mo = details.get("monitoring")
+    if not mo:
+        return []
+    lines = [
+        "## Monitoring and sample capture cost",
+        "",
+        "The client-bound agent with `--no-monitor` and with the defaults (monitoring, sample "
+        "capture at 0.2/s), alternating runs on one core: medians and spread "
+        "((max - min) / median) of the rate, and the agent process's CPU time per result "
+        "on/off. Per input: CPU time of `Monitoring.batch` at the agent's mean "
+        "batch plus one publish every 0.5 s (`bench/monitor_cost.py`), as a share of the time "
+        "per input at the fastest monitoring-off rate (goal: under 5%); flood: every result "
+        "low-confidence.",
+        "",
+        *_head(
+            "stream",
+            "off (/s)",
+            "off spread",
+            "on (/s)",
+            "on spread",
+            "on/off",
+            "CPU/result on/off",
+            "us/input",
+            "share",
+            "flood share",
+            align="lrrrrrrrrr",
+        ),
+    ]
+    for name, d in mo.items():
+        pi = d["per_input"]
+        lines.append(
+            _row(
+                name,
+                fmt(d["monitoring_off"]["median"]),
+                fmt(d["monitoring_off"]["spread"], ".3f"),
+                fmt(d["monitoring_on"]["median"]),
+                fmt(d["monitoring_on"]["spread"], ".3f"),
+                f"**{fmt(d['on_vs_off'], '.3f')}**",
+                fmt(d.get("cpu_on_vs_off"), ".3f"),
+                fmt(pi["us_per_input"]["median"], ".2f"),
+                f"**{fmt(pi['share_of_client_bound'], '.2%')}**",
+                fmt(pi["flood_share_of_client_bound"], ".2%"),
+            )
+        )
+    return [*lines, ""]
 
 
 def _profiles(

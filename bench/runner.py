@@ -15,7 +15,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.cases import footprint, latency, profiling, quantization, scale_out, throughput
+from bench.cases import (
+    footprint,
+    latency,
+    monitoring,
+    profiling,
+    quantization,
+    scale_out,
+    throughput,
+)
 from bench.config import BenchConfig, Case, parse_cases
 from bench.exceptions import BenchError
 from bench.harness import Harness
@@ -47,6 +55,7 @@ def _cases(args: argparse.Namespace) -> dict[Case, Callable[[Harness], None]]:
         "footprint": footprint.run,
         "scale_out": scale_out.run,
         "quantization": lambda h: quantization.run(h, reports),
+        "monitoring": monitoring.run,
     }
 
 

@@ -147,6 +147,20 @@ GOALS: tuple[Goal, ...] = (
         op=">=",
         target=1.5,
     ),
+    Goal(
+        key="monitoring_cost_share_digits",
+        description="monitoring + sample capture work per input / time per input at the "
+        "client-bound rate, digits",
+        op="<",
+        target=0.05,
+    ),
+    Goal(
+        key="monitoring_cost_share_sensor",
+        description="monitoring + sample capture work per input / time per input at the "
+        "client-bound rate, sensor windows",
+        op="<",
+        target=0.05,
+    ),
 )
 
 

@@ -51,8 +51,10 @@ logger = logging.getLogger(__name__)
 
 #: Inputs in the sliding window (the ``--monitor-window`` default).
 DEFAULT_WINDOW = 1000
-#: Values of one channel binned per input at most (an image's pixels are strided to this).
-MAX_VALUES_PER_CHANNEL = 1024
+#: Values of one channel binned per input at most: an input's values are strided down to
+#: this (a 100-reading window: every 4th; an 8x8 image: every 2nd pixel). The window of 1000
+#: inputs then still holds ~32,000 values per channel, and the cost per input stays small.
+MAX_VALUES_PER_CHANNEL = 32
 #: The per-input bin counts of one model version take at most this much memory.
 MEMORY_BUDGET_BYTES = 4 << 20
 #: Floor of a bin's share in the PSI (an empty bin would be ln(0)).
@@ -61,6 +63,8 @@ PSI_EPSILON = 1e-4
 MIN_INPUTS = 100
 #: Upper bounds of the confidence histogram's buckets (Prometheus ``le``).
 CONFIDENCE_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+#: Score batches kept for the histogram between two snapshots at most (then added at once).
+MAX_PENDING = 256
 #: Model versions monitored at once (the serving one and the previous): bounded labels.
 KEEP_VERSIONS = 2
 #: At most one log line about a failing monitor every this many seconds.
@@ -91,28 +95,58 @@ def shares(counts: np.ndarray) -> np.ndarray:
 
 def clean_scores(scores: np.ndarray) -> np.ndarray:
     """Top-class scores as float64 in [0, 1]: NaN counts as 0 (no confidence)."""
-    s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0)
-    out: np.ndarray = np.clip(s, 0.0, 1.0)
+    s = np.fmax(np.asarray(scores, dtype=np.float64), 0.0)  # fmax: NaN -> 0
+    out: np.ndarray = np.minimum(s, 1.0, out=s)
     return out
 
 
 class InputBinner:
-    """Per-input, per-channel bin counts of raw inputs on a reference's bins."""
+    """Per-input, per-channel bin counts of raw inputs on a reference's bins.
+
+    All channels are binned by one ``searchsorted``: each channel's values are mapped
+    monotonically into its own interval ``[2c, 2c + 1]`` (values beyond the outer edges are
+    clipped into it, which keeps them in the outer bins), and the edges with them. NaN
+    counts in the lowest bin (the decoders refuse NaN; it must not break the count).
+    uint8 images use a lookup table per channel instead.
+    """
 
     def __init__(self, reference: Reference, *, max_values: int = MAX_VALUES_PER_CHANNEL) -> None:
-        self.channels = len(reference.channels)
-        self.bins = max(len(c.proportions) for c in reference.channels)
+        chans = reference.channels
+        self.channels = c = len(chans)
+        self.bins = b = max(len(ch.proportions) for ch in chans)
         self.max_values = max_values
-        self.expected = np.zeros((self.channels, self.bins))
-        for c, ch in enumerate(reference.channels):
-            self.expected[c, : len(ch.proportions)] = ch.proportions
-        self._edges = [np.asarray(ch.edges, dtype=np.float64) for ch in reference.channels]
-        # uint8 pixels take 256 values: one bin lookup table per channel.
+        self.expected = np.zeros((c, b))
+        for i, ch in enumerate(chans):
+            self.expected[i, : len(ch.proportions)] = ch.proportions
+        scale, shift = np.zeros(c), np.zeros(c)
+        edges: list[np.ndarray] = []
+        first_edge = np.zeros(c, dtype=np.intp)  # index in the concatenated edges
+        for i, ch in enumerate(chans):
+            e = np.asarray(ch.edges, dtype=np.float64)
+            first_edge[i] = sum(len(x) for x in edges)
+            if len(e):
+                pad = max((e[-1] - e[0]) * 0.01, abs(e[0]) * 1e-9, 1e-12)
+                lo, hi = e[0] - pad, e[-1] + pad
+                scale[i] = 1.0 / (hi - lo)
+                shift[i] = 2.0 * i - lo * scale[i]
+                edges.append(e * scale[i] + shift[i])
+            else:  # one bin: every value maps inside the channel's interval
+                shift[i] = 2.0 * i + 0.5
+        self._scale, self._shift = scale, shift
+        self._lo, self._hi = 2.0 * np.arange(c), 2.0 * np.arange(c) + 1.0
+        self._edges = np.concatenate(edges) if edges else np.zeros(0)
+        # searchsorted over all edges -> index in the (channels, bins) layout.
+        self._to_bin = np.arange(c, dtype=np.intp) * b - first_edge
+        # uint8 pixels take 256 values: a (channels * 256) table of bin ids.
         pixels = np.arange(256, dtype=np.float64)
-        self._tables = np.stack(
-            [np.searchsorted(e, pixels, side="right") for e in self._edges]
+        self._table = np.concatenate(
+            [
+                np.searchsorted(np.asarray(ch.edges, dtype=np.float64), pixels, side="right")
+                + i * b
+                for i, ch in enumerate(chans)
+            ]
         ).astype(np.intp)
-        self._one_table = bool((self._tables == self._tables[0]).all())
+        self._pixel_offsets = np.arange(c, dtype=np.intp) * 256
 
     def counts(self, x: np.ndarray) -> np.ndarray | None:
         """(N, ..., channels) inputs -> (N, channels, bins) counts; None if not that shape."""
@@ -125,18 +159,14 @@ class InputBinner:
             step = -(-flat.shape[1] // self.max_values)
             flat = flat[:, ::step]
         if x.dtype == np.uint8:
-            if self._one_table:
-                idx = np.take(self._tables[0], flat)
-            else:
-                idx = np.stack([np.take(self._tables[i], flat[..., i]) for i in range(c)], -1)
+            ids = np.take(self._table, flat + self._pixel_offsets)
         else:
-            idx = np.empty(flat.shape, dtype=np.intp)
-            for i in range(c):
-                # NaN sorts last: it lands in the top bin, like +inf (the decoders refuse both).
-                idx[..., i] = np.searchsorted(self._edges[i], flat[..., i], side="right")
-        offsets = (np.arange(n)[:, None, None] * c + np.arange(c)[None, None, :]) * b
-        counts = np.bincount((idx + offsets).ravel(), minlength=n * c * b)
-        out: np.ndarray = counts.reshape(n, c, b)
+            y = flat.astype(np.float64) * self._scale + self._shift
+            np.fmax(y, self._lo, out=y)  # NaN -> the lowest bin
+            np.fmin(y, self._hi, out=y)
+            ids = np.searchsorted(self._edges, y, side="right") + self._to_bin
+        ids += (np.arange(n, dtype=np.intp) * (c * b))[:, None, None]
+        out: np.ndarray = np.bincount(ids.ravel(), minlength=n * c * b).reshape(n, c, b)
         return out
 
     def input_drift(self, counts: np.ndarray) -> np.ndarray:
@@ -238,7 +268,11 @@ class ModelMonitor:
         self._sfilled = 0
         self._buckets = np.zeros(len(CONFIDENCE_BUCKETS) + 1, dtype=np.int64)
         self._sum = 0.0
+        #: Results observed (the histogram's count once :meth:`_flush` ran).
         self.results = 0
+        #: Score batches not yet in the histogram: added up at :meth:`snapshot` (or when
+        #: :data:`MAX_PENDING` pile up), one bincount for many batches.
+        self._pending: list[np.ndarray] = []
         score = reference.score if reference is not None else None
         self._expected_scores = None if score is None else np.asarray(score.proportions)
         #: The drift score at the last :meth:`snapshot` (what :attr:`drifting` judges).
@@ -251,13 +285,12 @@ class ModelMonitor:
     def observe(self, x: np.ndarray | None, scores: np.ndarray) -> Observation:
         """Add one batch: raw inputs ``x`` (N, ..., channels) and top-class ``scores`` (N,)."""
         s = clean_scores(scores)
-        self._spos = _push(self._scores, self._spos, s.astype(np.float32))
+        s32 = s.astype(np.float32)
+        self._spos = _push(self._scores, self._spos, s32)
         self._sfilled = min(self.window, self._sfilled + len(s))
-        self._buckets += np.bincount(
-            np.searchsorted(_BUCKETS, s, side="left"), minlength=len(_BUCKETS) + 1
-        )
-        self._sum += float(s.sum())
-        self.results += len(s)
+        self._pending.append(s32)
+        if len(self._pending) >= MAX_PENDING:
+            self._flush()
         counts = None
         if self.binner is not None and x is not None:
             counts = self.binner.counts(x)
@@ -273,8 +306,21 @@ class ModelMonitor:
             binner=self.binner,
         )
 
+    def _flush(self) -> None:
+        """Add the pending scores to the cumulative histogram."""
+        if not self._pending:
+            return
+        scores = np.concatenate(self._pending)
+        self._pending = []
+        self._buckets += np.bincount(
+            np.searchsorted(_BUCKETS, scores, side="left"), minlength=len(_BUCKETS) + 1
+        )
+        self._sum += float(scores.sum(dtype=np.float64))
+        self.results += len(scores)
+
     def snapshot(self) -> MonitorSnapshot:
         """The exported view of the window (and the drift score sample capture judges by)."""
+        self._flush()
         n = self._sfilled
         recent = self._scores[:n]
         low = float((recent < self.low_confidence).mean()) if n else None

@@ -59,16 +59,41 @@ def test_psi_is_zero_for_equal_shares_and_matches_the_formula() -> None:
     assert psi(np.array([[0.5, 0.5]] * 2), np.array([[0.5, 0.5], [0.9, 0.1]])).shape == (2,)
 
 
+def direct_counts(ref: Reference, x: np.ndarray) -> np.ndarray:
+    """The plain way: one searchsorted per channel on float64 values."""
+    out = np.zeros((len(x), len(ref.channels), 10), dtype=np.int64)
+    for c, ch in enumerate(ref.channels):
+        bins = np.searchsorted(np.asarray(ch.edges), x[..., c].astype(np.float64), side="right")
+        for i in range(len(x)):
+            out[i, c] = np.bincount(bins[i].ravel(), minlength=10)
+    return out
+
+
 def test_binner_counts_each_input_per_channel() -> None:
-    b = InputBinner(SEQ_REF)
+    b = InputBinner(SEQ_REF, max_values=1000)
     x = windows(4)
     counts = b.counts(x)
     assert counts is not None and counts.shape == (4, 3, 10)
     assert (counts.sum(axis=-1) == 50).all()
-    edges = np.asarray(SEQ_REF.channels[1].edges)
-    want = np.bincount(np.searchsorted(edges, x[2, :, 1], side="right"), minlength=10)
-    assert (counts[2, 1] == want).all()
+    assert (counts == direct_counts(SEQ_REF, x)).all()
     assert b.counts(np.zeros((2, 50, 4), np.float32)) is None  # other channel count
+
+
+def test_values_beyond_the_edges_land_in_the_outer_bins() -> None:
+    b = InputBinner(SEQ_REF, max_values=1000)
+    x = np.array([[[1e30, -1e30, np.inf], [-np.inf, 3.4e38, 0.0]]], dtype=np.float32)
+    counts = b.counts(x)
+    assert counts is not None
+    assert (counts == direct_counts(SEQ_REF, x)).all()
+    nan = b.counts(np.full((1, 1, 3), np.nan, np.float32))
+    assert nan is not None and (nan[0, :, 0] == 1).all()  # NaN: the lowest bin
+
+
+def test_each_input_is_strided_to_the_cap() -> None:
+    x = windows(2)  # 50 readings per channel
+    counts = InputBinner(SEQ_REF, max_values=20).counts(x)
+    assert counts is not None and (counts.sum(axis=-1) == 17).all()  # every 3rd reading
+    assert (counts == direct_counts(SEQ_REF, x[:, ::3])).all()
 
 
 def test_image_pixels_use_the_lookup_table_and_are_strided_to_the_cap() -> None:
