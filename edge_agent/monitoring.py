@@ -295,7 +295,7 @@ class ModelMonitor:
         if self.binner is not None and x is not None:
             counts = self.binner.counts(x)
             if counts is not None:
-                # A count is at most MAX_VALUES_PER_CHANNEL (1024): uint16 holds it.
+                # A count is at most max_values per channel and input: uint16 holds it.
                 self._cpos = _push(self._counts, self._cpos, counts.astype(np.uint16))
                 self._cfilled = min(len(self._counts), self._cfilled + len(counts))
         return Observation(
