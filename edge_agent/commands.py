@@ -291,7 +291,7 @@ def _monitoring_options(p: Any) -> None:
         g,
         "--drift-threshold",
         "drift_threshold",
-        "input drift score (PSI) from which inputs are captured as drift-flagged (default 0.25)",
+        "input drift score (PSI) from which inputs are captured as drift-flagged (default 0.1)",
         type=_float,
     )
     _opt(

@@ -114,7 +114,7 @@ class AgentConfig:
     #: A result whose top-class score is below this is low-confidence.
     low_confidence: float = 0.5
     #: Input drift score (PSI) at which inputs count as drift-flagged for sample capture.
-    drift_threshold: float = 0.25
+    drift_threshold: float = 0.1
     samples_topic: str = topics.SAMPLES
     #: Samples sent per second at most, on average (0 = no sample capture).
     samples_per_s: float = 0.2

@@ -245,7 +245,7 @@ class ModelMonitor:
         reference: Reference | None,
         window: int = DEFAULT_WINDOW,
         low_confidence: float = 0.5,
-        drift_threshold: float = 0.25,
+        drift_threshold: float = 0.1,
     ) -> None:
         if window < 1:
             msg = f"window must be >= 1 inputs, got {window}"
@@ -360,7 +360,7 @@ class Monitoring:
         *,
         window: int = DEFAULT_WINDOW,
         low_confidence: float = 0.5,
-        drift_threshold: float = 0.25,
+        drift_threshold: float = 0.1,
         metrics: AgentMetrics | None = None,
         capture: SampleCapture | None = None,
         keep: int = KEEP_VERSIONS,

@@ -200,7 +200,7 @@ def test_monitoring_and_sample_capture_settings() -> None:
         True,
         1000,
         0.5,
-        0.25,
+        0.1,
     )
     assert (c.samples_topic, c.samples_per_s, c.samples_burst) == ("samples", 0.2, 10)
     assert (c.samples_device_per_min, c.samples_random_share) == (2.0, 0.1)
