@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -43,7 +43,7 @@ class Dataset:
 
 
 def load_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
-    """Load ``digits``, ``basic-motions``, ``npz:PATH`` or ``images:DIR``.
+    """Load ``digits``, ``basic-motions``, ``aeon:NAME``, ``npz:PATH`` or ``images:DIR``.
 
     Raises :class:`DatasetError` naming what is wrong (unknown name, missing file, empty,
     one class, shape mismatch, NaN).
@@ -51,15 +51,17 @@ def load_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.25) -> Da
     if spec == "digits":
         ds = _digits(seed=seed, test_fraction=test_fraction)
     elif spec in ("basic-motions", "basicmotions", "BasicMotions"):
-        ds = _basic_motions()
+        ds = _aeon("BasicMotions", name="basic-motions")
+    elif spec.startswith("aeon:"):
+        ds = _aeon(spec[len("aeon:") :])
     elif spec.startswith("npz:"):
         ds = _npz(Path(spec[4:]), seed=seed, test_fraction=test_fraction)
     elif spec.startswith("images:"):
         ds = _image_folder(Path(spec[7:]), seed=seed, test_fraction=test_fraction)
     else:
         msg = (
-            f"unknown dataset {spec!r}: use digits, basic-motions, npz:PATH, images:DIR "
-            "or (for training) kafka:TOPIC"
+            f"unknown dataset {spec!r}: use digits, basic-motions, aeon:NAME, npz:PATH, "
+            "images:DIR or (for training) kafka:TOPIC"
         )
         raise DatasetError(msg)
     validate(ds)
@@ -150,26 +152,61 @@ def _digits(*, seed: int, test_fraction: float) -> Dataset:
     )
 
 
-def _basic_motions() -> Dataset:
+#: Classification datasets aeon ships inside its wheel (nothing is downloaded): name -> loader.
+AEON_DATASETS = {
+    "ACSF1": "load_acsf1",
+    "ArrowHead": "load_arrow_head",
+    "BasicMotions": "load_basic_motions",
+    "GunPoint": "load_gunpoint",
+    "ItalyPowerDemand": "load_italy_power_demand",
+    "JapaneseVowels": "load_japanese_vowels",
+    "PickupGestureWiimoteZ": "load_pickup_gesture_wiimoteZ",
+}
+
+
+def _aeon(requested: str, *, name: str | None = None) -> Dataset:
+    """A dataset shipped with aeon, with its own train/test split.
+
+    aeon gives (N, channels, time); the wire and the models use (N, time, channels). Series
+    of unequal length (JapaneseVowels, PickupGestureWiimoteZ) are padded at the end to the
+    longest one by repeating their last reading.
+    """
+    key = {k.lower(): k for k in AEON_DATASETS}.get(requested.lower().replace("-", ""))
+    if key is None:
+        msg = f"aeon:{requested} is not shipped with aeon; use one of {', '.join(AEON_DATASETS)}"
+        raise DatasetError(msg)
     try:
-        from aeon.datasets import load_basic_motions
+        import aeon.datasets
     except ModuleNotFoundError as exc:
-        msg = "the basic-motions dataset needs aeon: pip install 'edgeinfer[datasets]'"
+        msg = f"aeon:{key} needs aeon: pip install 'edgeinfer[datasets]'"
         raise DatasetError(msg) from exc
-    x_tr, y_tr_raw = load_basic_motions(split="train")
-    x_te, y_te_raw = load_basic_motions(split="test")
+    load = getattr(aeon.datasets, AEON_DATASETS[key])
+    x_tr, y_tr_raw = load(split="train")
+    x_te, y_te_raw = load(split="test")
+    length = max(int(np.shape(x)[-1]) for x in [*x_tr, *x_te])
     labels = sorted({str(v) for v in y_tr_raw} | {str(v) for v in y_te_raw})
-    index = {name: i for i, name in enumerate(labels)}
-    # aeon gives (N, channels, time); the wire and the models use (N, time, channels).
+    index = {label: i for i, label in enumerate(labels)}
     return Dataset(
-        name="basic-motions",
+        name=name or key,
         kind="sequence",
-        x_train=np.transpose(np.asarray(x_tr, dtype=np.float32), (0, 2, 1)).copy(),
+        x_train=_time_major(x_tr, length),
         y_train=np.array([index[str(v)] for v in y_tr_raw], dtype=np.int64),
-        x_test=np.transpose(np.asarray(x_te, dtype=np.float32), (0, 2, 1)).copy(),
+        x_test=_time_major(x_te, length),
         y_test=np.array([index[str(v)] for v in y_te_raw], dtype=np.int64),
         labels=labels,
     )
+
+
+def _time_major(series: Any, length: int) -> np.ndarray:
+    """(channels, time) series -> float32 (N, length, channels), padded with the last reading."""
+    out = []
+    for one in series:
+        arr = np.asarray(one, dtype=np.float32)
+        pad = length - arr.shape[1]
+        if pad:
+            arr = np.pad(arr, ((0, 0), (0, pad)), mode="edge")
+        out.append(arr.T)
+    return np.stack(out).astype(np.float32)
 
 
 def _npz(path: Path, *, seed: int, test_fraction: float) -> Dataset:

@@ -16,8 +16,9 @@ from trainer.augment import IMAGE_KNOBS, SEQUENCE_KNOBS, Augmentation
 from trainer.cluster import parse_cluster
 from trainer.data import load_training_data
 from trainer.exceptions import TrainerConfigError
-from trainer.models import ModelConfig, check_arch
+from trainer.models import ModelConfig
 from trainer.quantization import EXPORT_VARIANTS, ExportVariant
+from trainer.search import candidates as arch_candidates
 from trainer.train import (
     Hyperparameters,
     TrainResult,
@@ -90,6 +91,23 @@ def _config_from_args(args: argparse.Namespace) -> ModelConfig:
     )
 
 
+def _print_training_choices(run: dict[str, Any]) -> None:
+    """What ``--arch auto`` tried and chose, and the ``--baseline`` score."""
+    for entry in run.get("search") or []:
+        if entry.get("skipped"):
+            print(f"search: {entry['arch']} not tried ({entry['skipped']})")
+        else:
+            print(
+                f"search: {entry['arch']} validation accuracy {entry['val_accuracy']:.4f} "
+                f"(loss {entry['val_loss']:.4f}, {entry['seconds']:.0f} s)"
+            )
+    if run.get("search"):
+        print(f"search chose {run['model_config']['arch']}")
+    if run.get("baseline"):
+        b = run["baseline"]
+        print(f"baseline {b['name']}: test accuracy {b['accuracy']:.4f} ({b['seconds']:.0f} s)")
+
+
 def _augmentation(args: argparse.Namespace, kind: str) -> Augmentation:
     """``--augment`` preset for the data's kind, with the ``--augment-*`` knobs applied."""
     knobs = {k: getattr(args, f"augment_{k}", None) for k in (*IMAGE_KNOBS, *SEQUENCE_KNOBS)}
@@ -149,7 +167,7 @@ def run_train(args: argparse.Namespace) -> int:
         color=args.color,
         **_kafka_options(args),
     )
-    check_arch(config.arch, ds.kind)
+    arch_candidates(config.arch, ds.kind)  # refuses an arch that does not fit the data
     augmentation = _augmentation(args, ds.kind)
     from trainer.device import select_device  # imports TensorFlow: after the cheap checks
 
@@ -169,6 +187,8 @@ def run_train(args: argparse.Namespace) -> int:
         name=name,
         cache=args.cache,
         augmentation=augmentation,
+        search_budget_s=args.search_budget,
+        baseline=args.baseline,
     )
     if not device.is_chief:
         print(f"worker {device.worker_index} trained; the chief writes the model and bundles")
@@ -178,6 +198,7 @@ def run_train(args: argparse.Namespace) -> int:
         f"trained in {result.seconds:.1f} s ({result.extra['epochs_run']} epochs); "
         f"model: {result.model_path}"
     )
+    _print_training_choices(result.extra)
     if args.no_export:
         device.barrier()
         return 0

@@ -12,7 +12,7 @@ from typing import Any
 from stream.settings import add_kafka_arguments
 from trainer.quantization import EXPORT_VARIANTS
 
-ARCH_CHOICES = ("cnn", "lstm", "gru", "conv1d")
+ARCH_CHOICES = ("cnn", "lstm", "gru", "conv1d", "auto")
 _DATASETS = "digits | basic-motions | npz:PATH | images:DIR | kafka:TOPIC"
 
 
@@ -157,7 +157,27 @@ def register(subparsers: Any) -> None:
         "report and bundles.",
     )
     p.add_argument("--dataset", required=True, help=_DATASETS)
-    p.add_argument("--arch", required=True, choices=ARCH_CHOICES)
+    p.add_argument(
+        "--arch",
+        required=True,
+        choices=ARCH_CHOICES,
+        help="auto: train every architecture that fits the data (conv1d, gru, lstm for "
+        "sequences) within --search-budget and keep the best on the validation split",
+    )
+    p.add_argument(
+        "--search-budget",
+        type=float,
+        default=1200.0,
+        metavar="SECONDS",
+        help="--arch auto: no further candidate starts after this (default 1200)",
+    )
+    p.add_argument(
+        "--baseline",
+        choices=("none", "minirocket"),
+        default="none",
+        help="sequences: also score aeon's MiniRocket classifier on the same split and put "
+        "it in the report (numba compiles it on first use: 1-3 min)",
+    )
     p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, help="global batch size (split over GPUs)")
     p.add_argument("--learning-rate", type=float)

@@ -33,6 +33,7 @@ from stream.preprocessing import (
     preprocessing_from_dict,
 )
 from trainer.augment import Augmentation, augmented
+from trainer.baseline import run_baseline
 from trainer.data import (
     ModelInputs,
     TrainingDataset,
@@ -42,8 +43,9 @@ from trainer.data import (
 )
 from trainer.exceptions import TrainerConfigError
 from trainer.folder_data import CacheMode, FolderDataset
-from trainer.models import Arch, ModelConfig, build_model, check_arch
+from trainer.models import SEQUENCE_ARCHS, Arch, ModelConfig, build_model
 from trainer.quantization import ExportVariant
+from trainer.search import AUTO, DEFAULT_BUDGET_S, candidates, summary, validation_score
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +151,8 @@ def train(
     color: ImageColor | None = None,
     cache: CacheMode = "auto",
     augmentation: Augmentation | None = None,
+    search_budget_s: float = DEFAULT_BUDGET_S,
+    baseline: str = "none",
 ) -> TrainResult:
     """Train ``config`` on ``dataset`` (a spec such as ``digits`` or a loaded Dataset).
 
@@ -156,34 +160,42 @@ def train(
     ``out_dir``. With ``deterministic`` the run is reproducible from ``hyperparameters.seed``.
     ``image_size``, ``color`` (when ``dataset`` is an ``images:DIR`` spec) and ``cache``
     apply to image folders. ``augmentation`` transforms training batches only
-    (:mod:`trainer.augment`); the saved model has no augmentation layer.
+    (:mod:`trainer.augment`); the saved model has no augmentation layer. ``config.arch``
+    ``"auto"`` trains every candidate within ``search_budget_s`` and keeps the best on the
+    validation split (:mod:`trainer.search`); ``baseline`` (``"minirocket"``) scores a
+    classical classifier on the same split (:mod:`trainer.baseline`).
     """
-    import keras
 
     from trainer import plots
     from trainer.device import make_deterministic, select_device
 
-    hp = (hyperparameters or Hyperparameters()).resolved(config.arch)
-    if hp.epochs < 1 or hp.batch_size < 1:
-        msg = f"--epochs and --batch-size must be >= 1, got {hp.epochs} and {hp.batch_size}"
-        raise TrainerConfigError(msg)
+    requested = hyperparameters or Hyperparameters()
+    for arch in SEQUENCE_ARCHS if config.arch == AUTO else (config.arch,):
+        resolved = requested.resolved(arch)
+        if resolved.epochs < 1 or resolved.batch_size < 1:
+            msg = (
+                f"--epochs and --batch-size must be >= 1, got {resolved.epochs} and "
+                f"{resolved.batch_size}"
+            )
+            raise TrainerConfigError(msg)
     if deterministic:
-        make_deterministic(hp.seed)
+        make_deterministic(requested.seed)
     spec = dataset_spec or (dataset if isinstance(dataset, str) else dataset.name)
     ds = (
         load_training_data(
-            dataset, seed=hp.seed, image_size=image_size, color=color, **(kafka_options or {})
+            dataset, seed=requested.seed, image_size=image_size, color=color,
+            **(kafka_options or {}),
         )
         if isinstance(dataset, str)
         else dataset
-    )
-    check_arch(config.arch, ds.kind)
+    )  # fmt: skip
+    archs = candidates(config.arch, ds.kind)
     aug = (augmentation or Augmentation()).check(ds.kind)
-    config = config.resolved(ds.input_shape)
-    prep = fit_preprocessing(ds, stride=stride, seed=hp.seed)
+    prep = fit_preprocessing(ds, stride=stride, seed=requested.seed)
     data = model_data(
-        ds, prep, validation_fraction=hp.validation_fraction, seed=hp.seed, cache=cache
-    )
+        ds, prep, validation_fraction=requested.validation_fraction, seed=requested.seed,
+        cache=cache,
+    )  # fmt: skip
     if device is None:
         device = select_device(allow_gpu=allow_gpu)
     logger.info(device.describe())
@@ -192,6 +204,98 @@ def train(
         ds.name, ds.kind, data.n_train, data.n_val, len(data.x_test),
         ds.num_classes, ds.input_shape,
     )  # fmt: skip
+    search: list[dict[str, Any]] = []
+    best: tuple[Any, ...] | None = None
+    search_started = time.perf_counter()
+    for arch in archs:
+        if search and time.perf_counter() - search_started > search_budget_s:
+            logger.info('search budget spent, not trying arch="%s"', arch)
+            search.append({"arch": arch, "skipped": f"--search-budget {search_budget_s:g} s spent"})
+            continue
+        if deterministic and len(archs) > 1:
+            make_deterministic(requested.seed)  # each candidate as `--arch <it>` trains it
+        hp = requested.resolved(arch)
+        candidate = replace(config, arch=arch).resolved(ds.input_shape)
+        model, history, seconds = _fit(
+            candidate, hp, ds=ds, prep=prep, data=data, device=device, aug=aug, verbose=verbose
+        )
+        search.append(summary(arch, history, seconds))
+        if best is None or validation_score(history) > validation_score(best[1]):
+            best = (model, history, seconds, candidate, hp)
+    assert best is not None  # noqa: S101  the first candidate always runs
+    model, history, seconds, config, hp = best
+    if len(archs) > 1:
+        seconds = time.perf_counter() - search_started
+        logger.info('search chose arch="%s" candidates=%s', config.arch, search)
+    baseline_result = run_baseline(baseline, ds, seed=hp.seed) if isinstance(ds, Dataset) else None
+    if device.multi_worker:
+        # A plain copy of the trained weights: saving, predicting and exporting it needs no
+        # other worker (a model of the strategy would shard its inputs over the workers).
+        local = build_model(config, ds.input_shape, ds.num_classes)
+        local.set_weights(model.get_weights())
+        model = local
+    run_info = {
+        "name": name or default_name(ds.name, config.arch),
+        "dataset": spec,
+        "dataset_name": ds.name,
+        "kind": ds.kind,
+        "labels": ds.labels,
+        "model_config": config.to_dict(),
+        "hyperparameters": asdict(hp),
+        "preprocessing": prep.to_dict(),
+        "device": device.describe(),
+        "epochs_run": len(history.get("loss", [])),
+        "best_epoch": int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else 0,
+        "train_seconds": round(seconds, 2),
+        "data": {
+            "streamed": data.streamed,
+            "cache": getattr(data, "cache", "arrays"),
+            "train": data.n_train,
+            "validation": data.n_val,
+            "test": len(data.x_test),
+        },
+        "augmentation": aug.to_dict() if aug.active else None,
+        "search": search if len(archs) > 1 else None,
+        "baseline": baseline_result,
+        "skipped_files": skipped_files(ds),
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
+    if device.is_chief:  # the other workers of a cluster write nothing
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.save(out_dir / MODEL_FILE)
+        (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
+        plots.training_curves(history, out_dir / "plots" / "training_curves.png")
+        (out_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
+    logger.info('trained epochs=%d seconds=%.1f out="%s"', run_info["epochs_run"], seconds, out_dir)
+    return TrainResult(
+        model=model,
+        dataset=ds,
+        preprocessing=prep,
+        data=data,
+        config=config,
+        hyperparameters=hp,
+        history=history,
+        device=device.describe(),
+        out_dir=out_dir,
+        seconds=seconds,
+        extra=run_info,
+    )
+
+
+def _fit(
+    config: ModelConfig,
+    hp: Hyperparameters,
+    *,
+    ds: TrainingDataset,
+    prep: Preprocessing,
+    data: ModelInputs,
+    device: Any,
+    aug: Augmentation,
+    verbose: int | str,
+) -> tuple[Any, dict[str, list[float]], float]:
+    """Build, compile and fit one model under the device's strategy: (model, history, seconds)."""
+    import keras
+
     with device.strategy.scope():
         model = build_model(config, ds.input_shape, ds.num_classes)
         # Augmentation layers wrap the model for fit only: `model` is saved and exported.
@@ -229,56 +333,7 @@ def train(
         )
     seconds = time.perf_counter() - started
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    if device.multi_worker:
-        # A plain copy of the trained weights: saving, predicting and exporting it needs no
-        # other worker (a model of the strategy would shard its inputs over the workers).
-        local = build_model(config, ds.input_shape, ds.num_classes)
-        local.set_weights(model.get_weights())
-        model = local
-    run_info = {
-        "name": name or default_name(ds.name, config.arch),
-        "dataset": spec,
-        "dataset_name": ds.name,
-        "kind": ds.kind,
-        "labels": ds.labels,
-        "model_config": config.to_dict(),
-        "hyperparameters": asdict(hp),
-        "preprocessing": prep.to_dict(),
-        "device": device.describe(),
-        "epochs_run": len(history.get("loss", [])),
-        "best_epoch": int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else 0,
-        "train_seconds": round(seconds, 2),
-        "data": {
-            "streamed": data.streamed,
-            "cache": getattr(data, "cache", "arrays"),
-            "train": data.n_train,
-            "validation": data.n_val,
-            "test": len(data.x_test),
-        },
-        "augmentation": aug.to_dict() if aug.active else None,
-        "skipped_files": skipped_files(ds),
-        "peak_rss_bytes": peak_rss_bytes(),
-    }
-    if device.is_chief:  # the other workers of a cluster write nothing
-        out_dir.mkdir(parents=True, exist_ok=True)
-        model.save(out_dir / MODEL_FILE)
-        (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
-        plots.training_curves(history, out_dir / "plots" / "training_curves.png")
-        (out_dir / RUN_FILE).write_text(json.dumps(run_info, indent=2) + "\n")
-    logger.info('trained epochs=%d seconds=%.1f out="%s"', run_info["epochs_run"], seconds, out_dir)
-    return TrainResult(
-        model=model,
-        dataset=ds,
-        preprocessing=prep,
-        data=data,
-        config=config,
-        hyperparameters=hp,
-        history=history,
-        device=device.describe(),
-        out_dir=out_dir,
-        seconds=seconds,
-        extra=run_info,
-    )
+    return model, history, seconds
 
 
 def export_bundles(
@@ -335,6 +390,8 @@ def export_bundles(
             "train_seconds": round(result.seconds, 2),
             "epochs_run": len(result.history.get("loss", [])),
             "augmentation": result.extra.get("augmentation"),
+            "search": result.extra.get("search"),
+            "baseline": result.extra.get("baseline"),
             "skipped_files": result.skipped_files,
             "peak_rss_bytes": peak_rss_bytes(),
         },
