@@ -58,13 +58,34 @@ def test_baseline_none_and_images_are_handled_without_aeon_work() -> None:
         run_baseline("rocket", tiny_sequences(), seed=0)
 
 
+HP_SMALL = {"filters": (4,), "units": 4}
+
+
+def test_a_spent_budget_starts_no_further_candidate(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from trainer.models import ModelConfig
+    from trainer.train import Hyperparameters, train
+
+    hp = Hyperparameters(epochs=2, batch_size=8, patience=10, seed=1)
+    budget = train(
+        tiny_sequences(), ModelConfig(arch="auto", **HP_SMALL), hyperparameters=hp,  # type: ignore[arg-type]
+        out_dir=tmp_path, verbose=0, search_budget_s=0.0,
+    )  # fmt: skip
+    assert budget.config.arch == "conv1d"
+    assert [s.get("skipped", "") for s in budget.extra["search"]][1:] == [
+        "--search-budget 0 s spent"
+    ] * 2
+    assert json.loads((tmp_path / "run.json").read_text())["search"][0]["arch"] == "conv1d"
+
+
+@pytest.mark.slow
 def test_auto_keeps_the_best_candidate_and_trains_it_as_naming_it_would(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
     from trainer.models import ModelConfig
     from trainer.train import Hyperparameters, train
 
     hp = Hyperparameters(epochs=3, batch_size=8, patience=10, seed=1)
-    small = {"filters": (4,), "units": 4}
+    small = HP_SMALL
     auto = train(
         tiny_sequences(), ModelConfig(arch="auto", **small), hyperparameters=hp,  # type: ignore[arg-type]
         out_dir=tmp_path / "auto", verbose=0,
@@ -81,15 +102,6 @@ def test_auto_keeps_the_best_candidate_and_trains_it_as_naming_it_would(tmp_path
         out_dir=tmp_path / "named", verbose=0,
     )  # fmt: skip
     assert named.history == auto.history
-
-    budget = train(
-        tiny_sequences(), ModelConfig(arch="auto", **small), hyperparameters=hp,  # type: ignore[arg-type]
-        out_dir=tmp_path / "budget", verbose=0, search_budget_s=0.0,
-    )  # fmt: skip
-    assert budget.config.arch == "conv1d"
-    assert [s.get("skipped", "") for s in budget.extra["search"]][1:] == [
-        "--search-budget 0 s spent"
-    ] * 2
 
 
 @pytest.mark.slow
