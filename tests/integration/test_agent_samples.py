@@ -16,6 +16,7 @@ from stream.bundle import read_manifest
 from stream.datasets import load_dataset
 from stream.kafka import ensure_topics
 from stream.preprocessing import SequencePreprocessing
+from tests.fixtures.agent import CLIENTS
 from trainer.capture import capture_topic
 
 pytestmark = pytest.mark.integration
@@ -141,7 +142,9 @@ def test_a_low_confidence_flood_is_sampled_within_the_rate(
     assert set(data.labels) <= set(ds.labels)
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_sensor_window_samples_carry_their_readings(
+    client: str,
     kafka_settings: Any,
     agent_topics: Any,
     unique_topic: Any,
@@ -160,6 +163,7 @@ def test_sensor_window_samples_carry_their_readings(
         kafka_settings,
         bundle,
         "sensors",
+        client=client,
         samples_per_s=100.0,
         samples_burst=100,
         samples_device_per_min=100.0,
