@@ -14,17 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from edge_agent.batching import Pending
 from edge_agent.windows import Window
 from stream.codecs import MAX_DEVICE_ID_CHARS, decode_image
 from stream.content_types import NPY
 from stream.exceptions import DecodeError
-from stream.preprocessing import ImagePreprocessing
-
-#: ITU-R 601-2 luma, as PIL's ``convert("L")``.
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+from stream.preprocessing import ImagePreprocessing, resize_image
 
 
 def fit_image(pixels: np.ndarray, content_type: str, prep: ImagePreprocessing) -> np.ndarray:
@@ -38,22 +34,7 @@ def fit_image(pixels: np.ndarray, content_type: str, prep: ImagePreprocessing) -
             "send it at the model's size or send PNG/JPEG (those are resized)"
         )
         raise DecodeError("wrong_shape", msg)
-    channels = pixels.shape[2]
-    if channels != prep.channels:
-        if prep.channels == 1 and channels == 3:
-            gray = np.rint(pixels.astype(np.float32) @ _LUMA)
-            pixels = np.clip(gray, 0, 255).astype(np.uint8)[:, :, None]
-        elif prep.channels == 3 and channels == 1:
-            pixels = np.repeat(pixels, 3, axis=2)
-        else:
-            msg = f"the image has {channels} channel(s); the model takes {prep.channels}"
-            raise DecodeError("wrong_shape", msg)
-    if pixels.shape[:2] != (prep.height, prep.width):
-        src = pixels[:, :, 0] if prep.channels == 1 else pixels
-        im = Image.fromarray(np.ascontiguousarray(src))  # L or RGB from the shape
-        out = np.asarray(im.resize((prep.width, prep.height), Image.Resampling.BILINEAR))
-        pixels = out[:, :, None] if out.ndim == 2 else out
-    return np.ascontiguousarray(pixels)
+    return resize_image(pixels, height=prep.height, width=prep.width, channels=prep.channels)
 
 
 def image_input(

@@ -164,9 +164,9 @@ def resize_image(pixels: np.ndarray, *, height: int, width: int, channels: int) 
     """uint8 (H, W, 1|3) -> uint8 (height, width, channels): the one way images are fitted.
 
     RGB -> grey by ITU-R 601-2 luma (rounded), grey -> RGB by repeating the channel, then
-    Pillow's bilinear resize. The trainer fits every image of a folder with this function,
-    and it is the arithmetic of the agent's ``edge_agent.inputs.fit_image`` (a test checks
-    they agree bit for bit), so a model sees the same pixels in training and on a device.
+    Pillow's bilinear resize. The trainer fits every image of a folder with this function
+    and the agent every frame (``edge_agent.inputs.fit_image``), so a model sees the same
+    pixels in training and on a device.
     """
     if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] not in (1, 3):
         msg = f"pixels must be uint8 (H, W, 1|3), got {pixels.dtype} {tuple(pixels.shape)}"
