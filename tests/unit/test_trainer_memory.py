@@ -77,7 +77,11 @@ def test_a_folder_larger_than_the_memory_limit_trains(tmp_path: Path) -> None:
     peak = report["peak_rss_bytes"]
     print(f"decoded folder {decoded / 2**30:.2f} GiB, limit {LIMIT / 2**30:.2f} GiB, "
           f"trainer peak RSS {peak / 2**30:.2f} GiB")  # fmt: skip
-    assert 0 < peak < decoded
+    # The proof is the run itself: it trained under a data limit below the decoded size,
+    # where materialising the folder fails (the control above). Peak RSS is reported, not
+    # bounded: it also counts TensorFlow's shared libraries, which RLIMIT_DATA does not
+    # (seen: 0.74 GiB on a loaded machine, 1.41 GiB in a fresh CI clone).
+    assert peak > 0
     assert report["keras"]["accuracy"] >= 0.9
     assert report["test_samples"] == IMAGES // 4
     assert json.loads((out / "run.json").read_text())["data"]["streamed"] is True
