@@ -130,6 +130,24 @@ def _replay_common(p: argparse.ArgumentParser, *, default_topic: str, unit: str)
         default=4,
         help="create the topic with this many partitions if it does not exist (default 4)",
     )
+    p.add_argument(
+        "--drift",
+        metavar="KIND:AMOUNT[@CHANNELS]",
+        help="simulate a field change on some devices: darken:0.45 or rotate:1 (images), "
+        "gain:1.5@0,1 or offset:2@0 (sensors; channels optional, default all)",
+    )
+    p.add_argument(
+        "--drift-devices",
+        type=float,
+        default=1.0,
+        help="share of the devices that drift, chosen by a hash of the device id (default 1)",
+    )
+    p.add_argument(
+        "--drift-after",
+        type=_non_negative_int,
+        default=0,
+        help="messages sent before the drift starts (default 0)",
+    )
     _kafka_command(p, "stream.replay:run_replay")
 
 

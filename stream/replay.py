@@ -29,6 +29,7 @@ from kafka.errors import KafkaError
 
 from stream import content_types, topics
 from stream.datasets import Dataset, load_dataset
+from stream.drift import Drift
 from stream.exceptions import BrokerError, ConfigError, DatasetError
 from stream.kafka import ensure_topics, error_text, make_producer, quiet_kafka_logs
 from stream.settings import KafkaSettings
@@ -175,6 +176,7 @@ def _run(
     progress: ProgressFn | None,
     progress_interval_s: float,
     flush_timeout_s: float,
+    stop: threading.Event | None = None,
 ) -> ReplayStats:
     if rate < 0:
         msg = f"rate must be >= 0 messages/s (0 = as fast as possible), got {rate}"
@@ -195,6 +197,9 @@ def _run(
     try:
         try:
             for message in messages:
+                if stop is not None and stop.is_set():
+                    interrupted = True
+                    break
                 sender.send(message)
         except KeyboardInterrupt:
             interrupted = True
@@ -301,20 +306,26 @@ def replay_sensors(
     progress: ProgressFn | None = None,
     progress_interval_s: float = 2.0,
     flush_timeout_s: float = 60.0,
+    drift: Drift | None = None,
+    stop: threading.Event | None = None,
 ) -> ReplayStats:
     """Replay a sequence dataset as a fleet of devices, one reading per message.
 
     ``rate`` is readings per second over the whole fleet (0 = as fast as possible);
-    ``repeat`` 0 replays until Ctrl-C; ``partitions`` (when not None) creates the topic
-    with that many partitions if it does not exist yet.
+    ``repeat`` 0 replays until Ctrl-C or until ``stop`` is set; ``partitions`` (when not
+    None) creates the topic with that many partitions if it does not exist yet; ``drift``
+    changes the readings of some devices (:mod:`stream.drift`).
     """
     _check_repeat(repeat)
     ds = _load(dataset, "sequence")
+    _check_drift(drift, image=False, channels=int(ds.x_test.shape[-1]))
     recordings = _recordings(ds, split, limit)
     readings = sum(len(x) for _, x, _ in recordings)
     return _run(
         settings,
-        _sensor_stream(ds, recordings, repeat=repeat, prefix=_prefix(ds, device_prefix)),
+        _sensor_stream(
+            ds, recordings, repeat=repeat, prefix=_prefix(ds, device_prefix), drift=drift
+        ),
         topic=topic,
         rate=rate,
         total=readings * repeat if repeat else None,
@@ -324,6 +335,7 @@ def replay_sensors(
         progress=progress,
         progress_interval_s=progress_interval_s,
         flush_timeout_s=flush_timeout_s,
+        stop=stop,
     )
 
 
@@ -333,6 +345,7 @@ def _sensor_stream(
     *,
     repeat: int,
     prefix: str,
+    drift: Drift | None = None,
 ) -> Iterator[_Message]:
     from stream.codecs import encode_reading, sensor_headers
 
@@ -340,15 +353,20 @@ def _sensor_stream(
     devices = [(ids[i], x, ds.labels[y]) for i, (_, x, y) in enumerate(recordings)]
     clock = _Clock()
     steps = max((len(x) for _, x, _ in devices), default=0)
+    index = 0
     for _ in _repeats(repeat):
         for t in range(steps):
             for device_id, x, label in devices:
                 if t >= len(x):
                     continue
                 ts = clock(device_id)
+                row = x[t]
+                if drift is not None and drift.active(index, device_id):
+                    row = drift.readings(row)
+                index += 1
                 yield _Message(
                     device_id,
-                    encode_reading(device_id, ts, x[t].tolist()),
+                    encode_reading(device_id, ts, row.tolist()),
                     list(sensor_headers(device_id, ts, label=label)),
                 )
 
@@ -387,20 +405,25 @@ def replay_images(
     progress: ProgressFn | None = None,
     progress_interval_s: float = 2.0,
     flush_timeout_s: float = 60.0,
+    drift: Drift | None = None,
+    stop: threading.Event | None = None,
 ) -> ReplayStats:
     """Replay an image dataset from ``devices`` simulated cameras (image i from camera
-    i mod devices), encoded as PNG, JPEG or .npy, with the true label in a header."""
+    i mod devices), encoded as PNG, JPEG or .npy, with the true label in a header;
+    ``drift`` changes the frames of some cameras (:mod:`stream.drift`), ``stop`` ends an
+    endless replay."""
     if devices < 1:
         msg = f"devices must be >= 1, got {devices}"
         raise ConfigError(msg)
     _check_repeat(repeat)
     ds = _load(dataset, "image")
+    _check_drift(drift, image=True, channels=int(ds.x_test.shape[-1]))
     content_type, encode = _encoder(image_format)
     recordings = _recordings(ds, split, limit)
     prefix = _prefix(ds, device_prefix)
     return _run(
         settings,
-        _image_stream(ds, recordings, repeat, prefix, devices, content_type, encode),
+        _image_stream(ds, recordings, repeat, prefix, devices, content_type, encode, drift),
         topic=topic,
         rate=rate,
         total=len(recordings) * repeat if repeat else None,
@@ -410,6 +433,7 @@ def replay_images(
         progress=progress,
         progress_interval_s=progress_interval_s,
         flush_timeout_s=flush_timeout_s,
+        stop=stop,
     )
 
 
@@ -421,16 +445,31 @@ def _image_stream(
     devices: int,
     content_type: str,
     encode: Callable[[np.ndarray], bytes],
+    drift: Drift | None = None,
 ) -> Iterator[_Message]:
     from stream.codecs import image_headers
 
     clock = _Clock()
+    index = 0
     for _ in _repeats(repeat):
         for i, (_, pixels, y) in enumerate(recordings):
             device_id = f"{prefix}-cam-{i % devices:02d}"
             ts = clock(device_id)
             headers = image_headers(content_type, device_id, ts, label=ds.labels[y])
+            if drift is not None and drift.active(index, device_id):
+                pixels = drift.image(pixels)
+            index += 1
             yield _Message(device_id, encode(pixels), list(headers))
+
+
+def _check_drift(drift: Drift | None, *, image: bool, channels: int) -> None:
+    if drift is None:
+        return
+    if drift.for_images != image:
+        what = "images" if drift.for_images else "sensor readings"
+        msg = f"{drift.kind} drift applies to {what}: not to this replay"
+        raise ConfigError(msg)
+    drift.check_channels(channels)
 
 
 # ------------------------------------------------------------------ CLI handler
@@ -443,6 +482,13 @@ def _print_progress(unit: str) -> ProgressFn:
         print(f"replay: sent {sent}{of} {unit} ({rate:.0f}/s)", file=sys.stderr, flush=True)
 
     return report
+
+
+def _drift_from_args(args: argparse.Namespace) -> Drift | None:
+    spec = getattr(args, "drift", None)
+    if not spec:
+        return None
+    return Drift.parse(spec, devices=args.drift_devices, after=args.drift_after)
 
 
 def run_replay(args: argparse.Namespace) -> int:
@@ -459,6 +505,7 @@ def run_replay(args: argparse.Namespace) -> int:
         "repeat": args.repeat,
         "device_prefix": args.device_prefix,
         "partitions": args.partitions,
+        "drift": _drift_from_args(args),
     }
     if args.kind == "sensors":
         unit = "readings"

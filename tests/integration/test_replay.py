@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections import defaultdict
 from functools import cache
@@ -12,6 +13,7 @@ import pytest
 
 from stream.codecs import decode_image, decode_sensor, headers_dict
 from stream.datasets import Dataset, load_dataset
+from stream.drift import Drift
 from stream.exceptions import ConfigError, DatasetError
 from stream.kafka import list_topics
 from stream.replay import replay_images, replay_sensors
@@ -224,3 +226,56 @@ def test_tail_with_a_group_resumes_where_it_stopped(
     assert [line.split(" ")[0] for line in first] == [f"{topic}[0]@{i}" for i in range(3)]
     assert [line.split(" ")[0] for line in second] == [f"{topic}[0]@{i}" for i in range(3, 6)]
     assert "image/png 8x8x1" in first[0]
+
+
+def test_drift_changes_only_the_drifting_cameras_after_its_start(
+    kafka_settings: KafkaSettings, unique_topic: UniqueTopic, consumer_factory: ConsumerFactory
+) -> None:
+    ds = _digits()
+    topic = unique_topic("images")
+    drift = Drift(kind="darken", amount=0.5, devices=0.5, after=20)
+    replay_images(
+        kafka_settings, ds, topic=topic, rate=0, limit=60, devices=4, drift=drift, partitions=1
+    )
+    records = sorted(consume(consumer_factory(topic), 60), key=lambda r: r.offset)
+    changed = 0
+    for i, r in enumerate(records):
+        frame = decode_image(r.value, r.headers)
+        original = ds.x_test[i]
+        if drift.active(i, frame.device_id or ""):
+            expected = (original.astype(np.float32) * 0.5).astype(np.uint8)
+            changed += 1
+        else:
+            expected = original
+        np.testing.assert_array_equal(frame.pixels, expected)
+    drifting = {f"digits-cam-{c:02d}" for c in range(4) if drift.affects(f"digits-cam-{c:02d}")}
+    assert changed == sum(1 for i in range(20, 60) if f"digits-cam-{i % 4:02d}" in drifting)
+
+
+def test_sensor_drift_and_stop(kafka_settings: KafkaSettings, unique_topic: UniqueTopic) -> None:
+    ds = _basic_motions()
+    topic = unique_topic("sensors")
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def progress(n: int, _total: int | None, _elapsed: float) -> None:
+        sent.append(n)
+        if n >= 300:
+            stop.set()
+
+    stats = replay_sensors(
+        kafka_settings,
+        ds,
+        topic=topic,
+        rate=0,
+        repeat=0,  # endless: only the stop event ends it
+        drift=Drift(kind="offset", amount=2.0, channels=(0,)),
+        stop=stop,
+        progress=progress,
+        progress_interval_s=0.0,
+    )
+    assert stats.interrupted and 300 <= stats.sent <= 301
+    with pytest.raises(ConfigError, match="channels"):
+        replay_sensors(kafka_settings, ds, topic=topic, drift=Drift.parse("gain:2@6"))
+    with pytest.raises(ConfigError, match="applies to images"):
+        replay_sensors(kafka_settings, ds, topic=topic, drift=Drift.parse("darken:0.5"))
