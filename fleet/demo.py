@@ -131,6 +131,8 @@ class Demo:
         self._replay_errors: list[BaseException] = []
         self._producers: list[Any] = []
         self.replays: dict[str, ReplayStats] = {}
+        #: More `edgeinfer agent` options for every agent (the drift scenario's).
+        self.agent_args: list[str] = []
 
     # ------------------------------------------------------------------ signals
 
@@ -234,6 +236,7 @@ class Demo:
             str(self.work / "agent-state" / agent_id),
             "--bootstrap-servers",
             settings.bootstrap_servers,
+            *self.agent_args,
         ]
         log = (self.work / "logs" / f"agent-{agent_id}.log").open("wb")
         proc = subprocess.Popen(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,7 +118,8 @@ class ResultsCollector:
     """Reads the results and dead-letter topics into :class:`ResultStats`, per model.
 
     Call :meth:`poll` repeatedly (it returns quickly); read :attr:`stats` (all) or
-    :attr:`per_model`. ``from_beginning=False`` starts at the topics' current end.
+    :attr:`per_model`. ``from_beginning=False`` starts at the topics' current end;
+    ``on_result`` is called with every decoded result (the drift demo's timeline).
     """
 
     def __init__(
@@ -127,8 +129,10 @@ class ResultsCollector:
         results_topic: str = topics.RESULTS,
         deadletter_topic: str | None = topics.DEADLETTER,
         from_beginning: bool = True,
+        on_result: Callable[[InferenceResult], None] | None = None,
     ) -> None:
         self.stats = ResultStats()
+        self._on_result = on_result
         self.per_model: dict[str, ResultStats] = defaultdict(ResultStats)
         self.per_source: dict[str, ResultStats] = defaultdict(ResultStats)
         self._results_topic = results_topic
@@ -164,6 +168,8 @@ class ResultsCollector:
             logger.warning('undecodable result reason="%s" error="%s"', exc.reason, exc)
             return
         self.stats.add_result(r)
+        if self._on_result is not None:
+            self._on_result(r)
         self.per_model[r.model].add_result(r)
         self.per_source[str(r.source.get("topic", "?"))].add_result(r)
 
