@@ -165,6 +165,11 @@ class PrometheusServer:
             if a.get("labels", {}).get("alertname") == alertname and a.get("state") == "firing"
         ]
 
+    def alert_names(self) -> set[str]:
+        """The alerting rules Prometheus loaded."""
+        groups = self._api("rules", {"type": "alert"})["groups"]
+        return {r["name"] for g in groups for r in g.get("rules", [])}
+
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return

@@ -9,12 +9,9 @@ must fall in the same histogram bucket as Prometheus's estimate).
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-import subprocess
 import time
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fleet.prometheus import ALERT_RULES, PrometheusServer, ScrapeJob
 from stream import codecs
-from stream.broker import free_port
 from stream.kafka import make_consumer
 from stream.replay import replay_images
-from tests.fixtures.agent import http_get, wait_until
+from tests.fixtures.agent import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,71 +32,27 @@ REPEAT = 2  # passes over the digits test split (450 images): 22.5 s of stream
 IMAGES = 450 * REPEAT
 
 
-class Prometheus:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.proc, self.port, self.log = proc, port, log
-
-    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
-        params = {"query": promql}
-        if at is not None:
-            params["time"] = f"{at:.3f}"
-        url = f"http://127.0.0.1:{self.port}/api/v1/query?{urllib.parse.urlencode(params)}"
-        status, body = http_get(url)
-        assert status == 200, f"PromQL {promql!r} answered {status}: {body}"
-        data = json.loads(body)
-        assert data["status"] == "success", data
-        result: list[dict[str, Any]] = data["data"]["result"]
-        return result
-
-    def scalar(self, promql: str, at: float | None = None) -> float | None:
-        result = self.query(promql, at)
-        return float(result[0]["value"][1]) if result else None
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[Any]:
-    binary = shutil.which("prometheus")
-    if binary is None:
+    """Start a real Prometheus (fleet.prometheus, the drift demo's) scraping one target
+    every second as job ``edge-agent``, with the shipped alert rules loaded."""
+    if shutil.which("prometheus") is None:
         pytest.fail("the prometheus server is not installed: run `make system-deps`")
+    started: list[PrometheusServer] = []
 
-    def start(target: str) -> Prometheus:
-        port = free_port()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: edge-agent\n"
-            f"    static_configs:\n      - targets: ['{target}']\n"
+    def start(target: str) -> PrometheusServer:
+        prom = PrometheusServer(
+            tmp_path / f"prometheus-{len(started)}",
+            jobs=[ScrapeJob("edge-agent", (target,))],
+            rules_text=ALERT_RULES.read_text(),
         )
-        log = tmp_path / "prometheus.log"
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        started.append(proc)
-        prom = Prometheus(proc, port, log)
-        wait_until(
-            lambda: http_get(f"http://127.0.0.1:{port}/-/ready", timeout=1)[0] == 200,
-            60,
-            "Prometheus to be ready",
-        )
+        started.append(prom)
+        prom.start()
         return prom
 
-    started: list[subprocess.Popen[bytes]] = []
     yield start
-    for proc in started:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    for prom in started:
+        prom.stop()
 
 
 def test_prometheus_scrapes_the_agent_and_promql_matches_what_was_sent(
@@ -113,6 +66,8 @@ def test_prometheus_scrapes_the_agent_and_promql_matches_what_was_sent(
     inp, out = topics.input, topics.output
     agent = agent_process(*topics.args(digits_bundles["int8"]))
     prom = prometheus(f"127.0.0.1:{agent.port}")
+    # the shipped rules load in a real server (promtool tests them in tests/unit)
+    assert {"EdgeAgentDown", "EdgeModelRolledBack"} <= prom.alert_names()
     wait_until(
         lambda: prom.scalar('up{job="edge-agent"}') == 1.0, 30, "Prometheus to scrape the agent"
     )
