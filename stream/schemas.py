@@ -111,3 +111,26 @@ class Sample:
     #: The last reading's offset (a sensor window); ``source_offset`` for an image.
     source_last_offset: int
     agent_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Feedback:
+    """A true label for one input, as read from ``feedback`` (docs/wire-format.md).
+
+    ``(source_topic, source_partition, source_offset)`` is the input's place in Kafka: the
+    ``source`` of its result (for a sensor window, the offset of its last reading).
+    """
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    label: str
+    #: When the label was given (epoch ms), when the labeller said.
+    ts: int | None = None
+    #: Who labelled it (a person, a tool, ``replay``), when the labeller said.
+    by: str | None = None
+
+    @property
+    def source(self) -> tuple[str, int, int]:
+        """The join key: ``(topic, partition, offset)``."""
+        return (self.source_topic, self.source_partition, self.source_offset)

@@ -9,8 +9,11 @@ DEADLETTER = "inference.deadletter"
 MODELS = "models"
 #: Inputs the agents capture for labelling and retraining (docs/wire-format.md, "Samples").
 SAMPLES = "samples"
+#: True labels of inputs, keyed to the input's topic/partition/offset (docs/wire-format.md,
+#: "Feedback"); `edgeinfer monitor` joins them with results into online accuracy.
+FEEDBACK = "feedback"
 
-ALL_TOPICS: tuple[str, ...] = (SENSORS, IMAGES, RESULTS, DEADLETTER, MODELS, SAMPLES)
+ALL_TOPICS: tuple[str, ...] = (SENSORS, IMAGES, RESULTS, DEADLETTER, MODELS, SAMPLES, FEEDBACK)
 
 # Header names carried on input messages and results.
 H_CONTENT_TYPE = "content-type"

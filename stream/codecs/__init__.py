@@ -7,7 +7,7 @@ programming mistake. Decoders take untrusted bytes from the network and raise on
 
 One module per message kind: :mod:`~stream.codecs.sensors`, :mod:`~stream.codecs.images`,
 :mod:`~stream.codecs.results`, :mod:`~stream.codecs.deadletters`,
-:mod:`~stream.codecs.samples`; Kafka headers in
+:mod:`~stream.codecs.samples`, :mod:`~stream.codecs.feedback`; Kafka headers in
 :mod:`~stream.codecs.headers`; the JSON field validators they share in
 :mod:`~stream.codecs.fields`. The content-type strings are :mod:`stream.content_types`.
 """
@@ -19,6 +19,13 @@ from stream.codecs.deadletters import (
     MAX_ERROR_MESSAGE_CHARS,
     dead_letter_headers,
     decode_dead_letter,
+)
+from stream.codecs.feedback import (
+    MAX_FEEDBACK_BYTES,
+    MAX_LABEL_CHARS,
+    decode_feedback,
+    encode_feedback,
+    feedback_headers,
 )
 from stream.codecs.fields import DEFAULT_MAX_MESSAGE_BYTES, MAX_DEVICE_ID_CHARS
 from stream.codecs.headers import (
@@ -61,6 +68,8 @@ __all__ = [
     "JPEG_MAGIC",
     "MAX_DEVICE_ID_CHARS",
     "MAX_ERROR_MESSAGE_CHARS",
+    "MAX_FEEDBACK_BYTES",
+    "MAX_LABEL_CHARS",
     "NPY_MAGIC",
     "PNG_MAGIC",
     "SAMPLE_HEADERS",
@@ -68,17 +77,20 @@ __all__ = [
     "content_type",
     "dead_letter_headers",
     "decode_dead_letter",
+    "decode_feedback",
     "decode_image",
     "decode_result",
     "decode_sample",
     "decode_sensor",
     "decode_sensor_record",
     "encode_chunk",
+    "encode_feedback",
     "encode_jpeg",
     "encode_npy",
     "encode_png",
     "encode_reading",
     "encode_result",
+    "feedback_headers",
     "headers_dict",
     "image_headers",
     "sample_headers",

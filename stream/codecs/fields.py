@@ -146,17 +146,36 @@ def str_field(obj: Mapping[str, Any], key: str, what: str, *, optional: bool = F
     return value
 
 
-def device_id_field(obj: Mapping[str, Any], what: str) -> str:
-    """The ``device_id`` field: a non-empty string of bounded length."""
-    value = str_field(obj, "device_id", what)
+def bounded_str_field(
+    obj: Mapping[str, Any],
+    key: str,
+    what: str,
+    *,
+    limit: int,
+    optional: bool = False,
+    fix: str = "shorten it",
+) -> Any:
+    """A non-empty string field of at most ``limit`` characters (``None`` when optional
+    and null or absent); ``fix`` ends the message of a value over the limit."""
+    value = str_field(obj, key, what, optional=optional)
+    if value is None:
+        return None
     if not value:
-        fail("missing_field", f"field 'device_id' of the {what} message is empty; set it")
-    if len(value) > MAX_DEVICE_ID_CHARS:
+        fail("missing_field", f"field {key!r} of the {what} message is empty; set it")
+    if len(value) > limit:
         fail(
             "too_large",
-            f"field 'device_id' of the {what} message has {len(value)} characters, over "
-            f"the limit of {MAX_DEVICE_ID_CHARS}; use a shorter id",
+            f"field {key!r} of the {what} message has {len(value)} characters, over "
+            f"the limit of {limit}; {fix}",
         )
+    return value
+
+
+def device_id_field(obj: Mapping[str, Any], what: str) -> str:
+    """The ``device_id`` field: a non-empty string of bounded length."""
+    value: str = bounded_str_field(
+        obj, "device_id", what, limit=MAX_DEVICE_ID_CHARS, fix="use a shorter id"
+    )
     return value
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -38,14 +38,8 @@ from stream.codecs import (
 )
 from stream.exceptions import DecodeError
 from stream.schemas import InferenceResult
+from tests.unit.codecs.helpers import FUZZ
 
-#: At least 300 examples; a loaded hypothesis profile may ask for more (a long soak run).
-FUZZ = settings(
-    max_examples=max(300, settings().max_examples),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 IMAGE_HEADERS: list[dict[str, str] | None] = [
     None,
     {"content-type": "image/png"},
