@@ -39,6 +39,15 @@ _non_negative_int = _at_least(int, 0, "an integer")
 _non_negative_float = _at_least(float, 0.0, "a number")
 
 
+def _share(text: str) -> float:
+    """An argparse ``type``: a number in [0, 1]."""
+    value = _non_negative_float(text)
+    if value > 1.0:
+        msg = f"must be <= 1, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _required_subcommands(p: argparse.ArgumentParser, dest: str) -> Any:
     """``p``'s subcommands, one of which must be given (metavar: ``dest`` upper-cased)."""
     actions = p.add_subparsers(dest=dest, metavar=dest.upper())
@@ -147,6 +156,26 @@ def _replay_common(p: argparse.ArgumentParser, *, default_topic: str, unit: str)
         type=_non_negative_int,
         default=0,
         help="messages sent before the drift starts (default 0)",
+    )
+    p.add_argument(
+        "--feedback",
+        nargs="?",
+        const=topics.FEEDBACK,
+        metavar="TOPIC",
+        help="play the labeller: after each input is acknowledged, send its true label to "
+        f"TOPIC (default {topics.FEEDBACK}), keyed to where the input landed",
+    )
+    p.add_argument(
+        "--feedback-share",
+        type=_share,
+        default=1.0,
+        help="share of the inputs that get feedback, chosen at random (default 1)",
+    )
+    p.add_argument(
+        "--feedback-delay-s",
+        type=_non_negative_float,
+        default=0.0,
+        help="seconds between an input's acknowledgement and its feedback (default 0)",
     )
     _kafka_command(p, "stream.replay:run_replay")
 

@@ -7,6 +7,12 @@ in order in one partition). Images: each image is sent from one of ``devices`` s
 cameras. The true label travels in the ``label`` header so accuracy can be measured
 downstream. Every send is confirmed (acks=all) before the replay reports success.
 
+With ``feedback`` (a topic name), the replayer also plays the labeller: once an input's
+send is acknowledged, its record metadata says where it landed (topic, partition,
+offset), and a feedback message with the input's true label goes to that topic
+(docs/wire-format.md, "Feedback"), for a ``feedback_share`` of the inputs, after
+``feedback_delay_s`` seconds.
+
 Why one module of this size: the two replays share the paced, acknowledged sender, the
 split/limit/repeat rules and the CLI handler; each kind adds only its message stream, so
 they read best side by side.
@@ -16,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Literal
@@ -57,6 +65,9 @@ class ReplayStats:
     devices: int
     seconds: float
     interrupted: bool = False
+    #: Feedback messages sent (and acknowledged) to ``feedback_topic``.
+    feedback: int = 0
+    feedback_topic: str | None = None
 
     @property
     def rate(self) -> float:
@@ -64,9 +75,14 @@ class ReplayStats:
 
     def summary(self, unit: str = "messages") -> str:
         how = "stopped by Ctrl-C after" if self.interrupted else "replayed"
+        labels = (
+            f"; {self.feedback} true labels to {self.feedback_topic!r}"
+            if self.feedback_topic is not None
+            else ""
+        )
         return (
             f"{how} {self.sent} {unit} from {self.devices} devices to {self.topic!r} in "
-            f"{self.seconds:.1f} s ({self.rate:.0f}/s), all acknowledged"
+            f"{self.seconds:.1f} s ({self.rate:.0f}/s){labels}, all acknowledged"
         )
 
 
@@ -75,6 +91,8 @@ class _Message:
     key: str
     value: bytes
     headers: Headers
+    #: The true label (sent as feedback when the replay has a feedback topic).
+    label: str | None = None
 
 
 @dataclass(eq=False)
@@ -88,6 +106,8 @@ class _Sender:
     total: int | None
     progress: ProgressFn | None
     progress_interval_s: float
+    #: Called on the producer's IO thread with each acknowledged message and its metadata.
+    on_acked: Callable[[_Message, Any], None] | None = None
     sent: int = field(default=0, init=False)
     _acked: int = field(default=0, init=False)
     _failed: int = field(default=0, init=False)
@@ -99,9 +119,11 @@ class _Sender:
     def __post_init__(self) -> None:
         self._next_progress = self._start + self.progress_interval_s
 
-    def _on_ok(self, _metadata: Any) -> None:
+    def _on_ok(self, message: _Message | None, metadata: Any) -> None:
         with self._lock:
             self._acked += 1
+        if message is not None and self.on_acked is not None:
+            self.on_acked(message, metadata)
 
     def _on_error(self, exc: BaseException) -> None:
         with self._lock:
@@ -132,7 +154,7 @@ class _Sender:
         except KafkaError as exc:
             msg = f"sending to {self.topic!r} failed: {error_text(exc)}"
             raise BrokerError(msg) from exc
-        future.add_callback(self._on_ok)
+        future.add_callback(self._on_ok, message if self.on_acked is not None else None)
         future.add_errback(self._on_error)
         self.sent += 1
         if self._failed:
@@ -163,6 +185,88 @@ class _Sender:
         return time.monotonic() - self._start
 
 
+@dataclass(eq=False)
+class _Labeller:
+    """Feedback for acknowledged inputs: the producer's IO thread queues each acked input
+    (:meth:`acked`), the replay's thread sends the feedback once due (:meth:`send_due`)
+    through an unpaced sender of its own (the IO thread must not block on a send)."""
+
+    sender: _Sender
+    _: KW_ONLY
+    share: float
+    delay_s: float
+    _rng: random.Random = field(default_factory=lambda: random.Random(0), init=False)  # noqa: S311
+    _due: deque[tuple[float, _Message]] = field(default_factory=deque, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def acked(self, message: _Message, metadata: Any) -> None:
+        from stream.codecs import encode_feedback, feedback_headers
+        from stream.schemas import Feedback
+
+        if message.label is None or self._rng.random() >= self.share:
+            return
+        try:
+            value = encode_feedback(
+                Feedback(
+                    source_topic=str(metadata.topic),
+                    source_partition=int(metadata.partition),
+                    source_offset=int(metadata.offset),
+                    label=message.label,
+                    ts=int(time.time() * 1000),
+                    by="replay",
+                )
+            )
+        except ValueError as exc:  # a label the contract refuses (empty, over 256 chars)
+            logger.warning('no feedback for key="%s": %s', message.key, exc)
+            return
+        with self._lock:
+            self._due.append(
+                (time.monotonic() + self.delay_s, _Message(message.key, value, feedback_headers()))
+            )
+
+    def send_due(self, *, wait: bool = False) -> None:
+        """Send the feedback that is due; ``wait``: all of it, sleeping until it is due."""
+        while True:
+            with self._lock:
+                if not self._due:
+                    return
+                due, message = self._due[0]
+                now = time.monotonic()
+                if due > now and not wait:
+                    return
+                self._due.popleft()
+            if due > now:
+                time.sleep(due - now)
+            self.sender.send(message)
+
+
+def _labeller(
+    producer: KafkaProducer,
+    topic: str | None,
+    *,
+    share: float,
+    delay_s: float,
+    progress_interval_s: float,
+) -> _Labeller | None:
+    if topic is None:
+        return None
+    if not 0.0 <= share <= 1.0:
+        msg = f"feedback share must be in [0, 1], got {share}"
+        raise ConfigError(msg)
+    if delay_s < 0:
+        msg = f"feedback delay must be >= 0 seconds, got {delay_s}"
+        raise ConfigError(msg)
+    sender = _Sender(
+        producer,
+        topic,
+        rate=0.0,
+        total=None,
+        progress=None,
+        progress_interval_s=progress_interval_s,
+    )
+    return _Labeller(sender, share=share, delay_s=delay_s)
+
+
 def _run(
     settings: KafkaSettings,
     messages: Iterator[_Message],
@@ -177,14 +281,24 @@ def _run(
     progress_interval_s: float,
     flush_timeout_s: float,
     stop: threading.Event | None = None,
+    feedback: str | None = None,
+    feedback_share: float = 1.0,
+    feedback_delay_s: float = 0.0,
 ) -> ReplayStats:
     if rate < 0:
         msg = f"rate must be >= 0 messages/s (0 = as fast as possible), got {rate}"
         raise ConfigError(msg)
     if partitions is not None:
-        ensure_topics(settings, [topic], partitions=partitions)
+        ensure_topics(settings, [topic] + ([feedback] if feedback else []), partitions=partitions)
     own = producer is None
     prod = make_producer(settings) if producer is None else producer
+    labeller = _labeller(
+        prod,
+        feedback,
+        share=feedback_share,
+        delay_s=feedback_delay_s,
+        progress_interval_s=progress_interval_s,
+    )
     sender = _Sender(
         prod,
         topic,
@@ -192,6 +306,7 @@ def _run(
         total=total,
         progress=progress,
         progress_interval_s=progress_interval_s,
+        on_acked=labeller.acked if labeller is not None else None,
     )
     interrupted = False
     try:
@@ -201,15 +316,26 @@ def _run(
                     interrupted = True
                     break
                 sender.send(message)
+                if labeller is not None:
+                    labeller.send_due()
         except KeyboardInterrupt:
             interrupted = True
             logger.info('replay interrupted topic="%s" sent=%d', topic, sender.sent)
         seconds = sender.finish(flush_timeout_s)
+        if labeller is not None:
+            labeller.send_due(wait=True)
+            labeller.sender.finish(flush_timeout_s)
     finally:
         if own:
             prod.close(timeout=flush_timeout_s)
     stats = ReplayStats(
-        topic=topic, sent=sender.sent, devices=devices, seconds=seconds, interrupted=interrupted
+        topic=topic,
+        sent=sender.sent,
+        devices=devices,
+        seconds=seconds,
+        interrupted=interrupted,
+        feedback=labeller.sender.sent if labeller is not None else 0,
+        feedback_topic=feedback,
     )
     logger.debug(
         'replay done topic="%s" sent=%d devices=%d seconds=%.2f',
@@ -308,13 +434,18 @@ def replay_sensors(
     flush_timeout_s: float = 60.0,
     drift: Drift | None = None,
     stop: threading.Event | None = None,
+    feedback: str | None = None,
+    feedback_share: float = 1.0,
+    feedback_delay_s: float = 0.0,
 ) -> ReplayStats:
     """Replay a sequence dataset as a fleet of devices, one reading per message.
 
     ``rate`` is readings per second over the whole fleet (0 = as fast as possible);
     ``repeat`` 0 replays until Ctrl-C or until ``stop`` is set; ``partitions`` (when not
     None) creates the topic with that many partitions if it does not exist yet; ``drift``
-    changes the readings of some devices (:mod:`stream.drift`).
+    changes the readings of some devices (:mod:`stream.drift`); ``feedback`` (a topic)
+    sends each acknowledged reading's true label there, for ``feedback_share`` of them,
+    ``feedback_delay_s`` after the acknowledgement (docs/streams.md, "Feedback").
     """
     _check_repeat(repeat)
     ds = _load(dataset, "sequence")
@@ -336,6 +467,9 @@ def replay_sensors(
         progress_interval_s=progress_interval_s,
         flush_timeout_s=flush_timeout_s,
         stop=stop,
+        feedback=feedback,
+        feedback_share=feedback_share,
+        feedback_delay_s=feedback_delay_s,
     )
 
 
@@ -368,6 +502,7 @@ def _sensor_stream(
                     device_id,
                     encode_reading(device_id, ts, row.tolist()),
                     list(sensor_headers(device_id, ts, label=label)),
+                    label,
                 )
 
 
@@ -407,11 +542,14 @@ def replay_images(
     flush_timeout_s: float = 60.0,
     drift: Drift | None = None,
     stop: threading.Event | None = None,
+    feedback: str | None = None,
+    feedback_share: float = 1.0,
+    feedback_delay_s: float = 0.0,
 ) -> ReplayStats:
     """Replay an image dataset from ``devices`` simulated cameras (image i from camera
     i mod devices), encoded as PNG, JPEG or .npy, with the true label in a header;
     ``drift`` changes the frames of some cameras (:mod:`stream.drift`), ``stop`` ends an
-    endless replay."""
+    endless replay; ``feedback`` as in :func:`replay_sensors`."""
     if devices < 1:
         msg = f"devices must be >= 1, got {devices}"
         raise ConfigError(msg)
@@ -434,6 +572,9 @@ def replay_images(
         progress_interval_s=progress_interval_s,
         flush_timeout_s=flush_timeout_s,
         stop=stop,
+        feedback=feedback,
+        feedback_share=feedback_share,
+        feedback_delay_s=feedback_delay_s,
     )
 
 
@@ -459,7 +600,7 @@ def _image_stream(
             if drift is not None and drift.active(index, device_id):
                 pixels = drift.image(pixels)
             index += 1
-            yield _Message(device_id, encode(pixels), list(headers))
+            yield _Message(device_id, encode(pixels), list(headers), ds.labels[y])
 
 
 def _check_drift(drift: Drift | None, *, image: bool, channels: int) -> None:
@@ -506,6 +647,9 @@ def run_replay(args: argparse.Namespace) -> int:
         "device_prefix": args.device_prefix,
         "partitions": args.partitions,
         "drift": _drift_from_args(args),
+        "feedback": args.feedback,
+        "feedback_share": args.feedback_share,
+        "feedback_delay_s": args.feedback_delay_s,
     }
     if args.kind == "sensors":
         unit = "readings"

@@ -279,3 +279,50 @@ def test_sensor_drift_and_stop(kafka_settings: KafkaSettings, unique_topic: Uniq
         replay_sensors(kafka_settings, ds, topic=topic, drift=Drift.parse("gain:2@6"))
     with pytest.raises(ConfigError, match="applies to images"):
         replay_sensors(kafka_settings, ds, topic=topic, drift=Drift.parse("darken:0.5"))
+
+
+def test_feedback_names_each_acknowledged_input_and_its_true_label(
+    kafka_settings: KafkaSettings, unique_topic: UniqueTopic, consumer_factory: ConsumerFactory
+) -> None:
+    from stream.codecs import decode_feedback
+
+    topic, labels = unique_topic("images"), unique_topic("feedback")
+    stats = replay_images(
+        kafka_settings,
+        _digits(),
+        topic=topic,
+        rate=0,
+        limit=120,
+        partitions=3,
+        feedback=labels,
+        feedback_delay_s=0.2,
+    )
+    assert (stats.sent, stats.feedback, stats.feedback_topic) == (120, 120, labels)
+    assert f"120 true labels to {labels!r}" in stats.summary("images")
+    inputs = {(r.topic, r.partition, r.offset): r for r in consume(consumer_factory(topic), 120)}
+    records = consume(consumer_factory(labels), 120)
+    feedback = [decode_feedback(r.value, r.headers) for r in records]
+    # One feedback per input: its source is where the input landed, its label the input's
+    # label header, its key the input's key (the device id).
+    assert {f.source for f in feedback} == set(inputs)
+    for record, f in zip(records, feedback, strict=True):
+        source = inputs[f.source]
+        assert f.label == headers_dict(source.headers)["label"]
+        assert record.key == source.key and f.by == "replay" and f.ts is not None
+    # A share of the inputs, chosen at random: about that many, reproducibly.
+    half = unique_topic("feedback")
+    sensor_stats = replay_sensors(
+        kafka_settings, _basic_motions(), topic=unique_topic("sensors"), rate=0, limit=4,
+        feedback=half, feedback_share=0.5,
+    )  # fmt: skip
+    assert sensor_stats.sent == 400 and 160 <= sensor_stats.feedback <= 240
+    assert len(consume(consumer_factory(half), sensor_stats.feedback)) == sensor_stats.feedback
+
+
+def test_bad_feedback_arguments_are_config_errors(kafka_settings: KafkaSettings) -> None:
+    with pytest.raises(ConfigError, match=r"feedback share must be in \[0, 1\], got 1.5"):
+        replay_images(kafka_settings, _digits(), feedback="fb", feedback_share=1.5, partitions=None)
+    with pytest.raises(ConfigError, match="feedback delay must be >= 0 seconds, got -1"):
+        replay_images(
+            kafka_settings, _digits(), feedback="fb", feedback_delay_s=-1, partitions=None
+        )
