@@ -1,4 +1,5 @@
-"""Subcommands ``demo`` and ``top`` (declared here; work modules are imported lazily)."""
+"""Subcommands ``demo``, ``monitor`` and ``top`` (declared here; work modules are imported
+lazily)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def register(sub: Any) -> None:
     demo.add_argument("--timeout", type=float, default=600.0, help="streaming phase limit (s)")
     demo.set_defaults(handler="fleet.cli_handlers:run_demo")
 
+    _monitor(sub)
+
     top = sub.add_parser(
         "top",
         help="live fleet view from the agents' metrics endpoints",
@@ -37,3 +40,80 @@ def register(sub: Any) -> None:
     top.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
     top.add_argument("--iterations", type=int, default=None, help="stop after N refreshes")
     top.set_defaults(handler="fleet.cli_handlers:run_top")
+
+
+def _monitor(sub: Any) -> None:
+    from fleet.join import (
+        DEFAULT_MAX_PENDING,
+        DEFAULT_MAX_VERSIONS,
+        DEFAULT_MAX_WAIT_S,
+        DEFAULT_WINDOW,
+    )
+    from stream import topics
+    from stream.settings import add_kafka_arguments
+
+    p = sub.add_parser(
+        "monitor",
+        help="online accuracy per model version: join results with feedback, serve metrics",
+        description="Consume the results and feedback topics in a consumer group of its own, "
+        "join each result with the true label of its input (source topic, partition, offset) "
+        "and serve Prometheus metrics: edgeinfer_online_accuracy{model,version} over the "
+        "last --window joined results, and counters (docs/metrics.md). Run one per fleet.",
+    )
+    p.add_argument(
+        "--results-topic",
+        default=topics.RESULTS,
+        help=f"results to score (default {topics.RESULTS})",
+    )
+    p.add_argument(
+        "--feedback-topic",
+        default=topics.FEEDBACK,
+        help=f"true labels (default {topics.FEEDBACK})",
+    )
+    p.add_argument(
+        "--group", default="edgeinfer-monitor", help="consumer group (default edgeinfer-monitor)"
+    )
+    p.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="a new group starts at the oldest messages (default: only new ones)",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=DEFAULT_WINDOW,
+        help=f"joined results the accuracy is computed over (default {DEFAULT_WINDOW})",
+    )
+    p.add_argument(
+        "--max-pending",
+        type=int,
+        default=DEFAULT_MAX_PENDING,
+        help="results waiting for feedback, and feedback waiting for results, kept at most "
+        f"(each; default {DEFAULT_MAX_PENDING}, oldest evicted)",
+    )
+    p.add_argument(
+        "--max-wait-s",
+        type=float,
+        default=DEFAULT_MAX_WAIT_S,
+        help=f"longest a result or feedback waits for the other (default {DEFAULT_MAX_WAIT_S:g})",
+    )
+    p.add_argument(
+        "--max-versions",
+        type=int,
+        default=DEFAULT_MAX_VERSIONS,
+        help=f"model versions tracked at most (default {DEFAULT_MAX_VERSIONS}, the least "
+        "recently joined dropped)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9401,
+        help="port of /metrics, /healthz, /readyz (default 9401; 0 = any)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",
+        help="address they listen on (default 0.0.0.0)",  # noqa: S104
+    )
+    add_kafka_arguments(p)
+    p.set_defaults(handler="fleet.monitor:run_monitor")

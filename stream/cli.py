@@ -44,7 +44,7 @@ COMMANDS: dict[str, str] = {
     ),
     **dict.fromkeys(("train", "export"), "trainer.commands:register"),
     **dict.fromkeys(("agent", "rollback"), "edge_agent.commands:register"),
-    **dict.fromkeys(("demo", "top"), "fleet.commands:register"),
+    **dict.fromkeys(("demo", "monitor", "top"), "fleet.commands:register"),
     "bench": "bench.commands:register",
 }
 
