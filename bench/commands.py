@@ -9,7 +9,7 @@ from typing import Any
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     cases = (
         "model_bound, client_bound, naive, client_library, latency, footprint, scale_out, "
-        "quantization, monitoring"
+        "quantization, monitoring, decoding"
     )
     p = subparsers.add_parser(
         "bench",

@@ -15,6 +15,7 @@ Case = Literal[
     "scale_out",
     "quantization",
     "monitoring",
+    "decoding",
 ]
 CASES: tuple[Case, ...] = get_args(Case)
 
@@ -38,7 +39,8 @@ class BenchConfig:
     measure_cap_s: float
     #: Seconds of raw ``invoke()`` per batch size.
     raw_seconds: float
-    #: Agent runs per model-bound variant, interleaved with raw runs (raw, agent, raw, ...).
+    #: Alternations of each pair: agent runs per model-bound variant between raw runs (raw,
+    #: agent, raw, ...), passthrough/agent pairs per client-bound stream.
     repeats: int
     #: Offered rates for latency under load, as fractions of one agent's measured capacity.
     load_fractions: tuple[float, ...]
@@ -71,14 +73,16 @@ class BenchConfig:
 
 #: The presets side by side: field -> (full, quick).
 _PRESETS: dict[str, tuple[Any, Any]] = {
-    "image_frames": (3000, 400),
+    "image_frames": (3000, 1200),
     "scale_frames": (6000, 1500),
-    "small_messages": (20_000, 3000),
+    "small_messages": (20_000, 6000),
     "json_messages": (50_000, 6000),
     "naive_messages": (3000, 300),
     "measure_cap_s": (45.0, 12.0),
     "raw_seconds": (5.0, 2.0),
-    "repeats": (2, 1),
+    # Alternations of each side-by-side pair: the quick mode needs as many as the full one
+    # for its ratios to agree run to run (its runs are shorter instead).
+    "repeats": (3, 3),
     "load_fractions": ((0.25, 0.5, 0.75, 0.9, 1.0, 1.25), (0.5, 1.0, 1.25)),
     "load_seconds": (12.0, 4.0),
     "footprint_repeats": (3, 1),

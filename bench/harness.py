@@ -132,6 +132,8 @@ class Harness:
     broker_pid: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: Per headline key with several alternations: ``bench.stats.spread`` of their values.
+    spreads: dict[str, dict[str, Any]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     cache_models: dict[str, ModelSet] = field(default_factory=dict)
     capacity: dict[str, float] = field(default_factory=dict)

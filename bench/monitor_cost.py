@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.stats import spread
 from edge_agent.batching import Pending
 from edge_agent.monitoring import Monitoring
 from edge_agent.sampling import SampleCapture
@@ -135,17 +135,6 @@ def measure(
     }
 
 
-def _spread(values: list[float]) -> dict[str, Any]:
-    med = statistics.median(values)
-    return {
-        "runs": [round(v, 3) for v in values],
-        "median": round(med, 3),
-        "min": round(min(values), 3),
-        "max": round(max(values), 3),
-        "spread": round((max(values) - min(values)) / med, 3) if med else None,
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.monitor_cost")
     p.add_argument("--bundle", required=True, type=Path)
@@ -167,11 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             measure(manifest, x, batch=args.batch, seconds=args.seconds, flood=flood)
             for _ in range(args.repeats)
         ]
-        out[case] = _spread([r["us_per_input"] for r in runs])
-        out[case]["wall_us_per_input"] = _spread([r["wall_us_per_input"] for r in runs])
+        out[case] = spread([r["us_per_input"] for r in runs])
+        out[case]["wall_us_per_input"] = spread([r["wall_us_per_input"] for r in runs])
         out[case]["samples_sent"] = [r["samples_sent"] for r in runs]
         if case == "typical":
-            out["publish_us"] = _spread([r["publish_us"] for r in runs])
+            out["publish_us"] = spread([r["publish_us"] for r in runs])
     print(json.dumps(out))
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench.stats import median
+from bench.stats import MAX_SPREAD, median
 
 
 def fmt(value: Any, spec: str = ",.1f", missing: str = "—") -> str:
@@ -24,6 +24,25 @@ def fmt(value: Any, spec: str = ",.1f", missing: str = "—") -> str:
 
 def _row(*cells: Any) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _range(pairs: dict[str, Any] | None, spec: str = ".3f") -> str:
+    """``min - max (n)`` of a headline's alternations; ``one run`` without several."""
+    runs = (pairs or {}).get("runs") or []
+    if len(runs) < 2:
+        return "one run"
+    assert pairs is not None
+    return f"{fmt(pairs.get('min'), spec)} - {fmt(pairs.get('max'), spec)} ({len(runs)})"
+
+
+def _ratio(value: Any, pairs: dict[str, Any] | None, spec: str = ".3f") -> str:
+    """A ratio in bold with the range of its alternations."""
+    text = f"**{fmt(value, spec)}**"
+    runs = (pairs or {}).get("runs") or []
+    if len(runs) < 2:
+        return text
+    assert pairs is not None
+    return f"{text} ({len(runs)} runs: {fmt(pairs['min'], spec)} - {fmt(pairs['max'], spec)})"
 
 
 def _head(*names: str, align: str = "") -> list[str]:
@@ -49,6 +68,7 @@ def render(
         lambda: _scale_out(details),
         lambda: _quantization(details, plots),
         lambda: _monitoring(details),
+        lambda: _decoding(details),
         lambda: _profiles(summary, details, profiles),
     )
     for section in sections:
@@ -88,10 +108,30 @@ def _header(summary: dict[str, Any]) -> list[str]:
             f"- **{k}**: {v.splitlines()[0] if v else v}" for k, v in summary["errors"].items()
         ]
         lines += [""]
-    lines += ["## Goals", "", *_head("goal", "target", "measured", "status", align="llrl")]
+    lines += [
+        "## Goals",
+        "",
+        "Measured = the median over the alternations of the two sides (each alternation's own "
+        "ratio); min - max (n) = the range over the n alternations. A goal whose range is "
+        f"wider than {MAX_SPREAD:.0%} of its median is **unstable**: on this run it can "
+        "neither pass nor miss.",
+        "",
+        *_head("goal", "target", "measured", "min - max (n)", "status", align="llrrl"),
+    ]
+    spreads = summary.get("spreads") or {}
     for g in summary.get("goals", []):
-        status = {"pass": "pass", "MISS": "**MISS**"}.get(g["status"], g["status"])
-        lines.append(_row(g["description"], g["target"], fmt(g["value"], ".3f"), status))
+        status = {"pass": "pass", "MISS": "**MISS**", "unstable": "**unstable**"}.get(
+            g["status"], g["status"]
+        )
+        lines.append(
+            _row(
+                g["description"],
+                g["target"],
+                fmt(g["value"], ".3f"),
+                "—" if g["value"] is None else _range(spreads.get(g["key"])),
+                status,
+            )
+        )
     return [*lines, ""]
 
 
@@ -136,18 +176,20 @@ def _model_bound(details: dict[str, Any]) -> list[str]:
                 variant,
                 fmt(d["raw_per_s"]),
                 fmt(agent.get("per_s")),
-                f"**{fmt(d['ratio'], '.3f')}**",
+                _ratio(d["ratio"], d.get("ratios")),
                 fmt(wall, ".2f"),
                 fmt(agent.get("infer_ms_per_input"), ".2f"),
                 fmt(raw, ".2f"),
             )
         )
-    confluent = [
-        f"{variant} {fmt((mb.get(variant) or {})['agent_confluent']['per_s'])}/s, "
-        f"agent / raw **{fmt((mb.get(variant) or {})['agent_confluent']['ratio'], '.3f')}**"
-        for variant in ("int8", "float32")
-        if (mb.get(variant) or {}).get("agent_confluent")
-    ]
+    confluent = []
+    for variant in ("int8", "float32"):
+        cf = (mb.get(variant) or {}).get("agent_confluent")
+        if cf:
+            confluent.append(
+                f"{variant} {fmt(cf['per_s'])}/s, agent / raw "
+                + _ratio(cf["ratio"], cf.get("ratios"))
+            )
     if confluent:
         lines += [
             "",
@@ -191,7 +233,7 @@ def _client_bound(details: dict[str, Any]) -> list[str]:
                 d["messages"],
                 fmt(d["passthrough"]["per_s"]),
                 fmt(d["agent"]["per_s"]),
-                f"**{fmt(d['ratio'], '.3f')}**",
+                _ratio(d["ratio"], d.get("ratios")),
             )
         )
     rows = [(name, d["confluent"]) for name, d in cb.items() if d.get("confluent")]
@@ -217,8 +259,12 @@ def _client_bound(details: dict[str, Any]) -> list[str]:
                     name,
                     fmt(c["passthrough"]["per_s"]),
                     fmt(c["agent"]["per_s"]),
-                    f"**{fmt(c['ratio'], '.3f')}**",
-                    f"**{fmt(c['agent_confluent_vs_agent'], '.2f')}x**",
+                    _ratio(c["ratio"], c.get("ratios")),
+                    _ratio(
+                        c["agent_confluent_vs_agent"],
+                        c.get("agent_confluent_vs_agent_ratios"),
+                        ".2f",
+                    ),
                 )
             )
     return [*lines, ""]
@@ -504,6 +550,39 @@ def _monitoring(details: dict[str, Any]) -> list[str]:
             )
         )
     return [*lines, ""]
+
+
+def _decoding(details: dict[str, Any]) -> list[str]:
+    dc = details.get("decoding")
+    if not dc:
+        return []
+    fast, ref, r = dc["fast"], dc["reference"], dc["fast_vs_reference"]
+    return [
+        "## Sensor JSON decoding",
+        "",
+        f"`decode_sensor_record` on {dc.get('messages')} sensor chunks ({dc.get('shape')} "
+        f"readings, {dc.get('mean_bytes')} bytes on average), in one process on the measured "
+        "core: orjson (the agent's fast path) and the standard library's parser (the "
+        f"reference rules), alternating {dc.get('rounds')} times, each first in turn; "
+        "messages per CPU second (`bench/decode_cost.py`).",
+        "",
+        *_head("parser", "median (/s)", "min - max", "us per message", align="lrrr"),
+        _row(
+            f"orjson {dc.get('orjson')}",
+            fmt(fast["median"]),
+            f"{fmt(fast['min'])} - {fmt(fast['max'])}",
+            fmt(dc["us_per_message"]["fast"]),
+        ),
+        _row(
+            "standard library",
+            fmt(ref["median"]),
+            f"{fmt(ref['min'])} - {fmt(ref['max'])}",
+            fmt(dc["us_per_message"]["reference"]),
+        ),
+        "",
+        f"orjson / standard library: {_ratio(r['median'], r, '.2f')}.",
+        "",
+    ]
 
 
 def _profiles(

@@ -34,10 +34,12 @@ def build_summary(
     goals: list[dict[str, Any]],
     errors: dict[str, str],
     profiles: dict[str, Any],
+    spreads: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {key: summary.get(key) for key in REQUIRED_KEYS}
     out.update({k: v for k, v in summary.items() if k not in out})
     out["goals"] = goals
+    out["spreads"] = dict(spreads or {})
     out["errors"] = errors
     out["profiles"] = {k: _profile_brief(v) for k, v in profiles.items()}
     out["meta"] = meta
@@ -202,6 +204,7 @@ def console_table(summary: dict[str, Any]) -> str:
     extra = [
         ("agent_vs_naive_image", summary.get("agent_vs_naive_image")),
         ("confluent_vs_kafka_python", summary.get("confluent_vs_kafka_python")),
+        ("sensor_decode_orjson_vs_stdlib", summary.get("sensor_decode_orjson_vs_stdlib")),
         *(
             (key, summary.get(key))
             for key in sorted(summary)

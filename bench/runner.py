@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cases import (
+    decoding,
     footprint,
     latency,
     monitoring,
@@ -56,6 +57,7 @@ def _cases(args: argparse.Namespace) -> dict[Case, Callable[[Harness], None]]:
         "scale_out": scale_out.run,
         "quantization": lambda h: quantization.run(h, reports),
         "monitoring": monitoring.run,
+        "decoding": decoding.run,
     }
 
 
@@ -182,7 +184,7 @@ def run_bench(args: argparse.Namespace) -> int:
                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                     )
                 progress(f"== {case} done in {time.perf_counter() - t0:.0f} s")
-            goals = judge_goals(h.summary)
+            goals = judge_goals(h.summary, h.spreads)
             profiles = profiling.run(h, goals)
         finally:
             h.pin_background(None)
@@ -190,7 +192,12 @@ def run_bench(args: argparse.Namespace) -> int:
     meta["duration_s"] = round(time.perf_counter() - started, 1)
     meta["load_end"] = os.getloadavg()[0]
     summary = build_summary(
-        meta=meta, summary=h.summary, goals=goals, errors=h.errors, profiles=profiles
+        meta=meta,
+        summary=h.summary,
+        goals=goals,
+        errors=h.errors,
+        profiles=profiles,
+        spreads=h.spreads,
     )
     readme = write(out, summary, h.details, profiles)
     print()

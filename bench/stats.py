@@ -17,6 +17,12 @@ DEFAULT_TRIM = 0.1
 
 Op = Literal[">=", "<"]
 
+#: A headline whose alternations spread wider than this ((max - min) / median of the
+#: per-alternation values) is judged ``unstable``, not pass or MISS: at 0.2 the median of
+#: three alternations is within about +-10% of the middle of its range, the agreement the
+#: quick mode is meant to have between two runs; anything wider cannot decide a 0.9 line.
+MAX_SPREAD = 0.2
+
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The ``q``-th percentile (0..100) with linear interpolation, as numpy's default.
@@ -76,6 +82,46 @@ def rounded(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def paired_ratios(
+    numerators: Sequence[float | None], denominators: Sequence[float | None]
+) -> list[float]:
+    """The ratio of each alternation (``numerators[i] / denominators[i]``), the pairs with
+    a side missing dropped: two runs back to back share the machine's load, so their ratio
+    moves less than the ratio of two medians taken minutes apart."""
+    out = []
+    for n, d in zip(numerators, denominators, strict=True):
+        r = ratio(n, d)
+        if r is not None:
+            out.append(r)
+    return out
+
+
+def bracketed(before_after: Sequence[float | None]) -> list[float | None]:
+    """For runs ``b0, a1, b1, a2, b2`` of one side around another's ``a1, a2``: the mean of
+    the runs before and after each ``a`` (``b0`` alone when only it was run)."""
+    vals = list(before_after)
+    if len(vals) == 1:
+        return vals
+    out: list[float | None] = []
+    for lo, hi in zip(vals, vals[1:], strict=False):
+        out.append(None if lo is None or hi is None else (lo + hi) / 2)
+    return out
+
+
+def spread(values: Iterable[float | None], digits: int = 3) -> dict[str, Any]:
+    """The runs (missing ones dropped), their median, extremes, and the relative spread
+    ``(max - min) / median`` (None without values or with a median of 0)."""
+    data = [float(v) for v in values if v is not None]
+    med = median(data)
+    return {
+        "runs": [round(v, digits) for v in data],
+        "median": rounded(med, digits),
+        "min": rounded(min(data), digits) if data else None,
+        "max": rounded(max(data), digits) if data else None,
+        "spread": rounded((max(data) - min(data)) / med, 3) if data and med else None,
+    }
+
+
 @dataclass(frozen=True, kw_only=True)
 class Goal:
     """A target from the issue, judged against a measured value (never assumed)."""
@@ -91,15 +137,31 @@ class Goal:
             return None
         return value >= self.target if self.op == ">=" else value < self.target
 
-    def as_dict(self, value: float | None) -> dict[str, Any]:
+    def as_dict(self, value: float | None, runs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The judgement; ``runs`` is the :func:`spread` of the value's alternations (None
+        for a single measurement): wider than :data:`MAX_SPREAD`, the status is
+        ``unstable`` and ``met`` None (``median_met`` keeps what the median alone says)."""
         met = self.judge(value)
+        width = (runs or {}).get("spread")
+        unstable = met is not None and width is not None and width > MAX_SPREAD
+        if met is None:
+            status = "not measured"
+        elif unstable:
+            status = "unstable"
+        else:
+            status = "pass" if met else "MISS"
         return {
             "key": self.key,
             "description": self.description,
             "target": f"{self.op} {self.target:g}",
             "value": rounded(value),
-            "met": met,
-            "status": "not measured" if met is None else ("pass" if met else "MISS"),
+            "min": (runs or {}).get("min"),
+            "max": (runs or {}).get("max"),
+            "runs": len((runs or {}).get("runs") or []) or (None if value is None else 1),
+            "spread": width,
+            "met": None if unstable else met,
+            "median_met": met,
+            "status": status,
         }
 
 
@@ -164,12 +226,16 @@ GOALS: tuple[Goal, ...] = (
 )
 
 
-def judge_goals(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each goal with the summary's measured value and pass / MISS / not measured."""
+def judge_goals(
+    summary: dict[str, Any], spreads: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Each goal with the summary's measured value, the spread of its alternations
+    (``spreads[key]``, when it had several) and pass / MISS / unstable / not measured."""
     out = []
     for goal in GOALS:
         value = summary.get(goal.key)
-        out.append(goal.as_dict(value if isinstance(value, int | float) else None))
+        runs = (spreads or {}).get(goal.key)
+        out.append(goal.as_dict(value if isinstance(value, int | float) else None, runs))
     return out
 
 

@@ -33,7 +33,7 @@ from bench.harness import AgentChild, Harness, Run, Topics
 from bench.messages import fit_windows, png_messages
 from bench.models import window_of
 from bench.procs import python_command, run_json
-from bench.stats import median, ratio, rounded
+from bench.stats import median, ratio, rounded, spread
 from stream.bundle import MANIFEST_FILE, MODEL_FILE, read_manifest, write_bundle
 
 logger = logging.getLogger(__name__)
@@ -68,18 +68,6 @@ def _starter(
     h: Harness, name: str, bundle: Path, extra: Sequence[str]
 ) -> Callable[[Topics], AgentChild]:
     return lambda t: h.agent(name=name, bundle=bundle, topics=t, extra_args=extra)
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    """Median, extremes and (max - min) / median of some runs' rates."""
-    med = median(values)
-    return {
-        "runs": [rounded(v, 1) for v in values],
-        "median": rounded(med, 1),
-        "min": rounded(min(values), 1) if values else None,
-        "max": rounded(max(values), 1) if values else None,
-        "spread": rounded((max(values) - min(values)) / med, 3) if values and med else None,
-    }
 
 
 def run(h: Harness) -> None:
@@ -145,17 +133,21 @@ def run(h: Harness) -> None:
         on_vs_off = ratio(median(on_rates), median(off_rates))
         cpu_on_vs_off = ratio(median(on_cpu), median(off_cpu))
         h.summary[f"monitoring_cost_share_{name}"] = rounded(shares["typical"], 4)
+        if fastest is not None:  # the share of each in-process repeat
+            h.spreads[f"monitoring_cost_share_{name}"] = spread(
+                [us * fastest / 1e6 + publish_s for us in micro["typical"]["runs"]], 4
+            )
         h.summary[f"monitoring_cpu_on_vs_off_{name}"] = rounded(cpu_on_vs_off)
         h.summary[f"monitoring_flood_cost_share_{name}"] = rounded(shares["flood"], 4)
         h.summary[f"monitoring_on_vs_off_{name}"] = rounded(on_vs_off)
         out[name] = {
             "messages": len(msgs),
             "bundle": str(bundle),
-            "monitoring_off": {**spread(off_rates), "detail": [r.as_dict() for r in off]},
-            "monitoring_on": {**spread(on_rates), "detail": [r.as_dict() for r in on]},
+            "monitoring_off": {**spread(off_rates, 1), "detail": [r.as_dict() for r in off]},
+            "monitoring_on": {**spread(on_rates, 1), "detail": [r.as_dict() for r in on]},
             "on_vs_off": rounded(on_vs_off),
-            "cpu_us_per_result_off": spread(off_cpu),
-            "cpu_us_per_result_on": spread(on_cpu),
+            "cpu_us_per_result_off": spread(off_cpu, 1),
+            "cpu_us_per_result_on": spread(on_cpu, 1),
             "cpu_on_vs_off": rounded(cpu_on_vs_off),
             "per_input": {
                 "batch": batch,

@@ -40,7 +40,7 @@ from bench.messages import (
 )
 from bench.models import window_of
 from bench.procs import Child, python_command, run_json
-from bench.stats import median, ratio, rounded
+from bench.stats import bracketed, median, paired_ratios, ratio, rounded, spread
 from stream.bundle import MODEL_FILE
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ def loop_starter(
 
 
 def model_bound(h: Harness) -> None:
-    """Raw LiteRT and the agent alternate (raw, agent, raw[, agent, raw]): medians compared."""
+    """Raw LiteRT and the agent alternate (raw, agent, raw, agent, ...): the headline is the
+    median of each agent run over the mean of the raw runs around it."""
     ms = mobilenet_models(h)
     assert ms.inputs_path is not None
     msgs = jpeg_messages(frames(), h.config.image_frames)
@@ -120,11 +121,14 @@ def model_bound(h: Harness) -> None:
                     start=agent_starter(h, f"agent-mobilenet-{variant}-{i + 1}", bundle),
                 )
             )
-            if not h.config.quick:
-                raws.append(raw_litert(h, model, ms.inputs_path, f"mobilenet-{variant}-{i + 1}"))
-        raw_best = median([float(r["best_per_s"]) for r in raws])
+            raws.append(raw_litert(h, model, ms.inputs_path, f"mobilenet-{variant}-{i + 1}"))
+        raw_rates = [float(r["best_per_s"]) for r in raws]
+        raw_best = median(raw_rates)
         agent_rate = median([a.per_s for a in agents if a.per_s])
-        r = ratio(agent_rate, raw_best)
+        # Each agent run against the mean of the raw runs just before and after it.
+        pairs = spread(paired_ratios([a.per_s for a in agents], bracketed(raw_rates)))
+        h.spreads[f"agent_vs_raw_mobilenet_{variant}"] = pairs
+        r = pairs["median"]
         shares = [a.extra["inference_share"] for a in agents if a.extra.get("inference_share")]
         share = median(shares)
         infer_ms = median(
@@ -148,6 +152,7 @@ def model_bound(h: Harness) -> None:
                 "infer_ms_per_input": rounded(infer_ms, 4),
             },
             "ratio": rounded(r),
+            "ratios": pairs,
         }
         if confluent_installed():
             # The same agent on librdkafka: fetch and produce leave the agent's thread.
@@ -163,18 +168,22 @@ def model_bound(h: Harness) -> None:
                 for i in range(h.config.repeats)
             ]
             cf_rate = median([a.per_s for a in cf if a.per_s])
-            cf_r = ratio(cf_rate, raw_best)
+            # The confluent runs follow the raw ones: each against the median raw rate.
+            cf_pairs = spread(paired_ratios([a.per_s for a in cf], [raw_best] * len(cf)))
+            cf_r = cf_pairs["median"]
             h.summary[f"agent_confluent_vs_raw_mobilenet_{variant}"] = rounded(cf_r)
+            h.spreads[f"agent_confluent_vs_raw_mobilenet_{variant}"] = cf_pairs
             out[variant]["agent_confluent"] = {
                 "per_s": rounded(cf_rate, 1),
                 "runs": [a.as_dict() for a in cf],
                 "ratio": rounded(cf_r),
+                "ratios": cf_pairs,
             }
             h.progress(f"agent (confluent)/raw mobilenet {variant}: {_r(cf_r)}")
         if variant == "int8" and agent_rate:
             h.capacity["mobilenet-int8"] = agent_rate
         h.progress(
-            f"agent/raw mobilenet {variant}: {_r(r)} "
+            f"agent/raw mobilenet {variant}: {_r(r)} {_range(pairs)} "
             f"(agent spent {_pct(share)} of its time in inference)"
         )
     h.details["model_bound"] = out
@@ -220,8 +229,10 @@ def client_bound(h: Harness) -> None:
         )
         pt_rate = median([x.per_s for x in pts if x.per_s])
         ag_rate = median([x.per_s for x in ags if x.per_s])
-        r = ratio(ag_rate, pt_rate)
+        pairs = spread(paired_ratios([x.per_s for x in ags], [x.per_s for x in pts]))
+        r = pairs["median"]
         h.summary[f"agent_vs_passthrough_{name}"] = rounded(r)
+        h.spreads[f"agent_vs_passthrough_{name}"] = pairs
         h.summary[f"{name}_agent_per_s"] = rounded(ag_rate, 1)
         h.summary[f"{name}_passthrough_per_s"] = rounded(pt_rate, 1)
         out[name] = {
@@ -231,15 +242,21 @@ def client_bound(h: Harness) -> None:
             "passthrough": {"per_s": rounded(pt_rate, 1), "runs": [x.as_dict() for x in pts]},
             "agent": {"per_s": rounded(ag_rate, 1), "runs": [x.as_dict() for x in ags]},
             "ratio": rounded(r),
+            "ratios": pairs,
         }
-        h.progress(f"agent/passthrough {name}: {_r(r)}")
+        h.progress(f"agent/passthrough {name}: {_r(r)} {_range(pairs)}")
         if cags:
             cpt_rate = median([x.per_s for x in cpts if x.per_s])
             cag_rate = median([x.per_s for x in cags if x.per_s])
-            cr = ratio(cag_rate, cpt_rate)
-            speedup = ratio(cag_rate, ag_rate)
+            cpairs = spread(paired_ratios([x.per_s for x in cags], [x.per_s for x in cpts]))
+            cr = cpairs["median"]
+            # Alternation i of the confluent pair against alternation i of the default one.
+            speedups = spread(paired_ratios([x.per_s for x in cags], [x.per_s for x in ags]))
+            speedup = speedups["median"]
             h.summary[f"agent_confluent_vs_passthrough_confluent_{name}"] = rounded(cr)
             h.summary[f"agent_confluent_vs_agent_{name}"] = rounded(speedup)
+            h.spreads[f"agent_confluent_vs_passthrough_confluent_{name}"] = cpairs
+            h.spreads[f"agent_confluent_vs_agent_{name}"] = speedups
             h.summary[f"{name}_agent_confluent_per_s"] = rounded(cag_rate, 1)
             out[name]["confluent"] = {
                 "passthrough": {
@@ -248,7 +265,9 @@ def client_bound(h: Harness) -> None:
                 },
                 "agent": {"per_s": rounded(cag_rate, 1), "runs": [x.as_dict() for x in cags]},
                 "ratio": rounded(cr),
+                "ratios": cpairs,
                 "agent_confluent_vs_agent": rounded(speedup),
+                "agent_confluent_vs_agent_ratios": speedups,
             }
             h.progress(
                 f"agent/passthrough {name} on confluent-kafka: {_r(cr)}; "
@@ -443,3 +462,9 @@ def _pct(value: float | None) -> str:
 
 def _r(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _range(pairs: dict[str, Any]) -> str:
+    if not pairs.get("runs"):
+        return ""
+    return f"(min {pairs['min']:.2f}, max {pairs['max']:.2f} over {len(pairs['runs'])})"

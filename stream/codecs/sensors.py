@@ -16,17 +16,22 @@ from stream.codecs.fields import (
     check_size,
     device_id_field,
     fail,
+    fast_json_object,
     is_number,
     json_type,
     load_json_object,
+    nested_within,
     ts_field,
 )
 from stream.codecs.headers import content_type
 from stream.content_types import SENSOR_CONTENT_TYPES
+from stream.exceptions import DecodeError
 from stream.schemas import SensorChunk
 
 DEFAULT_MAX_SAMPLES = 10_000
 DEFAULT_MAX_CHANNELS = 1024
+#: The fields :func:`decode_sensor` checks; any other field is ignored.
+_SENSOR_FIELDS = frozenset({"device_id", "ts", "values", "samples"})
 #: Magnitudes below this round to a finite float32 (max + half an ulp).
 _FLOAT32_LIMIT = float(np.finfo(np.float32).max) + 2.0**103
 
@@ -89,11 +94,34 @@ def decode_sensor(
     channels: int | None = None,
     max_channels: int = DEFAULT_MAX_CHANNELS,
 ) -> SensorChunk:
-    """Decode a reading or a chunk into float32 samples shaped (n, channels)."""
+    """Decode a reading or a chunk into float32 samples shaped (n, channels).
+
+    The JSON is parsed by orjson when it is installed (:func:`fast_json_object`); what
+    that path cannot decide exactly as the standard library's parser would (an error, an
+    integer beyond 64 bits, deep nesting in an unchecked field) is decoded again by the
+    reference parser, so values, error reasons and messages do not depend on orjson.
+    """
     what = "sensor"
     data = as_bytes(value, what)
     check_size(data, max_bytes, what)
-    obj = load_json_object(data, what)
+    limits = (max_samples, channels, max_channels)
+    obj = fast_json_object(data)
+    if obj is not None and all(nested_within(v) for k, v in obj.items() if k not in _SENSOR_FIELDS):
+        try:
+            return _sensor_chunk(obj, data, *limits)
+        except DecodeError:
+            pass  # the reference parser below words the error (or reads a 64-bit+ ts)
+    return _sensor_chunk(load_json_object(data, what), data, *limits)
+
+
+def _sensor_chunk(
+    obj: dict[str, Any],
+    data: bytes,
+    max_samples: int,
+    channels: int | None,
+    max_channels: int,
+) -> SensorChunk:
+    what = "sensor"
     device_id = device_id_field(obj, what)
     ts = ts_field(obj, what)
     if "samples" in obj and "values" in obj:

@@ -9,7 +9,7 @@ import pytest
 
 from bench.profile import category_of, parse_raw, phase_of, split_threads, summarize
 from bench.report import REQUIRED_KEYS, build_summary, console_table, write
-from bench.stats import judge_goals
+from bench.stats import judge_goals, spread
 
 RAW = [
     "thread (100): MainThread;<module> (stream/__main__.py:7);Pipeline.step "
@@ -113,7 +113,11 @@ def _sample_summary() -> tuple[dict, dict]:  # type: ignore[type-arg]
 
 def test_summary_and_readme(tmp_path: Path) -> None:
     measured, details = _sample_summary()
-    goals = judge_goals(measured)
+    spreads = {
+        "agent_vs_raw_mobilenet_float32": spread([0.78, 0.8, 0.83]),
+        "agent_vs_raw_mobilenet_int8": spread([0.6, 0.85, 1.05]),
+    }
+    goals = judge_goals(measured, spreads)
     profiles = {
         "agent_vs_raw_mobilenet_float32": {
             "agent": {
@@ -133,6 +137,7 @@ def test_summary_and_readme(tmp_path: Path) -> None:
         goals=goals,
         errors={"scale_out": "BenchError: boom"},
         profiles=profiles,
+        spreads=spreads,
     )
     for key in REQUIRED_KEYS:
         assert key in summary, key
@@ -141,7 +146,12 @@ def test_summary_and_readme(tmp_path: Path) -> None:
     text = readme.read_text()
     assert "quick (small sizes" in text
     goal = "agent / raw LiteRT throughput, MobileNetV2 float32 (model-bound)"
-    assert f"| {goal} | >= 0.9 | 0.800 | **MISS** |" in text
+    assert f"| {goal} | >= 0.9 | 0.800 | 0.780 - 0.830 (3) | **MISS** |" in text
+    assert summary["spreads"]["agent_vs_raw_mobilenet_int8"]["spread"] > 0.2
+    int8 = "agent / raw LiteRT throughput, MobileNetV2 int8 (model-bound)"
+    assert f"| {int8} | >= 0.9 | {measured['agent_vs_raw_mobilenet_int8']:.3f} | " in text
+    assert "0.600 - 1.050 (3) | **unstable** |" in text
+    assert "| one run | pass |" in text  # single measurements keep pass/MISS
     assert "**75.0 /s**" in text  # the knee
     assert "LiteRT invoke | 80.0%" in text
     assert "boom" in text

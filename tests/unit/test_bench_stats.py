@@ -8,7 +8,19 @@ import pytest
 from bench.config import CASES, BenchConfig, parse_cases
 from bench.harness import agent_efficiency
 from bench.messages import expected_windows, fit_windows
-from bench.stats import GOALS, judge_goals, knee, median, percentile, ratio, steady_rate
+from bench.stats import (
+    GOALS,
+    MAX_SPREAD,
+    bracketed,
+    judge_goals,
+    knee,
+    median,
+    paired_ratios,
+    percentile,
+    ratio,
+    spread,
+    steady_rate,
+)
 from fleet.scrape import metric_sums
 
 
@@ -76,6 +88,46 @@ def test_goals_are_judged_from_values_never_assumed() -> None:
     assert by_key["agent_vs_naive_sensor"]["met"] is None
 
 
+def test_spread_of_runs() -> None:
+    s = spread([0.9, None, 1.1, 1.0])
+    assert s == {"runs": [0.9, 1.1, 1.0], "median": 1.0, "min": 0.9, "max": 1.1, "spread": 0.2}
+    assert spread([]) == {"runs": [], "median": None, "min": None, "max": None, "spread": None}
+    assert spread([0.0, 0.0])["spread"] is None  # no relative spread around 0
+    assert spread([2.0])["spread"] == 0.0
+
+
+def test_paired_ratios_and_bracketing() -> None:
+    assert paired_ratios([90.0, None, 80.0], [100.0, 100.0, 0.0]) == [0.9]
+    with pytest.raises(ValueError):
+        paired_ratios([1.0], [1.0, 2.0])
+    # raw, agent, raw, agent, raw: each agent against the mean of its neighbours.
+    assert bracketed([100.0, 120.0, 80.0]) == [110.0, 100.0]
+    assert bracketed([100.0, None]) == [None]
+    assert bracketed([100.0]) == [100.0]
+
+
+@pytest.mark.parametrize(
+    ("runs", "status", "met"),
+    [
+        ([0.93, 0.95, 0.97], "pass", True),  # narrow: judged on the median
+        ([0.80, 0.85, 0.88], "MISS", False),
+        ([0.70, 0.95, 1.10], "unstable", None),  # wider than MAX_SPREAD: no verdict
+        ([0.70, 0.80, 0.99], "unstable", None),  # also when every run would miss
+        ([0.95], "pass", True),  # one run: nothing to judge the spread on
+    ],
+)
+def test_goals_with_a_wide_spread_are_unstable(runs: list[float], status: str, met: bool) -> None:
+    key = "agent_vs_raw_mobilenet_int8"
+    runs_spread = spread(runs)
+    by_key = {g["key"]: g for g in judge_goals({key: runs_spread["median"]}, {key: runs_spread})}
+    g = by_key[key]
+    assert (g["status"], g["met"]) == (status, met)
+    assert g["median_met"] is (runs_spread["median"] >= 0.9)
+    assert g["runs"] == len(runs)
+    assert (g["spread"] is not None and g["spread"] > MAX_SPREAD) is (status == "unstable")
+    assert (g["min"], g["max"]) == (min(runs), max(runs)) or len(runs) == 1
+
+
 def test_knee_is_the_last_rate_kept_up_with() -> None:
     points = [
         {"offered": 50, "achieved": 50, "p99": 20},
@@ -95,10 +147,12 @@ def test_knee_is_the_last_rate_kept_up_with() -> None:
 def test_quick_preset_is_small() -> None:
     quick, full = BenchConfig.quick_preset(), BenchConfig.full()
     assert quick.quick and not full.quick
-    assert quick.image_frames <= 500 and quick.small_messages <= 5000
+    assert quick.image_frames <= 1500 and quick.small_messages <= 6000
     assert quick.naive_messages <= 500 and quick.measure_cap_s <= 15
     assert len(quick.load_fractions) <= 3 and quick.load_seconds <= 5
-    assert quick.repeats == 1 and quick.footprint_repeats == 1
+    assert quick.footprint_repeats == 1
+    # Ratios need as many alternations in the quick mode as in the full one (item 4).
+    assert quick.repeats == full.repeats >= 3
     for field in (
         "image_frames",
         "small_messages",
