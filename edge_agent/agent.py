@@ -21,6 +21,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,20 @@ def _first_bundle(config: AgentConfig) -> Path | None:
         return None
 
 
+def _with_client(config: AgentConfig, metrics: AgentMetrics) -> AgentConfig:
+    """``config`` with ``--client auto`` resolved (confluent when it imports, else
+    kafka-python), logged and exported as ``edge_agent_kafka_client_info``."""
+    from edge_agent.transport import client_version, resolve_client
+
+    client = resolve_client(config.client)
+    version = client_version(client)
+    metrics.kafka_client.labels(client=client, requested=config.client, version=version).set(1)
+    logger.info(
+        'kafka client client="%s" requested="%s" version="%s"', client, config.client, version
+    )
+    return config if client == config.client else replace(config, client=client)
+
+
 def build_store(config: AgentConfig, metrics: AgentMetrics, prober: Prober | None = None) -> Any:
     """The :class:`edge_agent.model_store.ModelStore` for the configured model source."""
     from edge_agent.model_store import ModelStore
@@ -132,8 +147,6 @@ class Agent:
         *,
         registry: CollectorRegistry | None = None,
         store: Any | None = None,
-            promotion=config.promotion,
-            agent_id=config.agent_id,
     ) -> None:
         self.config = config
         #: Test loads of this agent's models; a passed model is remembered in the state dir.
@@ -150,6 +163,7 @@ class Agent:
         self.metrics.info.labels(agent_id=config.agent_id, group=config.group or "").set(1)
         self.stop_event = threading.Event()
         self.pipeline: Pipeline | None = None
+        self.config = config = _with_client(config, self.metrics)
         self.metrics_port: int | None = None
         #: Set once the HTTP server is listening (metrics_port is known).
         self.listening = threading.Event()

@@ -1,9 +1,11 @@
 """The agent's Kafka transport: a small interface (:mod:`.base`) and one module per client.
 
-* ``kafka-python`` (default, pure Python): :mod:`.kafka_python`.
-* ``confluent`` (librdkafka through ``confluent-kafka``, ``pip install
-  'edgeinfer[confluent]'``): :mod:`.confluent`. It fetches and produces from librdkafka's
-  own C threads, so the Python side only decodes and infers.
+* ``confluent`` (librdkafka through ``confluent-kafka``, in the ``agent`` extra):
+  :mod:`.confluent`. It fetches and produces from librdkafka's own C threads, so the
+  Python side only decodes and infers.
+* ``kafka-python`` (pure Python, a base dependency): :mod:`.kafka_python`, the fallback.
+* ``auto`` (the default): :func:`resolve_client` picks confluent when it imports, else
+  kafka-python.
 
 :data:`TRANSPORTS` is the registry (client name -> module and class), imported lazily so
 an agent on one client never imports the other library.
@@ -14,9 +16,11 @@ from __future__ import annotations
 import importlib
 
 from edge_agent.transport.base import (
+    CLIENT_CHOICES,
     CLIENTS,
     PERMANENT_CODES,
     Client,
+    ClientChoice,
     Consumer,
     ConsumerOptions,
     FlushReport,
@@ -30,9 +34,11 @@ from stream.settings import KafkaSettings
 
 __all__ = [
     "CLIENTS",
+    "CLIENT_CHOICES",
     "PERMANENT_CODES",
     "TRANSPORTS",
     "Client",
+    "ClientChoice",
     "Consumer",
     "ConsumerOptions",
     "FlushReport",
@@ -41,7 +47,9 @@ __all__ = [
     "Record",
     "Transport",
     "TransportError",
+    "client_version",
     "make_transport",
+    "resolve_client",
 ]
 
 #: client name -> (module, class) of its transport.
@@ -51,12 +59,40 @@ TRANSPORTS: dict[Client, tuple[str, str]] = {
 }
 
 
-def make_transport(client: str, settings: KafkaSettings) -> Transport:
-    """The transport for ``client`` (one of :data:`CLIENTS`)."""
-    entry = TRANSPORTS.get(client)  # type: ignore[call-overload]
-    if entry is None:
-        msg = f"unknown Kafka client {client!r}; choose one of {', '.join(CLIENTS)}"
+#: client name -> the module whose import proves the library is usable.
+_LIBRARIES: dict[Client, str] = {"kafka-python": "kafka", "confluent": "confluent_kafka"}
+
+
+def resolve_client(choice: str) -> Client:
+    """The client for ``choice`` (one of :data:`CLIENT_CHOICES`): ``auto`` is confluent
+    when ``confluent_kafka`` imports (librdkafka: measured faster on every benchmark case,
+    docs/benchmarks.md), else kafka-python; a named client is itself."""
+    if choice == "auto":
+        try:
+            importlib.import_module(_LIBRARIES["confluent"])
+        except ImportError:
+            return "kafka-python"
+        return "confluent"
+    if choice not in CLIENTS:
+        msg = f"unknown Kafka client {choice!r}; choose one of {', '.join(CLIENT_CHOICES)}"
         raise ValueError(msg)
-    module, cls = entry
+    return choice  # type: ignore[return-value]
+
+
+def client_version(client: Client) -> str:
+    """The library's version (confluent: ``confluent-kafka/librdkafka``), or ``unknown``."""
+    try:
+        module = importlib.import_module(_LIBRARIES[client])
+    except ImportError:
+        return "unknown"
+    if client == "confluent":
+        return f"{module.version()[0]}/{module.libversion()[0]}"
+    return str(getattr(module, "__version__", "unknown"))
+
+
+def make_transport(client: str, settings: KafkaSettings) -> Transport:
+    """The transport for ``client`` (one of :data:`CLIENT_CHOICES`; ``auto`` resolved by
+    :func:`resolve_client`)."""
+    module, cls = TRANSPORTS[resolve_client(client)]
     transport: Transport = getattr(importlib.import_module(module), cls)(settings)
     return transport

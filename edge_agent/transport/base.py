@@ -20,6 +20,10 @@ from edge_agent.exceptions import AgentError
 
 Client = Literal["kafka-python", "confluent"]
 CLIENTS: tuple[Client, ...] = ("kafka-python", "confluent")
+#: What ``--client`` accepts: a client, or ``auto`` (confluent when importable, else
+#: kafka-python; :func:`edge_agent.transport.resolve_client`).
+ClientChoice = Literal["auto", "kafka-python", "confluent"]
+CLIENT_CHOICES: tuple[ClientChoice, ...] = ("auto", *CLIENTS)
 
 #: ``on_assigned(partitions)`` / ``on_revoked(partitions)``, partitions of the input topic.
 RebalanceCallback = Callable[[set[int]], None]

@@ -53,8 +53,8 @@ def _confluent() -> Any:
     except ImportError as exc:
         msg = (
             "--client confluent needs the confluent-kafka package (librdkafka), which is not "
-            f"installed ({exc}); install it with `pip install 'edgeinfer[confluent]'` or run "
-            "the agent with --client kafka-python (the default)"
+            f"installed ({exc}); install it with `pip install 'edgeinfer[agent]'` or run "
+            "the agent with --client kafka-python (or --client auto, which falls back to it)"
         )
         raise ConfigError(msg) from exc
     return confluent_kafka

@@ -7,20 +7,28 @@ integration test that takes ``client`` runs on both libraries).
 from __future__ import annotations
 
 import builtins
+import sys
 from typing import Any
 
+import kafka
 import pytest
 
 from edge_agent.config import agent_config
 from edge_agent.exceptions import AgentConfigError
-from edge_agent.transport import CLIENTS, ConsumerOptions, make_transport
+from edge_agent.transport import (
+    CLIENTS,
+    ConsumerOptions,
+    client_version,
+    make_transport,
+    resolve_client,
+)
 from edge_agent.transport.kafka_python import KafkaPythonTransport
 from stream.exceptions import ConfigError
 from stream.settings import KafkaSettings
 
 
-def test_client_defaults_to_kafka_python_and_comes_from_flag_env_or_file() -> None:
-    assert agent_config(flags={"bundle": "/b"}, environ={}).client == "kafka-python"
+def test_client_defaults_to_auto_and_comes_from_flag_env_or_file() -> None:
+    assert agent_config(flags={"bundle": "/b"}, environ={}).client == "auto"
     env = {"EDGE_CLIENT": "confluent"}
     assert agent_config(flags={"bundle": "/b"}, environ=env).client == "confluent"
     file = {"agent": {"client": "confluent"}}
@@ -34,6 +42,23 @@ def test_unknown_client_is_refused_naming_the_choices() -> None:
         agent_config(flags={"bundle": "/b", "client": "rdkafka"}, environ={})
     with pytest.raises(ValueError, match="kafka-python, confluent"):
         make_transport("rdkafka", KafkaSettings())
+
+
+def test_auto_is_confluent_when_it_imports_else_kafka_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("confluent_kafka")
+    assert resolve_client("auto") == "confluent"
+    assert client_version("confluent").count("/") == 1  # confluent-kafka/librdkafka
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # as if not installed
+    assert resolve_client("auto") == "kafka-python"
+    assert isinstance(make_transport("auto", KafkaSettings()), KafkaPythonTransport)
+    assert client_version("confluent") == "unknown"
+    assert client_version("kafka-python") == kafka.__version__
+    for name in CLIENTS:
+        assert resolve_client(name) == name
+    with pytest.raises(ValueError, match="auto, kafka-python, confluent"):
+        resolve_client("librdkafka")
 
 
 def test_make_transport_picks_the_library() -> None:
@@ -50,7 +75,7 @@ def test_confluent_missing_says_how_to_install(monkeypatch: pytest.MonkeyPatch) 
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_confluent)
-    with pytest.raises(ConfigError, match=r"edgeinfer\[confluent\].*--client kafka-python"):
+    with pytest.raises(ConfigError, match=r"edgeinfer\[agent\].*--client kafka-python"):
         make_transport("confluent", KafkaSettings())
 
 
