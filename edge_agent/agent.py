@@ -147,6 +147,8 @@ class Agent:
         *,
         registry: CollectorRegistry | None = None,
         store: Any | None = None,
+            promotion=config.promotion,
+            agent_id=config.agent_id,
     ) -> None:
         self.config = config
         #: Test loads of this agent's models; a passed model is remembered in the state dir.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,9 +26,28 @@ from edge_agent.results import encode_results, window_as_npy
 from stream import content_types, topics
 from stream.preprocessing import ImagePreprocessing
 
+if TYPE_CHECKING:
+    from edge_agent.shadow import Shadow
+
 logger = logging.getLogger(__name__)
 
 RESULT_HEADERS = [(topics.H_CONTENT_TYPE, content_types.JSON.encode())]
+
+
+def input_table(model: Any, prep: Any) -> np.ndarray | None:
+    """For an integer image model (``prep``: its preprocessing), its uint8 pixel ->
+    quantized input table (else None)."""
+    spec = getattr(getattr(model, "runtime", None), "input_spec", None)
+    if isinstance(prep, ImagePreprocessing) and spec is not None and spec.quantized:
+        return prep.quantization_table(spec.scale, spec.zero_point, spec.dtype)
+    return None
+
+
+def infer_batch(model: Any, prep: Any, table: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    """``model``'s scores for the raw batch ``x`` (``table``: see :func:`input_table`)."""
+    if table is not None:  # int8 image model: one lookup per pixel
+        return model.runtime.run_quantized(ImagePreprocessing.apply_table(x, table))
+    return model.runtime.run(prep.apply(x))
 
 
 class Answers:
@@ -54,6 +73,8 @@ class Answers:
         self.count = 0
         #: Sees every inferred batch and refused sample (edge_agent/monitoring.py), if set.
         self.monitoring: Monitoring | None = None
+        #: The candidate in shadow (edge_agent/shadow.py), offered every answered batch.
+        self.shadow: Shadow | None = None
 
     def run(self, items: list[Pending], model: Any, prep: Any, table: np.ndarray | None) -> None:
         """Infer ``items`` with ``model`` (``table``: uint8 -> quantized input lookup for
@@ -62,10 +83,7 @@ class Answers:
         t0 = time.perf_counter()
         try:
             x = np.stack([it.x for it in items])
-            if table is not None:  # int8 image model: one lookup per pixel
-                y = model.runtime.run_quantized(ImagePreprocessing.apply_table(x, table))
-            else:
-                y = model.runtime.run(prep.apply(x))
+            y = infer_batch(model, prep, table, x)
         except Exception as exc:  # noqa: BLE001  isolate the input(s) that fail
             if len(items) == 1:
                 it = items[0]
@@ -94,6 +112,8 @@ class Answers:
             if ok.any():
                 good = [it for it, g in zip(items, ok.tolist(), strict=True) if g]
                 self._emit(good, y[ok], infer_s, started, model)
+        if self.shadow is not None:  # after the results went to the producer
+            self.shadow.offer(items, x, y, ok, model, infer_s)
 
     def _emit(
         self, items: list[Pending], y: np.ndarray, infer_s: float, started: float, model: Any

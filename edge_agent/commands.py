@@ -259,6 +259,7 @@ def _agent(sub: Any) -> None:
         type=_float,
     )
     _monitoring_options(p)
+    _promotion_options(p)
     add_kafka_arguments(p)
     p.set_defaults(handler="edge_agent.agent:run_agent")
 
@@ -328,6 +329,69 @@ def _monitoring_options(p: Any) -> None:
         "samples_random_share",
         "share of the sample budget for inputs chosen at random, for calibration (default 0.1)",
         type=_float,
+    )
+
+
+def _promotion_options(p: Any) -> None:
+    g = p.add_argument_group("shadow and promote (docs/models.md)")
+    _opt(
+        g,
+        "--promotion",
+        "promotion",
+        "direct (default: a newer verified version serves at once) or shadow (it runs in "
+        "shadow next to the serving one; the gates below promote or reject it)",
+        choices=("direct", "shadow"),
+    )
+    _opt(
+        g,
+        "--shadow-share",
+        "shadow_share",
+        "share of the inputs the candidate answers in shadow (default 1)",
+        type=_float,
+    )
+    _opt(
+        g,
+        "--shadow-min-inputs",
+        "shadow_min_inputs",
+        "inputs answered by both models before the gates decide (default 200)",
+        type=_int,
+    )
+    _opt(
+        g,
+        "--shadow-agreement",
+        "shadow_agreement",
+        "share of top labels the candidate must share with the serving model, when inputs "
+        "carry no true label (default 0.9)",
+        type=_float,
+    )
+    _opt(
+        g,
+        "--shadow-accuracy-margin",
+        "shadow_accuracy_margin",
+        "with labelled inputs, the candidate's accuracy may be this much below the serving "
+        "model's (default 0.02); takes precedence over agreement",
+        type=_float,
+    )
+    _opt(
+        g,
+        "--shadow-latency-factor",
+        "shadow_latency_factor",
+        "candidate median time per input at most this many times the serving model's (default 3)",
+        type=_float,
+    )
+    _opt(
+        g,
+        "--shadow-max-errors",
+        "shadow_max_errors",
+        "unusable candidate outputs (exception, NaN, wrong shape) tolerated (default 0)",
+        type=_int,
+    )
+    _opt(
+        g,
+        "--shadow-queue",
+        "shadow_queue",
+        "batches waiting for the shadow worker; inputs beyond are dropped, counted (default 8)",
+        type=_int,
     )
 
 

@@ -126,6 +126,24 @@ class AgentConfig:
     #: Share of the sample budget spent on inputs chosen at random (calibration).
     samples_random_share: float = 0.1
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    # Shadow and promote (docs/models.md "Shadow and promote").
+    #: "direct": a newer verified version serves at once; "shadow": it runs in shadow next
+    #: to the serving one and is promoted or rejected by the gates below.
+    promotion: str = "direct"
+    #: Share of the inputs the candidate answers in shadow.
+    shadow_share: float = 1.0
+    #: Inputs answered by both models before the gates decide.
+    shadow_min_inputs: int = 200
+    #: Share of inputs whose top label must agree with the serving model's (no labels).
+    shadow_agreement: float = 0.9
+    #: Candidate accuracy may be this much below the serving model's (labelled inputs).
+    shadow_accuracy_margin: float = 0.02
+    #: Candidate median time per input at most this many times the serving model's.
+    shadow_latency_factor: float = 3.0
+    #: Unusable candidate outputs (exceptions, NaN, wrong shape) tolerated.
+    shadow_max_errors: int = 0
+    #: Batches waiting for the shadow worker; beyond it inputs are dropped (counted).
+    shadow_queue: int = 8
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -222,6 +240,7 @@ def _validate(c: AgentConfig) -> None:
     _validate_supply(c)
     _validate_monitoring(c)
     if c.client not in CLIENT_CHOICES:
+    _validate_promotion(c)
         msg = (
             f"client must be one of {', '.join(CLIENT_CHOICES)}, got {c.client!r}; "
             f"fix --client or {env_name('client')}"
@@ -300,6 +319,35 @@ def _validate_monitoring(c: AgentConfig) -> None:
 
 
 # Field name -> the flag that sets it (when not --field-name).
+PROMOTIONS = ("direct", "shadow")
+
+
+def _validate_promotion(c: AgentConfig) -> None:
+    """Shadow promotion: the policy and its gates."""
+    if c.promotion not in PROMOTIONS:
+        msg = (
+            f"promotion must be one of {', '.join(PROMOTIONS)}, got {c.promotion!r}; "
+            f"fix --promotion or {env_name('promotion')}"
+        )
+        raise AgentConfigError(msg)
+    checks = (
+        ("shadow_share", 0 < c.shadow_share <= 1, "in (0, 1]"),
+        ("shadow_min_inputs", c.shadow_min_inputs >= 1, ">= 1"),
+        ("shadow_agreement", 0 <= c.shadow_agreement <= 1, "in [0, 1]"),
+        ("shadow_accuracy_margin", 0 <= c.shadow_accuracy_margin <= 1, "in [0, 1]"),
+        ("shadow_latency_factor", c.shadow_latency_factor > 0, "> 0"),
+        ("shadow_max_errors", c.shadow_max_errors >= 0, ">= 0"),
+        ("shadow_queue", c.shadow_queue >= 1, ">= 1"),
+    )
+    for name, ok, rule in checks:
+        if not ok:
+            msg = (
+                f"{name} must be {rule}, got {getattr(c, name)}; "
+                f"fix --{_flag(name)} or {env_name(name)}"
+            )
+            raise AgentConfigError(msg)
+
+
 _FLAGS = {
     "input_topic": "input",
     "output_topic": "output",
@@ -376,6 +424,13 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "samples_device_per_min": _to_float,
     "samples_random_share": _to_float,
 }
+    "shadow_share": _to_float,
+    "shadow_min_inputs": _to_int,
+    "shadow_agreement": _to_float,
+    "shadow_accuracy_margin": _to_float,
+    "shadow_latency_factor": _to_float,
+    "shadow_max_errors": _to_int,
+    "shadow_queue": _to_int,
 #: Settings that can come from flags, env or the [agent] table (kafka has its own).
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(AgentConfig) if f.name != "kafka")
 

@@ -243,6 +243,7 @@ class AgentMetrics:
         for reason in SKIP_REASONS:
             self.samples_skipped.labels(reason=reason)
         for reason in REASONS:
+        self._shadow_metrics(registry)
             self.deadletters.labels(reason=reason)
         self.model_rollbacks.labels(reason="bad_model_output")
         for result in SWAP_RESULTS:
@@ -266,6 +267,67 @@ class AgentMetrics:
             version=manifest.version,
             sha256=manifest.model_sha256,
             variant=manifest.variant,
+    def _shadow_metrics(self, registry: CollectorRegistry) -> None:
+        """Shadow and promote (edge_agent/shadow.py, edge_agent/promotion.py): labels model
+        and version (the candidate's)."""
+        labels = ["model", "version"]
+        self.shadow_candidate = Gauge(
+            "edge_agent_shadow_candidate_info",
+            "The candidate version running in shadow (value 1; absent when none).",
+            labels,
+            registry=registry,
+        )
+        self.shadow_inputs = Counter(
+            "edge_agent_shadow_inputs_total",
+            "Inputs the candidate answered in shadow.",
+            labels,
+            registry=registry,
+        )
+        self.shadow_dropped = Counter(
+            "edge_agent_shadow_dropped_total",
+            "Inputs not shadowed because the shadow queue was full (--shadow-queue).",
+            labels,
+            registry=registry,
+        )
+        self.shadow_errors = Counter(
+            "edge_agent_shadow_errors_total",
+            "Candidate outputs in shadow that were unusable (exception, NaN, wrong shape).",
+            labels,
+            registry=registry,
+        )
+        self.shadow_duration = Histogram(
+            "edge_agent_shadow_inference_duration_seconds",
+            "Time of one shadow batch on the candidate (preprocessing included).",
+            labels,
+            buckets=INFERENCE_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_agreement = Gauge(
+            "edge_agent_shadow_agreement_ratio",
+            "Share of shadowed inputs where the candidate's top label equals the serving one's.",
+            labels,
+            registry=registry,
+        )
+        self.shadow_confidence = Gauge(
+            "edge_agent_shadow_mean_confidence",
+            "Mean top-class score of the candidate on the shadowed inputs.",
+            labels,
+            registry=registry,
+        )
+        self.shadow_accuracy = Gauge(
+            "edge_agent_shadow_accuracy_ratio",
+            "Accuracy on the shadowed inputs that carry a true label, of the candidate or "
+            "of the serving model on the same inputs (role).",
+            [*labels, "role"],
+            registry=registry,
+        )
+        self.promotions = Counter(
+            "edge_agent_promotions_total",
+            "Decisions on shadowed candidates: result promoted or rejected, by reason.",
+            ["model", "result", "reason"],
+            registry=registry,
+        )
+
         ).set(1)
 
     def forget_partitions(self, topic: str, partitions: list[int]) -> None:

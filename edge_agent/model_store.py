@@ -46,6 +46,7 @@ from edge_agent.exceptions import (
     NoModelError,
 )
 from edge_agent.probe import CACHE_DIR, DEFAULT_TIMEOUT_S, ProbeCache, Prober
+from edge_agent.promotion import Decision, DecisionLog
 from edge_agent.runtime import Runtime, check_against_manifest, load_runtime
 from edge_agent.sources import BundleDirSource, ModelSource
 from edge_agent.version_floor import VersionFloor
@@ -53,6 +54,7 @@ from stream.bundle import DEFAULT_MAX_MODEL_BYTES, MODEL_FILE, Manifest, TrustPo
 from stream.exceptions import BundleError
 from stream.preprocessing import ImagePreprocessing, Preprocessing
 from stream.registry import version_key
+from stream.rollout import in_rollout
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -103,11 +105,16 @@ class ModelStore:
         probe_timeout_s: float = DEFAULT_TIMEOUT_S,
         keep: int = 2,
         prober: Prober | None = None,
+        promotion: str = "direct",
+        agent_id: str = "",
     ) -> None:
         """``public_key`` is the trusted key (or keys, during a rotation); without one the
         store refuses to start unless ``allow_unsigned``. ``prober`` runs the child test
         loads (default: one caching passes in ``state_dir/probe-cache``); the agent passes
-        the one it started a test load with."""
+        the one it started a test load with. ``promotion`` is ``direct`` (a newer version
+        is switched to once it passes its checks) or ``shadow`` (it becomes the
+        :meth:`candidate`, run in shadow until :meth:`promote` or :meth:`reject`);
+        ``agent_id`` places this agent in a version's rollout share (:mod:`stream.rollout`)."""
         keys = () if public_key is None else tuple(_as_sequence(public_key))
         if not keys and not allow_unsigned:
             msg = (
@@ -135,6 +142,11 @@ class ModelStore:
             if prober is not None
             else Prober(cache=ProbeCache(self.state_dir / CACHE_DIR), timeout_s=probe_timeout_s)
         )
+        self.promotion = promotion
+        self.agent_id = agent_id
+        self.decisions = DecisionLog(self.state_dir)
+        self._candidate: LoadedModel | None = None
+        self._outside_rollout: set[str] = set()
         self._pin = pinned_version
         self._rollback_pin: str | None = None
         self._lock = threading.RLock()
@@ -222,6 +234,65 @@ class ModelStore:
         with self._lock:
             return {version: reason for version, reason in self._refused.values()}
 
+    def candidate(self) -> LoadedModel | None:
+        """The version loaded and checked under shadow promotion, waiting for the gates
+        (see docs/models.md "Shadow and promote"): the pipeline runs it in shadow and calls
+        :meth:`promote` or :meth:`reject`. Its runtime belongs to that caller."""
+        with self._lock:
+            return self._candidate
+
+    def promote(self, model: LoadedModel, decision: Decision) -> LoadedModel | None:
+        """Serve the candidate ``model`` (it passed the gates): the anti-rollback floor rises
+        to it, the decision is recorded. None if it is no longer the candidate (the caller
+        then closes it)."""
+        with self._lock:
+            if self._candidate is not model:
+                return None
+            self._candidate = None
+            self._decided(model, decision)
+            switched = self._switch(model, result="ok", by=None)
+            self._handed = switched
+            return switched
+
+    def reject(self, model: LoadedModel, decision: Decision) -> None:
+        """The candidate ``model`` failed the gates: recorded, never the floor, and not
+        shadowed again (after a restart either); ``--pin`` still runs it."""
+        with self._lock:
+            if self._candidate is model:
+                self._candidate = None
+            self._decided(model, decision)
+
+    def _decided(self, model: LoadedModel, decision: Decision) -> None:
+        self.decisions.record(model.name, model.version, decision)
+        log = logger.info if decision.result == "promoted" else logger.warning
+        log(
+            'model candidate %s name="%s" version="%s" reason="%s" serving="%s" %s',
+            decision.result,
+            model.name,
+            model.version,
+            decision.reason,
+            self._current_version(),
+            decision.detail,
+        )
+        if self.metrics is not None:
+            self.metrics.promotions.labels(
+                model=model.name, result=decision.result, reason=decision.reason
+            ).inc()
+
+    def _shadows(self, model: LoadedModel) -> bool:
+        """Whether ``model`` (checked, the target) is shadowed rather than switched to: a
+        newer version than the one serving, chosen as the newest (pins switch directly),
+        under ``--promotion shadow`` or a rollout in ``shadow`` mode."""
+        current = self._current
+        if current is None or self._target_by is not None:
+            return False
+        if version_key(model.version) <= version_key(current.version):
+            return False
+        if self.promotion == "shadow":
+            return True
+        rollout = self.source.rollout(model.version)
+        return rollout is not None and rollout.mode == "shadow"
+
     def poll(self, *, block: bool = False) -> LoadedModel | None:
         """A newly loaded model to switch to, or None (cheap; call it between batches).
 
@@ -255,9 +326,31 @@ class ModelStore:
             self._pending, version = None, self._pending_version
             model = pending.result()
             if model is not None and target == version and self._current_version() != version:
+                if self._shadows(model):
+                    self._candidate = model
+                    logger.info(
+                        'model candidate in shadow name="%s" version="%s" serving="%s"',
+                        model.name,
+                        model.version,
+                        self._current_version(),
+                    )
+                    return None
                 return self._switch(model, result=self._swap_result(model), by=self._target_by)
             if model is not None:
                 model.runtime.close()
+        candidate = self._candidate
+        if candidate is not None:
+            if target == candidate.version:
+                return None
+            # a pin, a newer version or the candidate's withdrawal: the shadow stops (the
+            # pipeline's Shadow owns the candidate's runtime and closes it)
+            logger.info(
+                'model candidate dropped name="%s" version="%s" now_target="%s"',
+                candidate.name,
+                candidate.version,
+                target,
+            )
+            self._candidate = None
         if target is None or target == self._current_version():
             return None
         fingerprint = self.source.fingerprint(target)
@@ -382,13 +475,47 @@ class ModelStore:
             return None if self._is_refused(pin) else pin
         name = self._name()
         left = self.floor.rolled_back_from(name)
-        usable = [v for v in versions if not self._is_refused(v) and v not in left]
-        candidates = [v for v in usable if not self.floor.is_below(name, v)]
+        rejected = self.decisions.rejected(name)
+        usable = [
+            v for v in versions if not self._is_refused(v) and v not in left and v not in rejected
+        ]
+        candidates = self._in_rollout(name, [v for v in usable if not self.floor.is_below(name, v)])
         if candidates:
             return candidates[-1]
         if usable and usable[-1] != self._current_version():
             self._note_blocked(usable[-1])
         return None
+
+    def _in_rollout(self, name: str | None, versions: list[str]) -> list[str]:
+        """``versions`` without those newer than what this agent serves or verified whose
+        rollout share leaves it out (unsigned metadata: it only holds back newer versions;
+        an agent with no model at all takes the newest usable one rather than none)."""
+        if name is None or not versions:
+            return versions
+        base = max(
+            (v for v in (self._current_version(), self.floor.floor(name)) if v is not None),
+            key=version_key,
+            default=None,
+        )
+        kept = []
+        for v in versions:
+            if base is not None and version_key(v) <= version_key(base):
+                kept.append(v)
+            elif in_rollout(self.agent_id, name, v, self.source.rollout(v)):
+                kept.append(v)
+            elif v not in self._outside_rollout:
+                self._outside_rollout.add(v)
+                logger.info(
+                    'model version outside this agent\'s rollout share, not adopted model="%s" '
+                    'version="%s" agent_id="%s" serving="%s"',
+                    name,
+                    v,
+                    self.agent_id,
+                    self._current_version(),
+                )
+        if not kept and self._current is None:
+            return versions
+        return kept
 
     def _note_blocked(self, version: str) -> None:
         if self._blocked_version == version:

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_agent.answers import Answers
+from edge_agent.answers import Answers, input_table
 from edge_agent.batching import MicroBatcher, Pending
 from edge_agent.config import AgentConfig
 from edge_agent.deadletters import DeadLetters, Reason
@@ -54,6 +54,8 @@ from edge_agent.membership import Membership
 from edge_agent.metrics import AgentMetrics
 from edge_agent.monitoring import monitoring_for
 from edge_agent.offsets import Offsets
+from edge_agent.promotion import Decision, Gates
+from edge_agent.shadow import Shadow
 from edge_agent.transport import (
     Consumer,
     ConsumerOptions,
@@ -89,6 +91,10 @@ class ModelProvider(Protocol):
     def poll(self) -> Any | None: ...
 
     def rollback(self) -> Any: ...
+
+    def promote(self, model: Any, decision: Decision) -> Any | None: ...
+
+    def reject(self, model: Any, decision: Decision) -> None: ...
 
 
 class Pipeline:
@@ -143,6 +149,15 @@ class Pipeline:
             config, delivery=self.delivery, metrics=metrics, source_topic=self.topic
         )
         self.answers.monitoring = self.monitoring
+        #: The candidate version running in shadow, if any (edge_agent/shadow.py).
+        self.shadow: Shadow | None = None
+        self.gates = Gates(
+            min_inputs=config.shadow_min_inputs,
+            agreement=config.shadow_agreement,
+            accuracy_margin=config.shadow_accuracy_margin,
+            latency_factor=config.shadow_latency_factor,
+            max_errors=config.shadow_max_errors,
+        )
         self.membership = Membership(
             topic=self.topic,
             metrics=metrics,
@@ -192,10 +207,7 @@ class Pipeline:
         self.prep = prep
         #: For integer image models: uint8 pixel -> quantized input (see
         #: ImagePreprocessing.quantization_table), built once per model.
-        self._table: np.ndarray | None = None
-        spec = getattr(getattr(self.model, "runtime", None), "input_spec", None)
-        if isinstance(prep, ImagePreprocessing) and spec is not None and spec.quantized:
-            self._table = prep.quantization_table(spec.scale, spec.zero_point, spec.dtype)
+        self._table: np.ndarray | None = input_table(self.model, prep)
         if isinstance(prep, SequencePreprocessing):
             if self.windows is None:
                 self.windows = DeviceWindows(
@@ -295,6 +307,9 @@ class Pipeline:
 
     def close(self) -> None:
         self._set_ready(False)
+        if self.shadow is not None:
+            self.shadow.close()
+            self._set_shadow(None)
         if self.consumer is not None:
             try:
                 self.consumer.close()
@@ -520,6 +535,8 @@ class Pipeline:
                     self._evicted_seen[reason] = count
         if self.monitoring is not None:
             self.monitoring.publish()
+        if self.shadow is not None and self.shadow.decision is not None:
+            self._decide_candidate(self.shadow)
         if now >= self._next_model_poll:
             self._next_model_poll = now + self.config.model_poll_s
             self._poll_model()
@@ -591,9 +608,58 @@ class Pipeline:
         except Exception:  # noqa: BLE001  a model source failing must not stop serving
             logger.exception("model store poll failed; the current model keeps serving")
             return
-        if new is None:
+        if new is not None:
+            self._switch_to(new, why="switched")
+        self._follow_candidate()
+
+    # ---------------------------------------------------------- shadow/promote
+
+    def _set_shadow(self, shadow: Shadow | None) -> None:
+        self.shadow = shadow
+        self.answers.shadow = shadow
+
+    def _follow_candidate(self) -> None:
+        """Shadow the store's candidate (docs/models.md "Shadow and promote"); stop
+        shadowing one the store dropped (a pin, a newer version, withdrawn)."""
+        candidate_of = getattr(self.store, "candidate", None)
+        try:
+            candidate = candidate_of() if candidate_of is not None else None
+        except Exception:  # noqa: BLE001  the store failing must not stop serving
+            logger.exception("model store candidate() failed")
             return
-        self._switch_to(new, why="switched")
+        shadow = self.shadow
+        if shadow is not None and shadow.candidate is not candidate:
+            shadow.close()
+            self._set_shadow(None)
+        if candidate is None or self.shadow is not None:
+            return
+        self._set_shadow(
+            Shadow(
+                candidate=candidate,
+                serving_prep=self.prep,
+                gates=self.gates,
+                share=self.config.shadow_share,
+                metrics=self.metrics,
+                queue_batches=self.config.shadow_queue,
+            )
+        )
+
+    def _decide_candidate(self, shadow: Shadow) -> None:
+        """The gates decided: serve the candidate from the next batch on, or drop it."""
+        decision = shadow.decision
+        assert decision is not None  # noqa: S101
+        candidate = shadow.candidate
+        self._set_shadow(None)
+        if decision.result != "promoted":
+            shadow.close()
+            self.store.reject(candidate, decision)
+            return
+        shadow.close(release=False)
+        new = self.store.promote(candidate, decision)
+        if new is None:  # the store moved on meanwhile (a pin, a newer version)
+            candidate.runtime.close()
+            return
+        self._switch_to(new, why="promoted")
 
     def _switch_to(self, new: Any, *, why: str) -> None:
         """Serve ``new`` from the next batch on (the old model finishes the pending one)."""

@@ -28,10 +28,16 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from stream.announcements import Announcement, materialize, parse_announcement
+from stream.announcements import (
+    Announcement,
+    announced_rollout,
+    materialize,
+    parse_announcement,
+)
 from stream.bundle import MANIFEST_FILE, MODEL_FILE, TrustPolicy, read_manifest
 from stream.exceptions import BundleError, EdgeInferError
 from stream.registry import Registry, version_key
+from stream.rollout import Rollout
 from stream.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -85,6 +91,10 @@ class ModelSource(ABC):
     def fingerprint(self, version: str) -> str:
         """Identifies the content of ``version``: a refusal is remembered for this content."""
         return version
+
+    def rollout(self, version: str) -> Rollout | None:
+        """Who adopts ``version`` (:mod:`stream.rollout`; unsigned); None: every agent."""
+        return None
 
     @abstractmethod
     def fetch(self, version: str) -> Path:
@@ -182,6 +192,9 @@ class RegistrySource(ModelSource):
     def fingerprint(self, version: str) -> str:
         folder = self.registry.bundle_path(self.name, version)
         return f"{version}:{_stat_key(folder / MANIFEST_FILE)}:{_stat_key(folder / MODEL_FILE)}"
+
+    def rollout(self, version: str) -> Rollout | None:
+        return self.registry.rollout(self.name, version)
 
     def fetch(self, version: str) -> Path:
         path = self.registry.bundle_path(self.name, version)
@@ -290,6 +303,11 @@ class ModelsTopicSource(ModelSource):
             manifest = json.dumps(entry[0].manifest, sort_keys=True).encode()
             return f"{version}:announced:{hashlib.sha256(manifest).hexdigest()}"
         return f"{version}:gone"
+
+    def rollout(self, version: str) -> Rollout | None:
+        with self._lock:
+            entry = self._announcements.get(version)
+        return announced_rollout(entry[0]) if entry is not None else None
 
     def fetch(self, version: str) -> Path:
         """The cached copy of ``version`` while it verifies (a version is immutable: a later

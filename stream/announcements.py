@@ -37,6 +37,7 @@ from stream.bundle import (
 )
 from stream.exceptions import BrokerError, BundleError
 from stream.registry import check_component
+from stream.rollout import NOBODY, Rollout, parse_rollout
 from stream.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -60,12 +61,23 @@ class Announcement:
     manifest: dict[str, Any]
     model_b64: str | None = None
     uri: str | None = None
+    #: The optional, unsigned ``rollout`` object as announced (see :mod:`stream.rollout`).
+    rollout: Any = None
 
 
-def announcement_value(bundle: Bundle, *, inline_limit: int = DEFAULT_INLINE_LIMIT) -> bytes:
-    """The JSON value announcing ``bundle``: model inline, or a URI when over the limit."""
+def announcement_value(
+    bundle: Bundle, *, inline_limit: int = DEFAULT_INLINE_LIMIT, rollout: Rollout | None = None
+) -> bytes:
+    """The JSON value announcing ``bundle``: model inline, or a URI when over the limit;
+    ``rollout`` adds the optional ``rollout`` field (:mod:`stream.rollout`)."""
     manifest = bundle.manifest.to_dict()
-    base = {"name": bundle.manifest.name, "version": bundle.manifest.version, "manifest": manifest}
+    base: dict[str, Any] = {
+        "name": bundle.manifest.name,
+        "version": bundle.manifest.version,
+        "manifest": manifest,
+    }
+    if rollout is not None:
+        base["rollout"] = rollout.to_dict()
     model = bundle.model_bytes()
     inline = dict(base, model_b64=base64.b64encode(model).decode("ascii"))
     value = json.dumps(inline, separators=(",", ":")).encode()
@@ -116,7 +128,25 @@ def parse_announcement(value: bytes) -> Announcement:
         manifest=data["manifest"],
         model_b64=model_b64,
         uri=uri,
+        rollout=data.get("rollout"),
     )
+
+
+def announced_rollout(announcement: Announcement) -> Rollout | None:
+    """The announcement's rollout (None: every agent adopts it); malformed:
+    :data:`stream.rollout.NOBODY` (unsigned metadata may only delay adoption)."""
+    if announcement.rollout is None:
+        return None
+    try:
+        return parse_rollout(announcement.rollout)
+    except BundleError as exc:
+        logger.warning(
+            'announced rollout ignored, version not adopted model="%s" version="%s" error="%s"',
+            announcement.name,
+            announcement.version,
+            exc,
+        )
+        return NOBODY
 
 
 def announced_size(announcement: Announcement) -> int:
@@ -305,6 +335,7 @@ def announce(
     topic: str = topics.MODELS,
     inline_limit: int = DEFAULT_INLINE_LIMIT,
     timeout_s: float = 30.0,
+    rollout: Rollout | None = None,
 ) -> Announcement:
     """Produce the announcement of a bundle to ``topic`` keyed by the model name."""
     from kafka.errors import KafkaError
@@ -312,7 +343,7 @@ def announce(
     from stream.kafka import error_text, make_producer
 
     bundle = verify_bundle(Path(bundle_dir), require_signature=False)
-    value = announcement_value(bundle, inline_limit=inline_limit)
+    value = announcement_value(bundle, inline_limit=inline_limit, rollout=rollout)
     producer = make_producer(settings)
     try:
         future = producer.send(topic, value=value, key=bundle.manifest.name.encode())

@@ -278,4 +278,18 @@ def _publish(sub: Any) -> None:
         default=900_000,
         help="announce by file:// URI instead of inline above this many bytes (default 900000)",
     )
+    p.add_argument(
+        "--rollout-share",
+        type=float,
+        metavar="X",
+        help="only this share (0..1) of the agents, chosen by a hash of their --agent-id, "
+        "adopt the version (written to the version's rollout.json and the announcement; "
+        "default: all)",
+    )
+    p.add_argument(
+        "--rollout-mode",
+        choices=("serve", "shadow"),
+        help="serve (default: the agents' own --promotion) or shadow (agents in the share "
+        "shadow the version and promote it only by the gates); docs/models.md",
+    )
     _kafka_command(p, "stream.registry:run_publish")

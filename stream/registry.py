@@ -24,6 +24,7 @@ from stream.bounded import read_bounded
 from stream.bundle import MANIFEST_FILE, MODEL_FILE, read_manifest, verify_bundle
 from stream.exceptions import BundleError
 from stream.keys import generate_keys, key_id, load_public_keys
+from stream.rollout import NOBODY, Rollout, parse_rollout, read_rollout, write_rollout
 
 logger = logging.getLogger(__name__)
 
@@ -150,15 +151,38 @@ class Registry:
         path = self.root / check_component("name", name) / PINNED_FILE
         path.unlink(missing_ok=True)
 
+    def rollout(self, name: str, version: str) -> Rollout | None:
+        """The version's ``rollout.json`` (None: every agent adopts it); unreadable or
+        malformed: :data:`stream.rollout.NOBODY`, logged (unsigned metadata may only delay)."""
+        folder = self.bundle_path(name, version)
+        try:
+            return read_rollout(folder)
+        except BundleError as exc:
+            logger.warning(
+                'rollout file ignored, version not adopted path="%s" error="%s"', folder, exc
+            )
+            return NOBODY
+
+    def set_rollout(self, name: str, version: str, rollout: Rollout) -> Path:
+        """Write (or change) the rollout of a published version."""
+        folder = self.bundle_path(name, version)
+        if not (folder / MANIFEST_FILE).is_file():
+            have = ", ".join(self.versions(name)) or "none"
+            msg = f"{name} version {version} is not in {self.root} (published: {have})"
+            raise BundleError(msg)
+        return write_rollout(folder, rollout)
+
     def current(self, name: str) -> str | None:
         """The version agents should run: the pinned one, else the latest."""
         return self.pinned(name) or self.latest(name)
 
-    def publish(self, bundle_dir: Path | str) -> Path:
+    def publish(self, bundle_dir: Path | str, *, rollout: Rollout | None = None) -> Path:
         """Verify ``bundle_dir`` (model hash) and copy it to ``ROOT/<name>/<version>/``.
 
         Atomic (copy to a hidden sibling, then rename). Publishing the same model again is
-        a no-op; another model under an existing version is refused.
+        a no-op (but for ``rollout``, which is written again); another model under an
+        existing version is refused. ``rollout`` is written as the version's
+        ``rollout.json`` before the version appears (:mod:`stream.rollout`).
         """
         bundle = verify_bundle(Path(bundle_dir), require_signature=False)
         manifest = bundle.manifest
@@ -167,6 +191,8 @@ class Registry:
             existing = read_manifest(dest)
             if existing.model_sha256 == manifest.model_sha256:
                 logger.info('already published model="%s" version="%s"', *_nv(manifest))
+                if rollout is not None:
+                    write_rollout(dest, rollout)
                 return dest
             msg = (
                 f"{manifest.name} version {manifest.version} is already in {self.root} with "
@@ -178,6 +204,8 @@ class Registry:
         try:
             for file in (MODEL_FILE, MANIFEST_FILE):
                 shutil.copy2(bundle.path / file, tmp / file)
+            if rollout is not None:
+                write_rollout(tmp, rollout)
             os.replace(tmp, dest)
         finally:
             if tmp.exists():
@@ -236,6 +264,14 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def rollout_from_args(args: argparse.Namespace) -> Rollout | None:
+    """``--rollout-share``/``--rollout-mode`` of ``edgeinfer publish`` (None: neither given)."""
+    share, mode = getattr(args, "rollout_share", None), getattr(args, "rollout_mode", None)
+    if share is None and mode is None:
+        return None
+    return parse_rollout({"share": 1.0 if share is None else share, "mode": mode or "serve"})
+
+
 def run_publish(args: argparse.Namespace) -> int:
     """``edgeinfer publish BUNDLE [--registry DIR] [--topic models] [--no-topic]``."""
     from stream.settings import settings_from_args
@@ -243,7 +279,8 @@ def run_publish(args: argparse.Namespace) -> int:
     bundle_dir = Path(args.bundle)
     keys = load_public_keys(Path(args.key)) if args.key else None
     verify_bundle(bundle_dir, public_key=keys)
-    dest = Registry(registry_root(args.registry)).publish(bundle_dir)
+    rollout = rollout_from_args(args)
+    dest = Registry(registry_root(args.registry)).publish(bundle_dir, rollout=rollout)
     print(f"registry: {dest}")
     if not args.no_topic:
         from stream.announcements import announce
@@ -251,7 +288,9 @@ def run_publish(args: argparse.Namespace) -> int:
 
         settings = settings_from_args(args)
         quiet_kafka_logs()
-        ann = announce(settings, dest, topic=args.topic, inline_limit=args.inline_limit)
+        ann = announce(
+            settings, dest, topic=args.topic, inline_limit=args.inline_limit, rollout=rollout
+        )
         how = "inline" if ann.model_b64 is not None else f"by reference {ann.uri}"
         print(f"announced {ann.name} {ann.version} on {args.topic!r} ({how})")
     return 0
