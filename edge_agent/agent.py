@@ -132,6 +132,8 @@ def build_store(config: AgentConfig, metrics: AgentMetrics, prober: Prober | Non
             metrics=metrics,
             state_dir=config.state_dir,
             prober=prober,
+            promotion=config.promotion,
+            agent_id=config.agent_id,
         )
     except BaseException:
         source.close()  # the models-topic reader thread already runs
@@ -147,8 +149,6 @@ class Agent:
         *,
         registry: CollectorRegistry | None = None,
         store: Any | None = None,
-            promotion=config.promotion,
-            agent_id=config.agent_id,
     ) -> None:
         self.config = config
         #: Test loads of this agent's models; a passed model is remembered in the state dir.
@@ -163,9 +163,9 @@ class Agent:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = AgentMetrics(registry=self.registry)
         self.metrics.info.labels(agent_id=config.agent_id, group=config.group or "").set(1)
+        self.config = config = _with_client(config, self.metrics)
         self.stop_event = threading.Event()
         self.pipeline: Pipeline | None = None
-        self.config = config = _with_client(config, self.metrics)
         self.metrics_port: int | None = None
         #: Set once the HTTP server is listening (metrics_port is known).
         self.listening = threading.Event()

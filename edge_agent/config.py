@@ -125,7 +125,6 @@ class AgentConfig:
     samples_device_per_min: float = 2.0
     #: Share of the sample budget spent on inputs chosen at random (calibration).
     samples_random_share: float = 0.1
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
     # Shadow and promote (docs/models.md "Shadow and promote").
     #: "direct": a newer verified version serves at once; "shadow": it runs in shadow next
     #: to the serving one and is promoted or rejected by the gates below.
@@ -144,6 +143,7 @@ class AgentConfig:
     shadow_max_errors: int = 0
     #: Batches waiting for the shadow worker; beyond it inputs are dropped (counted).
     shadow_queue: int = 8
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -239,8 +239,8 @@ def _validate(c: AgentConfig) -> None:
             raise AgentConfigError(msg)
     _validate_supply(c)
     _validate_monitoring(c)
-    if c.client not in CLIENT_CHOICES:
     _validate_promotion(c)
+    if c.client not in CLIENT_CHOICES:
         msg = (
             f"client must be one of {', '.join(CLIENT_CHOICES)}, got {c.client!r}; "
             f"fix --client or {env_name('client')}"
@@ -318,7 +318,6 @@ def _validate_monitoring(c: AgentConfig) -> None:
         raise AgentConfigError(msg)
 
 
-# Field name -> the flag that sets it (when not --field-name).
 PROMOTIONS = ("direct", "shadow")
 
 
@@ -348,6 +347,7 @@ def _validate_promotion(c: AgentConfig) -> None:
             raise AgentConfigError(msg)
 
 
+# Field name -> the flag that sets it (when not --field-name).
 _FLAGS = {
     "input_topic": "input",
     "output_topic": "output",
@@ -423,7 +423,6 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "samples_burst": _to_int,
     "samples_device_per_min": _to_float,
     "samples_random_share": _to_float,
-}
     "shadow_share": _to_float,
     "shadow_min_inputs": _to_int,
     "shadow_agreement": _to_float,
@@ -431,6 +430,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "shadow_latency_factor": _to_float,
     "shadow_max_errors": _to_int,
     "shadow_queue": _to_int,
+}
 #: Settings that can come from flags, env or the [agent] table (kafka has its own).
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(AgentConfig) if f.name != "kafka")
 

@@ -235,6 +235,7 @@ class AgentMetrics:
             ["reason"],
             registry=registry,
         )
+        self._shadow_metrics(registry)
         #: Published by edge_agent.monitoring.Monitoring.publish; read at each scrape.
         self.monitor_snapshots: tuple[MonitorSnapshot, ...] = ()
         registry.register(MonitoringCollector(self))
@@ -243,7 +244,6 @@ class AgentMetrics:
         for reason in SKIP_REASONS:
             self.samples_skipped.labels(reason=reason)
         for reason in REASONS:
-        self._shadow_metrics(registry)
             self.deadletters.labels(reason=reason)
         self.model_rollbacks.labels(reason="bad_model_output")
         for result in SWAP_RESULTS:
@@ -259,14 +259,6 @@ class AgentMetrics:
             self.delivery_errors.labels(stage=stage)
         self.ready.set(0)
 
-    def set_model(self, manifest: Any) -> None:
-        """Show ``manifest`` (a :class:`stream.bundle.Manifest`) as the one model served."""
-        self.model_info.clear()
-        self.model_info.labels(
-            model=manifest.name,
-            version=manifest.version,
-            sha256=manifest.model_sha256,
-            variant=manifest.variant,
     def _shadow_metrics(self, registry: CollectorRegistry) -> None:
         """Shadow and promote (edge_agent/shadow.py, edge_agent/promotion.py): labels model
         and version (the candidate's)."""
@@ -328,6 +320,14 @@ class AgentMetrics:
             registry=registry,
         )
 
+    def set_model(self, manifest: Any) -> None:
+        """Show ``manifest`` (a :class:`stream.bundle.Manifest`) as the one model served."""
+        self.model_info.clear()
+        self.model_info.labels(
+            model=manifest.name,
+            version=manifest.version,
+            sha256=manifest.model_sha256,
+            variant=manifest.variant,
         ).set(1)
 
     def forget_partitions(self, topic: str, partitions: list[int]) -> None:
