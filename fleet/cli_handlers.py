@@ -9,10 +9,12 @@ from pathlib import Path
 def run_demo(args: argparse.Namespace) -> int:
     from fleet.demo import DemoConfig, DemoInterrupted, run_demo_config
 
+    if args.scenario == "drift":
+        return _drift(args)
     try:
         summary = run_demo_config(
             DemoConfig(
-                workdir=Path(args.workdir),
+                workdir=Path(args.workdir or "runs/demo"),
                 agents_per_model=args.agents_per_model,
                 sensor_rate=args.sensor_rate,
                 image_rate=args.image_rate,
@@ -27,6 +29,30 @@ def run_demo(args: argparse.Namespace) -> int:
         return 130
     lost = summary["lost"]
     return 0 if not any(lost.values()) else 1
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from fleet.demo import DemoInterrupted
+    from fleet.drift_demo import DriftConfig, run_drift_demo
+
+    try:
+        summary = run_drift_demo(
+            DriftConfig(
+                workdir=Path(args.workdir or "runs/demo-drift"),
+                agents=args.agents_per_model,
+                rate=args.image_rate,
+                undrifted_s=args.undrifted_s,
+                drift=args.drift,
+                drift_devices=args.drift_devices,
+                retrain_samples=args.retrain_samples,
+                retrain=args.retrain,
+                timeout_s=args.timeout + args.undrifted_s,
+            )
+        )
+    except DemoInterrupted as exc:
+        print(f"[demo] {exc}")
+        return 130
+    return 0 if summary["promoted_version"] is not None else 1
 
 
 def run_top(args: argparse.Namespace) -> int:

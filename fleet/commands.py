@@ -14,7 +14,18 @@ def register(sub: Any) -> None:
         "start two agents per model, replay the real datasets, swap a model midway, "
         "and print a summary. Ctrl-C stops everything.",
     )
-    demo.add_argument("--workdir", default="runs/demo", help="where everything is written")
+    demo.add_argument(
+        "--scenario",
+        choices=("fleet", "drift"),
+        default="fleet",
+        help="fleet (default): two models, four agents, a mid-run swap; drift: the closed "
+        "loop (drift alert in Prometheus, samples, feedback, retrain, shadow, promote)",
+    )
+    demo.add_argument(
+        "--workdir",
+        default=None,
+        help="where everything is written (default runs/demo, runs/demo-drift)",
+    )
     demo.add_argument("--retrain", action="store_true", help="train even if runs exist")
     demo.add_argument("--agents-per-model", type=int, default=2)
     demo.add_argument("--sensor-rate", type=float, default=400.0, help="readings/s")
@@ -22,6 +33,22 @@ def register(sub: Any) -> None:
     demo.add_argument("--sensor-repeat", type=int, default=6, help="passes over BasicMotions")
     demo.add_argument("--image-repeat", type=int, default=4, help="passes over digits")
     demo.add_argument("--timeout", type=float, default=600.0, help="streaming phase limit (s)")
+    drift = demo.add_argument_group("--scenario drift")
+    drift.add_argument(
+        "--undrifted-s", type=float, default=90.0, help="seconds of stream before the drift"
+    )
+    drift.add_argument(
+        "--drift", default="darken:0.4", help="the field change (see `edgeinfer replay --drift`)"
+    )
+    drift.add_argument(
+        "--drift-devices", type=float, default=0.75, help="share of the cameras that drift"
+    )
+    drift.add_argument(
+        "--retrain-samples",
+        type=int,
+        default=300,
+        help="samples captured before a candidate is retrained from them",
+    )
     demo.set_defaults(handler="fleet.cli_handlers:run_demo")
 
     _monitor(sub)

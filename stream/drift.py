@@ -90,10 +90,8 @@ class Drift:
 
     def describe(self) -> str:
         on = f" on channels {list(self.channels)}" if self.channels is not None else ""
-        return (
-            f"{self.kind} {self.amount:g}{on} for {self.devices:.0%} of the devices "
-            f"from message {self.after} on"
-        )
+        start = f" from message {self.after} on" if self.after else ""
+        return f"{self.kind} {self.amount:g}{on} for {self.devices:.0%} of the devices{start}"
 
     def affects(self, device_id: str) -> bool:
         """Whether ``device_id`` is one of the drifting devices (stable across runs)."""
