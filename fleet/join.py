@@ -29,7 +29,7 @@ Outcome = Literal["matched", "unmatched_evicted", "replaced", "invalid"]
 OUTCOMES: tuple[Outcome, ...] = ("matched", "unmatched_evicted", "replaced", "invalid")
 
 DEFAULT_WINDOW = 500
-DEFAULT_MAX_PENDING = 100_000
+DEFAULT_MAX_PENDING = 50_000
 DEFAULT_MAX_WAIT_S = 600.0
 DEFAULT_MAX_VERSIONS = 64
 

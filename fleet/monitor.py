@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -125,9 +126,10 @@ class Monitor:
         with self._lock:
             self.join.add_result(
                 key,
-                model=result.model,
-                version=result.version,
-                label=result.label,
+                # one copy of each name in memory, however many results wait
+                model=sys.intern(result.model),
+                version=sys.intern(result.version),
+                label=sys.intern(result.label) if len(result.label) <= 64 else result.label,
                 now=self._clock(),
             )
 

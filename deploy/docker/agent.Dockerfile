@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# The edge agent: LiteRT + numpy + kafka-python + prometheus-client, no TensorFlow.
+# The edge agent: LiteRT + numpy + kafka-python + prometheus-client, no TensorFlow. It also
+# runs `edgeinfer monitor` (fleet/: online accuracy, same dependencies).
 # Build from the repository root (multi-arch: add --platform linux/amd64,linux/arm64):
 #   docker build -f deploy/docker/agent.Dockerfile -t edgeinfer-agent:dev .
 # EXTRAS adds optional dependency groups, e.g. --build-arg EXTRAS=agent,datasets for an image
@@ -16,6 +17,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY stream ./stream
 COPY edge_agent ./edge_agent
+COPY fleet ./fleet
 # Versions come from pyproject.toml's ranges (the project ships no lock file).
 # hadolint ignore=DL3013
 RUN pip install ".[${EXTRAS}]" \

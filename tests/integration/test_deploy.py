@@ -337,6 +337,7 @@ def test_compose_services_start_in_order_with_healthchecks(
         "trainer",
         "agent",
         "replayer",
+        "monitor",
         "prometheus",
         "grafana",
     }
@@ -354,8 +355,9 @@ def test_compose_services_start_in_order_with_healthchecks(
         "trainer": "service_completed_successfully",
     }
     assert deps["replayer"] == {"agent": "service_healthy"}
+    assert deps["monitor"] == {"topics": "service_completed_successfully"}
     assert deps["grafana"] == {"prometheus": "service_healthy"}
-    for name in ("kafka", "agent", "prometheus", "grafana"):
+    for name in ("kafka", "agent", "monitor", "prometheus", "grafana"):
         assert services[name]["healthcheck"]["test"], name
     assert services["agent"]["healthcheck"]["test"] == ["CMD", "edgeinfer-healthcheck", "/readyz"]
     assert services["kafka"]["image"].startswith("apache/kafka:")
@@ -439,7 +441,7 @@ def test_compose_external_kafka_drops_the_bundled_broker(compose_bin: Path, tmp_
     services = json.loads(result.stdout)["services"]
     assert "kafka" not in services
     assert "depends_on" not in services["topics"]
-    for name in ("topics", "trainer", "agent", "replayer"):
+    for name in ("topics", "trainer", "agent", "replayer", "monitor"):
         environment = services[name]["environment"]
         assert environment["EDGE_BOOTSTRAP_SERVERS"] == "kafka-1.example.net:9093", name
         assert environment["EDGE_SECURITY_PROTOCOL"] == "SASL_SSL", name

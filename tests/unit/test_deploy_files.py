@@ -50,6 +50,20 @@ def documented_metrics(path: Path = ARCHITECTURE) -> dict[str, str]:
     return metrics
 
 
+def documented_monitor_metrics(path: Path = ARCHITECTURE) -> dict[str, str]:
+    """``{metric name: type}`` from the "Monitor metrics" table (``edgeinfer monitor``)."""
+    section = path.read_text().split("## Monitor metrics", 1)[1].split("\n## ", 1)[0]
+    return {
+        m.group(1): m.group(2).strip()
+        for m in re.finditer(r"^\|\s*`(edgeinfer_\w+)`\s*\|\s*([^|]*)\|", section, re.M)
+    }
+
+
+def queryable_metrics() -> dict[str, str]:
+    """What dashboards and alerts may select: the agents' and the monitor's metrics."""
+    return {**documented_metrics(), **documented_monitor_metrics()}
+
+
 def allowed_series_names(metrics: dict[str, str]) -> set[str]:
     """Names a query may use: each metric, a histogram's _bucket/_sum/_count, and ``up``."""
     names = {"up"}
@@ -193,6 +207,22 @@ def test_promql_metric_names_extracts_selectors(expr: str, names: set[str]) -> N
     assert promql_metric_names(expr) == names
 
 
+def test_monitor_metric_table_is_what_the_monitor_serves() -> None:
+    """docs/architecture.md's "Monitor metrics", docs/metrics.md and fleet/monitor.py agree."""
+    from fleet.monitor import Monitor, MonitorConfig, monitor_registry
+
+    documented = documented_monitor_metrics()
+    assert documented["edgeinfer_online_accuracy"] == "gauge"
+    assert documented["edgeinfer_online_joined_total"] == "counter"
+    served = {
+        family.name + ("_total" if family.type == "counter" else ""): family.type
+        for family in monitor_registry(Monitor(MonitorConfig())).collect()
+    }
+    assert documented == served
+    reference = (ROOT / "docs" / "metrics.md").read_text()
+    assert set(re.findall(r"^\| `(edgeinfer_\w+)` \|", reference, re.M)) == set(served)
+
+
 def test_name_check_rejects_a_metric_not_in_the_table() -> None:
     allowed = allowed_series_names(documented_metrics())
     used = promql_metric_names("rate(edge_agent_messages_consumed_total[5m]) + edge_agent_typo")
@@ -243,7 +273,7 @@ def test_dashboard_panels_do_not_overlap() -> None:
 
 
 def test_dashboard_queries_use_only_documented_metrics() -> None:
-    allowed = allowed_series_names(documented_metrics())
+    allowed = allowed_series_names(queryable_metrics())
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = dashboard_exprs(dashboard)
     assert len(exprs) >= 20
@@ -281,6 +311,14 @@ def test_dashboard_shows_every_required_view() -> None:
         assert any(f"histogram_quantile({q}, " in e and "inference" in e for e in exprs), q
     assert any("sum by (reason)" in e and "deadletters" in e for e in exprs)
     assert any("by (topic, partition)" in e and "consumer_lag" in e for e in exprs)
+    # Model quality in the field: drift, confidence, online accuracy (issue 14).
+    quality = {
+        "edge_agent_input_drift_score",
+        "edge_agent_low_confidence_ratio",
+        "edge_agent_result_confidence_bucket",
+        "edgeinfer_online_accuracy",
+    }
+    assert quality <= used, quality - used
 
 
 def test_dashboard_provider_path_matches_the_compose_mount() -> None:
@@ -303,6 +341,9 @@ REQUIRED_ALERTS = {
     "EdgeInferenceLatencyP99High",
     "EdgeModelSwapRefused",
     "EdgeNoResults",
+    "EdgeInputDrift",
+    "EdgeLowConfidence",
+    "EdgeOnlineAccuracyLow",
 }
 
 
@@ -326,7 +367,7 @@ def test_alerts_exist_with_severity_annotations_and_runbook() -> None:
 
 
 def test_alert_rules_use_only_documented_metrics() -> None:
-    allowed = allowed_series_names(documented_metrics())
+    allowed = allowed_series_names(queryable_metrics())
     for rule in alert_rules():
         used = promql_metric_names(rule["expr"])
         assert used, rule["alert"]
@@ -345,6 +386,18 @@ def test_alert_rules_match_the_brief() -> None:
     assert latency["for"] == "5m"
     swap = rules["EdgeModelSwapRefused"]["expr"]
     assert 'increase(edge_agent_model_swaps_total{result="refused"}[10m]) > 0' in swap
+    # Scores count only on a window that holds enough inputs, and only when they persist.
+    for name, window in (
+        ("EdgeInputDrift", "edge_agent_monitor_window_inputs >= 500"),
+        ("EdgeLowConfidence", "edge_agent_monitor_window_inputs >= 500"),
+        ("EdgeOnlineAccuracyLow", "edgeinfer_online_window_results >= 200"),
+    ):
+        assert window in rules[name]["expr"] and rules[name]["for"], name
+    drift = " ".join(rules["EdgeInputDrift"]["expr"].split())
+    assert "edge_agent_input_drift_score" in drift and drift.endswith("> 0.1")
+    assert "edgeinfer_online_accuracy < 0.8" in rules["EdgeOnlineAccuracyLow"]["expr"]
+    # One drift alert: no second rule on the drift score.
+    assert [n for n, r in rules.items() if "input_drift_score" in r["expr"]] == ["EdgeInputDrift"]
 
 
 def test_scrape_job_name_matches_the_alerts() -> None:
@@ -359,6 +412,16 @@ def test_scrape_job_name_matches_the_alerts() -> None:
     )
     assert agent_job["dns_sd_configs"][0]["names"] == ["agent"]
     assert agent_job["dns_sd_configs"][0]["port"] == 9400
+    # The monitor: scraped on the port its Compose service listens on.
+    monitor_job = next(
+        j for j in compose_prom["scrape_configs"] if j["job_name"] == "edgeinfer-monitor"
+    )
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    command = compose["services"]["monitor"]["command"]
+    port = command[command.index("--metrics-port") + 1]
+    assert monitor_job["static_configs"][0]["targets"] == [f"monitor:{port}"]
+    assert compose["services"]["monitor"]["environment"]["EDGE_METRICS_PORT"] == int(port)
+    assert "--feedback" in compose["services"]["replayer"]["command"]
 
 
 # ----------------------------------------------------------------- EDGE_* variables
