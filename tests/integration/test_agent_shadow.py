@@ -46,7 +46,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         head: build_tiny_bundle(
             root / head, "sequence", window=WINDOW, channels=CHANNELS, head=head
         )
-        for head in ("softmax", "channels")
+        for head in ("softmax", "channels", "sqrt")
     }
 
 
@@ -57,12 +57,16 @@ class Stream:
         self.producer, self.topic, self.labelled = producer, topic, labelled
         self.rng = np.random.default_rng(0)
         self.sent = 0
+        #: Windows whose readings are all negative (a NaN for the ``sqrt`` model).
+        self.negative = False
 
     def send(self, n: int) -> None:
         for _ in range(n):
             k = int(self.rng.integers(CHANNELS))
             samples = self.rng.random((WINDOW, CHANNELS)) * 0.5
             samples[:, k] += 1.0
+            if self.negative:
+                samples = -samples
             device = f"dev-{self.sent % 4}"
             headers = [("content-type", b"application/json")]
             if self.labelled:
@@ -246,6 +250,8 @@ def test_a_worse_candidate_is_rejected_and_serving_never_changes(
     decision = _decisions(setup["state"])[-1]
     assert (decision["version"], decision["result"]) == ("2", "rejected")
     assert decision["stats"]["agreement"] < 0.9
+    floor = json.loads((setup["state"] / "anti-rollback" / f"{NAME}.json").read_text())
+    assert floor["highest_verified"] == "1", "a rejected candidate became the floor"
 
     # a restart remembers the rejection: version 1 serves, version 2 is not shadowed again
     again = _agent(agent_process, setup, *SHADOW)
@@ -289,3 +295,54 @@ def test_rollout_share_zero_keeps_the_agent_on_its_version_until_the_share_grows
     assert agent.terminate() == 0
     versions = [r.version for r in sorted(_results(reader, out), key=lambda r: r.source["offset"])]
     assert versions == ["1"] * 20 + ["2"] * 20
+
+
+def test_a_promoted_version_that_then_fails_the_health_gate_is_rolled_back(
+    agent_process: Any, topic_reader: Any, setup: dict[str, Any], bundles: dict[str, Path]
+) -> None:
+    """The ``sqrt`` candidate agrees with the ``softmax`` model on positive windows (both
+    answer ``a``) and is promoted; windows with a negative sum then make it answer NaN, the
+    output gate trips and the agent rolls back to version 1, which stays (floor 1, version
+    2 remembered as rolled back from)."""
+    out, dl = setup["topics"][1:]
+    agent, reader, stream = _serve_then_publish(
+        agent_process,
+        topic_reader,
+        setup,
+        bundles,
+        serving="softmax",
+        candidate="sqrt",
+        labelled=False,
+    )
+    _stream_until_decided(agent, stream, "promoted", "agreement")
+    wait_until(
+        lambda: agent.metric("edge_agent_model_info", {"model": NAME, "version": "2"}) == 1,
+        30,
+        "version 2 serving",
+    )
+    stream.negative = True
+    rollback = {"reason": "bad_model_output"}
+
+    def rolled_back() -> bool:
+        if (agent.metric("edge_agent_model_rollbacks_total", rollback) or 0) >= 1:
+            return True
+        stream.send(10)
+        return False
+
+    wait_until(rolled_back, 60, "the rollback of version 2")
+    mark = stream.sent
+    stream.send(10)
+    reader.until(
+        lambda r: (
+            any(codecs.decode_result(x.value).source["offset"] >= mark for x in r.records[out])
+            and r.count(out) + r.count(dl) >= stream.sent
+        ),
+        60,
+        "an answer for every window",
+    )
+    assert agent.terminate() == 0
+    after = [r for r in _results(reader, out) if r.source["offset"] >= mark]
+    assert after and {r.version for r in after} == {"1"}
+    floor = json.loads((setup["state"] / "anti-rollback" / f"{NAME}.json").read_text())
+    assert floor["highest_verified"] == "1" and floor["rolled_back_from"] == ["2"]
+    assert _decisions(setup["state"])[-1]["result"] == "promoted"
