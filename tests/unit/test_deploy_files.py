@@ -572,6 +572,22 @@ def test_k8s_references_resolve() -> None:
                 assert volume["secret"]["optional"] is True, name
 
 
+def test_k8s_monitor_is_one_pod_scraped_on_its_port() -> None:
+    dep = load_k8s()[("Deployment", "edgeinfer-monitor")]
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"  # never two
+    (container,) = spec["template"]["spec"]["containers"]
+    args = container["args"]
+    port = int(args[args.index("--metrics-port") + 1])
+    assert args[0] == "monitor" and container["ports"][0]["containerPort"] == port
+    assert spec["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    k8s_prom = yaml.safe_load((K8S / "prometheus-kubernetes-sd.yml").read_text())
+    job = next(j for j in k8s_prom["scrape_configs"] if j["job_name"] == "edgeinfer-monitor")
+    assert job["relabel_configs"][0]["regex"] == "edgeinfer-monitor"
+
+
 def test_trainer_job_requests_a_gpu_and_publishes() -> None:
     job = load_k8s()[("Job", "edgeinfer-trainer")]
     (container,) = job["spec"]["template"]["spec"]["containers"]
