@@ -45,6 +45,11 @@ class Scrape:
     #: cumulative buckets: upper bound -> count, per histogram name
     buckets: dict[str, dict[float, float]] = field(default_factory=dict)
     error: str = ""
+    #: The candidate version in shadow (edge_agent_shadow_candidate_info), if any.
+    shadow_version: str | None = None
+    #: Per candidate version: agreement ratio, and accuracy per role (candidate, serving).
+    shadow_agreement: dict[str, float] = field(default_factory=dict)
+    shadow_accuracy: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 #: Metrics summed over their label sets: name after the prefix -> :class:`Scrape` field.
@@ -76,6 +81,12 @@ def parse_metrics(text: str, *, url: str, at: float) -> Scrape:
                 s.agent_id = labels.get("agent_id", s.agent_id)
             elif name == f"{PREFIX}model_unsigned_allowed":
                 s.unsigned_allowed = value >= 1
+            elif name == f"{PREFIX}shadow_candidate_info" and value >= 1:
+                s.shadow_version = labels.get("version", "-")
+            elif name == f"{PREFIX}shadow_agreement_ratio":
+                s.shadow_agreement[labels.get("version", "-")] = value
+            elif name == f"{PREFIX}shadow_accuracy_ratio":
+                s.shadow_accuracy[(labels.get("version", "-"), labels.get("role", "-"))] = value
             elif name.endswith("_bucket") and name.startswith(PREFIX):
                 hist = name[len(PREFIX) : -len("_bucket")]
                 bound = float(labels.get("le", "inf"))
@@ -141,6 +152,22 @@ class Row:
     e2e_p50_ms: float | None
     e2e_p99_ms: float | None
     unsigned_allowed: bool = False
+    #: ``SHADOW v2 agree 0.91 acc 0.97/0.62`` while a candidate runs in shadow, else "".
+    shadow: str = ""
+
+
+def shadow_summary(s: Scrape) -> str:
+    """The candidate in shadow and how it compares (agreement; accuracy candidate/serving)."""
+    v = s.shadow_version
+    if v is None:
+        return ""
+    parts = [f"SHADOW v{v}"]
+    if v in s.shadow_agreement:
+        parts.append(f"agree {s.shadow_agreement[v]:.2f}")
+    cand, serv = s.shadow_accuracy.get((v, "candidate")), s.shadow_accuracy.get((v, "serving"))
+    if cand is not None and serv is not None:
+        parts.append(f"acc {cand:.2f}/{serv:.2f}")
+    return " ".join(parts)
 
 
 def make_row(new: Scrape, old: Scrape | None) -> Row:
@@ -175,6 +202,7 @@ def make_row(new: Scrape, old: Scrape | None) -> Row:
         e2e_p50_ms=q("e2e_latency_seconds", 0.5),
         e2e_p99_ms=q("e2e_latency_seconds", 0.99),
         unsigned_allowed=new.unsigned_allowed,
+        shadow=shadow_summary(new),
     )
 
 
@@ -197,6 +225,7 @@ def render(rows: Sequence[Row], *, title: str = "edgeinfer top") -> str:
             f"{r.lag:>6.0f} {_fmt(r.infer_p50_ms):>8} {_fmt(r.infer_p99_ms):>8} "
             f"{_fmt(r.e2e_p50_ms):>8} {_fmt(r.e2e_p99_ms):>8}"
             + ("  UNSIGNED" if r.unsigned_allowed else "")
+            + (f"  {r.shadow}" if r.shadow else "")
         )
     tot_in = sum(r.in_rate for r in rows)
     tot_out = sum(r.out_rate for r in rows)

@@ -89,3 +89,21 @@ def test_an_agent_that_runs_unsigned_bundles_is_flagged() -> None:
     lines = render([signed, unsigned]).splitlines()
     assert lines[-4].endswith("  UNSIGNED") and not lines[-5].endswith("UNSIGNED")
     assert lines[-1].startswith("UNSIGNED: 1 agent(s) run unsigned bundles (--allow-unsigned)")
+
+
+def test_a_candidate_in_shadow_is_shown_with_its_agreement_and_accuracy() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from edge_agent.metrics import AgentMetrics
+
+    reg = CollectorRegistry()
+    m = AgentMetrics(registry=reg)
+    m.shadow_agreement.labels(model="digits", version="1").set(0.2)  # decided earlier
+    assert make_row(parse_metrics(generate_latest(reg).decode(), url="a", at=1), None).shadow == ""
+    m.shadow_candidate.labels(model="digits", version="2").set(1)
+    m.shadow_agreement.labels(model="digits", version="2").set(0.91)
+    m.shadow_accuracy.labels(model="digits", version="2", role="candidate").set(0.97)
+    m.shadow_accuracy.labels(model="digits", version="2", role="serving").set(0.62)
+    row = make_row(parse_metrics(generate_latest(reg).decode(), url="a", at=1), None)
+    assert row.shadow == "SHADOW v2 agree 0.91 acc 0.97/0.62"
+    assert render([row]).splitlines()[3].endswith("  SHADOW v2 agree 0.91 acc 0.97/0.62")
