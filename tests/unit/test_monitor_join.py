@@ -194,3 +194,42 @@ def test_monitor_config_names_the_flag() -> None:
         MonitorConfig(window=0)
     with pytest.raises(ConfigError, match="--max-wait-s must be > 0 seconds"):
         MonitorConfig(max_wait_s=0)
+
+
+EVENTS = st.lists(
+    st.tuples(st.sampled_from("rf"), st.integers(0, 30), st.sampled_from("ab"), st.floats(0, 5)),
+    max_size=200,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(EVENTS, st.integers(1, 8), st.integers(1, 8), st.floats(0.5, 20))
+def test_every_message_is_accounted_for_and_waiting_stays_capped(
+    events: list[tuple[str, int, str, float]], max_results: int, max_feedback: int, wait: float
+) -> None:
+    """Whatever arrives in whatever order: each message is matched, evicted, replaced or
+    still waiting (exactly one of them), both sides match in pairs, the caps hold."""
+    j = FeedbackJoin(max_results=max_results, max_feedback=max_feedback, max_wait_s=wait)
+    now = 0.0
+    sent = {"results": 0, "feedback": 0}
+    joined = 0
+    for kind, offset, label, dt in events:
+        now += dt
+        if kind == "r":
+            sent["results"] += 1
+            got = j.add_result(key(offset), model="m", version="1", label=label, now=now)
+        else:
+            sent["feedback"] += 1
+            got = j.add_feedback(key(offset), label=label, now=now)
+        joined += got is not None
+        snap = j.snapshot()
+        assert snap.pending["results"] <= max_results
+        assert snap.pending["feedback"] <= max_feedback
+        for side in ("results", "feedback"):
+            o = snap.outcomes
+            accounted = sum(o[(side, k)] for k in ("matched", "unmatched_evicted", "replaced"))
+            assert accounted + snap.pending[side] == sent[side]  # type: ignore[index]
+        assert snap.outcomes[("results", "matched")] == joined
+        assert snap.outcomes[("feedback", "matched")] == joined
+    acc = j.accuracy("m", "1")
+    assert (acc.correct + acc.incorrect if acc else 0) == joined
