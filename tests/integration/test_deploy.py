@@ -131,12 +131,14 @@ def test_promtool_checks_the_kubernetes_scrape_config(promtool: str, tmp_path: P
         # Debian builds Prometheus without Kubernetes discovery: check everything else
         # (relabel rules, rule file) with the discovery swapped for a static target.
         config = yaml.safe_load(source.read_text())
-        job = config["scrape_configs"][0]
-        assert job["kubernetes_sd_configs"] == [
-            {"role": "pod", "namespaces": {"names": ["edgeinfer"]}}
-        ]
-        del job["kubernetes_sd_configs"]
-        job["static_configs"] = [{"targets": ["127.0.0.1:9400"]}]
+        jobs = config["scrape_configs"]
+        assert [j["job_name"] for j in jobs] == ["edgeinfer-agent", "edgeinfer-monitor"]
+        for job in jobs:
+            assert job["kubernetes_sd_configs"] == [
+                {"role": "pod", "namespaces": {"names": ["edgeinfer"]}}
+            ]
+            del job["kubernetes_sd_configs"]
+            job["static_configs"] = [{"targets": ["127.0.0.1:9400"]}]
         config["rule_files"] = [str((K8S / config["rule_files"][0]).resolve())]
         copy = tmp_path / "prometheus-kubernetes-sd.yml"
         copy.write_text(yaml.safe_dump(config))
