@@ -480,6 +480,13 @@ class ModelStore:
             v for v in versions if not self._is_refused(v) and v not in left and v not in rejected
         ]
         candidates = self._in_rollout(name, [v for v in usable if not self.floor.is_below(name, v)])
+        if candidates and self._current is None and self.promotion == "shadow":
+            # a restart under shadow promotion starts on the version it verified and served,
+            # so that a newer one (a candidate that was not judged yet) is shadowed again
+            floor = self.floor.floor(name)
+            served = [v for v in candidates if floor is not None and not _newer(v, floor)]
+            if served:
+                return served[-1]
         if candidates:
             return candidates[-1]
         if usable and usable[-1] != self._current_version():
@@ -688,6 +695,10 @@ class ModelStore:
             parts.append(f"source: {self.source.last_error}")
         parts.append("publish a bundle with `edgeinfer publish` or raise --model-wait-s")
         return "; ".join(parts)
+
+
+def _newer(version: str, than: str) -> bool:
+    return version_key(version) > version_key(than)
 
 
 def _as_sequence(

@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two log lines about candidate errors.
 _ERROR_LOG_S = 10.0
+#: How long stopping waits for the candidate's batch in flight (a model that hangs is left
+#: to its daemon thread, its runtime never closed under it).
+STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Shadow:
         self._random = random.Random(seed)  # noqa: S311  sampling, not security
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max(queue_batches, 1))
         self._last_error_log = 0.0
+        self._stuck = False
         labels = {"model": m.name, "version": m.version}
         self._m_inputs = metrics.shadow_inputs.labels(**labels)
         self._m_dropped = metrics.shadow_dropped.labels(**labels)
@@ -169,7 +173,15 @@ class Shadow:
             except queue.Empty:
                 break
         self._queue.put(None)
-        thread.join()
+        thread.join(STOP_TIMEOUT_S)
+        if thread.is_alive():
+            self._stuck = True
+            logger.error(
+                'shadow candidate version="%s" did not finish its batch within %.0f s: left '
+                "running on its own thread (its interpreter is not released)",
+                self.version,
+                STOP_TIMEOUT_S,
+            )
 
     def close(self, *, release: bool = True) -> None:
         """Stop the worker and end the candidate's ``shadow_candidate_info`` series; with
@@ -179,7 +191,7 @@ class Shadow:
             self.metrics.shadow_candidate.remove(self.candidate.manifest.name, self.version)
         except KeyError:
             pass
-        if release:
+        if release and not self._stuck:
             self.candidate.runtime.close()
 
     # ------------------------------------------------------------- worker thread
