@@ -144,8 +144,10 @@ def _model_bound(details: dict[str, Any]) -> list[str]:
         "",
         f"{mb.get('frames')} preloaded frames ({mb.get('input')}). Raw LiteRT: `invoke()` on the "
         "same frames, decoded, preprocessed (and quantized for int8) beforehand, same threads and "
-        "core; its rate is the best of batch 1 and the agent's max batch, the median of runs "
-        "before and after each agent run (the agent's rate: median of its runs).",
+        "core; its rate is the best of batch 1 and the agent's max batch. Raw runs bracket "
+        "the agent runs (raw, agent, raw, agent, ...): agent / raw is the median over the agent "
+        "runs of each one's rate over the mean of the raw runs just before and after it (the "
+        "rates shown: medians of the runs).",
         "",
         "Milliseconds per frame split the gap: *agent* = 1 / its rate; *in inference* = the "
         "agent's own `edge_agent_inference_duration_seconds` per frame (preprocessing, "
@@ -182,19 +184,23 @@ def _model_bound(details: dict[str, Any]) -> list[str]:
                 fmt(raw, ".2f"),
             )
         )
-    confluent = []
+    others = []
+    other = None
     for variant in ("int8", "float32"):
-        cf = (mb.get(variant) or {}).get("agent_confluent")
+        cf = (mb.get(variant) or {}).get("agent_other")
         if cf:
-            confluent.append(
+            other = cf.get("client")
+            others.append(
                 f"{variant} {fmt(cf['per_s'])}/s, agent / raw "
                 + _ratio(cf["ratio"], cf.get("ratios"))
             )
-    if confluent:
+    if others:
         lines += [
             "",
-            "The same agent with `--client confluent` (librdkafka fetches and produces from its "
-            "own threads, on the same pinned core): " + "; ".join(confluent) + ".",
+            f"The agent above runs on its default client (`--client auto`: {mb.get('client')}). "
+            f"The same agent with `--client {other}`, on the same pinned core: "
+            + "; ".join(others)
+            + ".",
         ]
     rows = []
     for variant in ("int8", "float32"):
@@ -216,10 +222,13 @@ def _client_bound(details: dict[str, Any]) -> list[str]:
     lines = [
         "## 2. Agent vs the Kafka ceiling (client-bound models)",
         "",
-        "Passthrough (`bench/loops.py`): the agent's loop without inference, on kafka-python with "
-        "the agent's settings: poll up to 256 records, decode with the same codecs, fit/window, "
-        "preprocess in batches, encode a result of the same shape (uniform scores), send, then "
-        "flush and commit after each poll. Same preloaded messages; medians of alternating runs.",
+        "Passthrough (`bench/loops.py`): the agent's loop without inference, on the client the "
+        "agent runs on by default (`--client auto`: "
+        f"{next(iter(cb.values())).get('client', 'kafka-python')}) with the agent's settings: "
+        "poll up to 256 records, decode with the same codecs, fit/window, preprocess in "
+        "batches, encode a result of the same shape (uniform scores), send, then flush and "
+        "commit after each poll. Same preloaded messages; each agent run over the passthrough "
+        "run before it, median of the alternations.",
         "",
         *_head(
             "stream", "input", "messages", "passthrough (/s)", "agent (/s)", "ratio", align="llrrrr"
@@ -236,20 +245,22 @@ def _client_bound(details: dict[str, Any]) -> list[str]:
                 _ratio(d["ratio"], d.get("ratios")),
             )
         )
-    rows = [(name, d["confluent"]) for name, d in cb.items() if d.get("confluent")]
+    rows = [(name, d["other"]) for name, d in cb.items() if d.get("other")]
     if rows:
+        other = rows[0][1].get("client")
+        default = next(iter(cb.values())).get("client", "kafka-python")
         lines += [
             "",
-            "On confluent-kafka (librdkafka): the agent with `--client confluent` against the "
-            "same passthrough on confluent-kafka (`bench/loops.py confluent`), and against the "
-            "default agent (kafka-python) above.",
+            f"On {other}: the agent with `--client {other}` against the same passthrough on "
+            f"{other} (`bench/loops.py {'confluent' if other == 'confluent' else 'passthrough'}`"
+            f"), and against the default agent ({default}) above.",
             "",
             *_head(
                 "stream",
                 "passthrough (/s)",
-                "agent --client confluent (/s)",
+                f"agent --client {other} (/s)",
                 "ratio",
-                "agent confluent / kafka-python",
+                f"agent {other} / {default}",
                 align="lrrrr",
             ),
         ]
@@ -261,9 +272,7 @@ def _client_bound(details: dict[str, Any]) -> list[str]:
                     fmt(c["agent"]["per_s"]),
                     _ratio(c["ratio"], c.get("ratios")),
                     _ratio(
-                        c["agent_confluent_vs_agent"],
-                        c.get("agent_confluent_vs_agent_ratios"),
-                        ".2f",
+                        c["agent_vs_default_agent"], c.get("agent_vs_default_agent_ratios"), ".2f"
                     ),
                 )
             )
@@ -590,7 +599,13 @@ def _profiles(
 ) -> list[str]:
     missed = [g for g in summary.get("goals", []) if g.get("met") is False]
     if not missed:
-        return ["## Where the time goes", "", "Every measured goal was met: no profile taken.", ""]
+        unstable = [g for g in summary.get("goals", []) if g.get("status") == "unstable"]
+        text = (
+            f"No goal missed; {len(unstable)} unstable (no verdict): no profile taken."
+            if unstable
+            else "Every measured goal was met: no profile taken."
+        )
+        return ["## Where the time goes", "", text, ""]
     lines = ["## Where the time goes (goals missed)", ""]
     shown: set[str] = set()
     for g in missed:

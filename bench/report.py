@@ -208,7 +208,7 @@ def console_table(summary: dict[str, Any]) -> str:
         *(
             (key, summary.get(key))
             for key in sorted(summary)
-            if key.startswith("agent_confluent_vs_")
+            if key.startswith(("agent_confluent_vs_", "agent_kafka_python_vs_"))
         ),
         ("tf_cold_start_s", summary.get("tf_cold_start_s")),
         ("tf_peak_rss_mb", summary.get("tf_peak_rss_mb")),

@@ -86,6 +86,7 @@ def _sample_summary() -> tuple[dict, dict]:  # type: ignore[type-arg]
         "model_bound": {
             "frames": 10,
             "input": "JPEG",
+            "client": "confluent",
             "int8": {
                 "raw": [
                     {"batch": {"1": {"per_s": 100.0}, "32": {"per_s": 110.0}}, "best_per_s": 110.0}
@@ -93,6 +94,33 @@ def _sample_summary() -> tuple[dict, dict]:  # type: ignore[type-arg]
                 "raw_per_s": 110.0,
                 "agent": {"per_s": 104.5, "inference_share": 0.97},
                 "ratio": 0.95,
+                "ratios": spread([0.93, 0.95, 0.96]),
+                "agent_other": {
+                    "client": "kafka-python",
+                    "per_s": 90.0,
+                    "ratio": 0.818,
+                    "ratios": spread([0.8, 0.818, 0.83]),
+                },
+            },
+        },
+        "client_bound": {
+            "digits": {
+                "messages": 100,
+                "input": "PNG",
+                "client": "confluent",
+                "passthrough": {"per_s": 1000.0},
+                "agent": {"per_s": 850.0},
+                "ratio": 0.85,
+                "ratios": spread([0.84, 0.85, 0.86]),
+                "other": {
+                    "client": "kafka-python",
+                    "passthrough": {"per_s": 800.0},
+                    "agent": {"per_s": 640.0},
+                    "ratio": 0.8,
+                    "ratios": spread([0.79, 0.8, 0.81]),
+                    "agent_vs_default_agent": 0.75,
+                    "agent_vs_default_agent_ratios": spread([0.74, 0.75, 0.77]),
+                },
             },
         },
         "footprint": {
@@ -152,6 +180,12 @@ def test_summary_and_readme(tmp_path: Path) -> None:
     assert f"| {int8} | >= 0.9 | {measured['agent_vs_raw_mobilenet_int8']:.3f} | " in text
     assert "0.600 - 1.050 (3) | **unstable** |" in text
     assert "| one run | pass |" in text  # single measurements keep pass/MISS
+    # the default agent (--client auto) and the other client, each with its range
+    assert "(`--client auto`: confluent). The same agent with `--client kafka-python`" in text
+    assert "**0.950** (3 runs: 0.930 - 0.960)" in text
+    assert "agent / raw **0.818** (3 runs: 0.800 - 0.830)" in text
+    assert "| agent --client kafka-python (/s) | ratio | agent kafka-python / confluent |" in text
+    assert "| **0.75** (3 runs: 0.74 - 0.77) |" in text
     assert "**75.0 /s**" in text  # the knee
     assert "LiteRT invoke | 80.0%" in text
     assert "boom" in text
