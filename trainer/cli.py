@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from stream.image_folder import parse_image_size
+from stream.preprocessing import SequencePreprocessing
 from trainer.augment import IMAGE_KNOBS, SEQUENCE_KNOBS, Augmentation
 from trainer.cluster import parse_cluster
 from trainer.data import load_training_data
 from trainer.exceptions import TrainerConfigError
 from trainer.models import ModelConfig
 from trainer.quantization import EXPORT_VARIANTS, ExportVariant
+from trainer.retrain import Like, accuracy_by_origin, candidate_version, read_like
 from trainer.search import candidates as arch_candidates
 from trainer.train import (
     Hyperparameters,
@@ -38,8 +40,15 @@ def parse_variants(text: str) -> list[ExportVariant]:
     return [v for v in EXPORT_VARIANTS if v in chosen]
 
 
+_RETRAIN_FLAGS = (("labels_from", "--labels-from"), ("mix", "--mix"), ("like", "--like"))
+
+
 def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
     if not str(getattr(args, "dataset", "") or "").startswith("kafka:"):
+        given = [flag for attr, flag in _RETRAIN_FLAGS if getattr(args, attr, None)]
+        if given:
+            msg = f"{', '.join(given)} apply to kafka:TOPIC datasets only (the captured samples)"
+            raise TrainerConfigError(msg)
         return {}
     from stream.settings import settings_from_args
 
@@ -49,6 +58,24 @@ def _kafka_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_window": args.max_window,
         "max_messages": args.max_messages,
         "timeout_s": args.capture_timeout,
+        "labels_from": args.labels_from,
+        "mix": args.mix,
+        "mix_share": args.mix_share,
+        "like": args.like,
+        "cache": getattr(args, "cache", "auto"),
+    }
+
+
+def _retrain_section(result: TrainResult, like: Like | None) -> dict[str, Any] | None:
+    """``report.json`` ``retrain``: the serving model and the accuracy per test part."""
+    by_origin = accuracy_by_origin(
+        result.model, result.data.x_test, result.data.y_test, result.dataset
+    )
+    if like is None and by_origin is None:
+        return None
+    return {
+        "like": like.summary() if like else None,
+        "test_accuracy": by_origin,
     }
 
 
@@ -71,6 +98,8 @@ def _print_report(report: dict[str, Any], out_dir: Path) -> None:
         )
     for note in report["notes"]:
         print(f"note: {note}")
+    if report.get("capture"):
+        _print_capture(report["capture"], report.get("retrain"))
     if report.get("skipped_files"):
         first = report["skipped_files"][0]
         print(
@@ -78,6 +107,29 @@ def _print_report(report: dict[str, Any], out_dir: Path) -> None:
             f"skipped_files), first: {first['path']}: {first['reason']}"
         )
     print(f"report: {out_dir / 'report.md'}  bundles: {out_dir / 'bundles'}")
+
+
+def _print_capture(capture: dict[str, Any], retrain: dict[str, Any] | None) -> None:
+    """What the ``kafka:`` capture used and skipped, and the accuracy per test part."""
+    by = capture["labelled_by"]
+    skipped = {k: v for k, v in capture["skipped"].items() if v}
+    print(
+        f"captured {capture['inputs']} inputs from {capture['messages']} messages on "
+        f"{capture['topic']!r} (labels: {by['feedback']} from feedback, {by['header']} from "
+        f"the label header); skipped {skipped or 'none'}"
+    )
+    if capture.get("mix"):
+        m = capture["mix"]
+        print(
+            f"mixed with {m['dataset']}: {m['train']['mix']} original and {m['train']['field']} "
+            f"captured training inputs, the original carrying {m['share']:.0%} of the loss"
+        )
+    for part, entry in ((retrain or {}).get("test_accuracy") or {}).items():
+        if entry["samples"]:
+            print(
+                f"keras accuracy {entry['accuracy']:.4f} on the {entry['samples']} {part} test "
+                "samples"
+            )
 
 
 def _config_from_args(args: argparse.Namespace) -> ModelConfig:
@@ -160,6 +212,12 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     image_size = parse_image_size(args.image_size) if args.image_size else None
+    like = read_like(args.like) if getattr(args, "like", None) else None
+    version = candidate_version(args.version, like)
+    stride = args.stride
+    if like is not None and stride is None:
+        prep = like.manifest.preprocessing
+        stride = prep.stride if isinstance(prep, SequencePreprocessing) else None
     ds = load_training_data(
         args.dataset,
         seed=args.seed,
@@ -173,14 +231,14 @@ def run_train(args: argparse.Namespace) -> int:
 
     device = select_device(allow_gpu=not args.cpu, cluster=cluster)
     print(device.describe(), flush=True)
-    name = args.name or default_name(ds.name, config.arch)
+    name = args.name or (like.manifest.name if like else default_name(ds.name, config.arch))
     out_dir = Path(args.out) if args.out else Path("runs") / name
     result = train(
         ds,
         config,
         hyperparameters=hp,
         out_dir=out_dir,
-        stride=args.stride,
+        stride=stride,
         verbose=0 if args.quiet else 2,
         device=device,
         dataset_spec=args.dataset,
@@ -203,10 +261,13 @@ def run_train(args: argparse.Namespace) -> int:
         device.barrier()
         return 0
     candidates, sections = _compression(args, result)
+    retrain = _retrain_section(result, like)
+    if retrain is not None:
+        sections["retrain"] = retrain
     report = export_bundles(
         result,
         name=name,
-        version=args.version,
+        version=version,
         variants=variants,
         max_accuracy_drop=args.max_accuracy_drop,
         private_key_path=Path(args.key) if args.key else None,

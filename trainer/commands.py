@@ -13,7 +13,7 @@ from stream.settings import add_kafka_arguments
 from trainer.quantization import EXPORT_VARIANTS
 
 ARCH_CHOICES = ("cnn", "lstm", "gru", "conv1d", "auto")
-_DATASETS = "digits | basic-motions | npz:PATH | images:DIR | kafka:TOPIC"
+_DATASETS = "digits | basic-motions | aeon:NAME | npz:PATH | images:DIR | kafka:TOPIC"
 
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
@@ -79,24 +79,27 @@ def _compression_arguments(p: argparse.ArgumentParser, *, distill: bool = False)
 
 
 def _image_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("images:DIR datasets (mixed sizes and formats, streamed from disk)")
+    g = p.add_argument_group(
+        "images:DIR and kafka:TOPIC datasets (mixed sizes, streamed from disk or the topic)"
+    )
     g.add_argument(
         "--image-size",
         metavar="HxW",
-        help="model input size, every image resized to it as the agent does (default: the "
-        "median size, longer side capped at 96)",
+        help="model input size, every image resized to it as the agent does (default: "
+        "images:DIR the median size, longer side capped at 96; kafka: the first image's)",
     )
     g.add_argument(
         "--color",
         choices=("L", "RGB"),
-        help="model input colour: L (grey) or RGB (default: L when every image is grey)",
+        help="model input colour: L (grey) or RGB (default: images:DIR L when every image is "
+        "grey; kafka: the first image's)",
     )
     g.add_argument(
         "--cache",
         choices=("auto", "memory", "none"),
         default="auto",
-        help="keep the resized training images in memory after the first epoch (auto: when "
-        "they fit in 256 MiB; none: decode the files every epoch)",
+        help="keep the resized training inputs in memory (auto: when they fit in 256 MiB; "
+        "none: decode the files, or read the topic again, every epoch)",
     )
 
 
@@ -143,6 +146,33 @@ def _capture_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=30.0,
         help="seconds to wait for the topic to be read to its end (default 30)",
+    )
+    r = p.add_argument_group(
+        "retraining from the field (kafka:samples; docs/trainer.md, Retraining from the field)"
+    )
+    r.add_argument(
+        "--labels-from",
+        metavar="TOPIC",
+        help="label inputs from this feedback topic (by their topic/partition/offset; "
+        "else their label header; else skipped and counted)",
+    )
+    r.add_argument(
+        "--mix",
+        metavar="DATASET",
+        help="add this dataset's training data (e.g. digits, basic-motions) so the model "
+        "keeps the original distribution; also gives the geometry and labels without --like",
+    )
+    r.add_argument(
+        "--mix-share",
+        type=float,
+        metavar="S",
+        help="share of the training loss the --mix data carries, 0 <= S < 1 (default 0.5)",
+    )
+    r.add_argument(
+        "--like",
+        metavar="BUNDLE_DIR",
+        help="the serving model's bundle: take its input geometry, labels (in order) and "
+        "name; the version must sort after its version",
     )
     add_kafka_arguments(p)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.datasets import Dataset, load_dataset, stratified_split, validate
+from stream.datasets import Dataset, load_dataset, stratified_split
 from stream.exceptions import DatasetError
 from stream.preprocessing import (
     ImageColor,
@@ -32,6 +32,7 @@ from trainer.folder_data import (
     folder_model_data,
     load_folder_dataset,
 )
+from trainer.kafka_data import KafkaData, KafkaDataset, kafka_model_data
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ logger = logging.getLogger(__name__)
 MIN_STD = 1e-6
 
 
-#: What training reads: arrays in memory, or an image folder streamed from its files.
-TrainingDataset = Dataset | FolderDataset
+#: What training reads: arrays in memory, an image folder streamed from its files, or a
+#: topic streamed from Kafka.
+TrainingDataset = Dataset | FolderDataset | KafkaDataset
 
 
 def load_training_data(
@@ -61,11 +63,11 @@ def load_training_data(
             Path(spec[len("images:") :]), seed=seed, image_size=image_size, color=color
         )
     if spec.startswith("kafka:"):
-        from trainer.capture import capture_topic
+        from trainer.retrain import load_field_data
 
-        ds = capture_topic(spec[len("kafka:") :], seed=seed, **kafka_options)
-        validate(ds)
-        return ds
+        return load_field_data(
+            spec[len("kafka:") :], seed=seed, image_size=image_size, color=color, **kafka_options
+        )
     return load_dataset(spec, seed=seed)
 
 
@@ -75,6 +77,8 @@ def fit_preprocessing(
     """Learn the preprocessing from the training split (per-channel mean and std)."""
     if isinstance(ds, FolderDataset):
         return fit_folder_preprocessing(ds, seed=seed)
+    if isinstance(ds, KafkaDataset):
+        return ds.preprocessing(stride=stride)
     x = ds.x_train
     if ds.kind == "image":
         if x.dtype != np.uint8:
@@ -117,6 +121,9 @@ class ModelData:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    #: Each input's weight in the loss (``--mix``, :mod:`trainer.retrain`); None: all 1.
+    w_train: np.ndarray | None = None
+    w_val: np.ndarray | None = None
     streamed: bool = field(default=False, init=False)
 
     @property
@@ -129,11 +136,15 @@ class ModelData:
 
     def train_dataset(self, *, batch_size: int, seed: int) -> Any:
         return tf_dataset(
-            self.x_train, self.y_train, batch_size=batch_size, shuffle=True, seed=seed
-        )
+            self.x_train, self.y_train, batch_size=batch_size, shuffle=True, seed=seed,
+            weights=self.w_train,
+        )  # fmt: skip
 
     def val_dataset(self, *, batch_size: int) -> Any:
-        return tf_dataset(self.x_val, self.y_val, batch_size=batch_size, shuffle=False, seed=0)
+        return tf_dataset(
+            self.x_val, self.y_val, batch_size=batch_size, shuffle=False, seed=0,
+            weights=self.w_val,
+        )  # fmt: skip
 
     @property
     def x_fit(self) -> np.ndarray:
@@ -145,8 +156,8 @@ class ModelData:
         return np.concatenate([self.y_train, self.y_val])
 
 
-#: Model inputs: preprocessed arrays, or batches streamed from files.
-ModelInputs = ModelData | FolderData
+#: Model inputs: preprocessed arrays, or batches streamed from files or a topic.
+ModelInputs = ModelData | FolderData | KafkaData
 
 
 def model_data(
@@ -171,9 +182,14 @@ def model_data(
         return folder_model_data(
             ds, prep, validation_fraction=validation_fraction, seed=seed, cache=cache
         )
-    x_tr, y_tr, x_val, y_val = stratified_split(
-        ds.x_train, ds.y_train, test_fraction=validation_fraction, seed=seed
+    if isinstance(ds, KafkaDataset):
+        return kafka_model_data(ds, prep, validation_fraction=validation_fraction)
+    # Split positions, so that per-input weights (``--mix``) follow their inputs.
+    i_tr, y_tr, i_val, y_val = stratified_split(
+        np.arange(len(ds.y_train)), ds.y_train, test_fraction=validation_fraction, seed=seed
     )
+    x_tr, x_val = ds.x_train[i_tr], ds.x_train[i_val]
+    weights = getattr(ds, "train_weights", None)
     if len(x_val) == 0:
         msg = (
             f"dataset {ds.name!r}: too few training samples ({len(ds.x_train)}) to hold out a "
@@ -187,14 +203,28 @@ def model_data(
         y_val=y_val,
         x_test=prep.apply(ds.x_test),
         y_test=ds.y_test,
+        w_train=None if weights is None else weights[i_tr],
+        w_val=None if weights is None else weights[i_val],
     )
 
 
-def tf_dataset(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int) -> Any:
-    """A batched, prefetched ``tf.data.Dataset`` (shuffled each epoch with a fixed seed)."""
+def tf_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    weights: np.ndarray | None = None,
+) -> Any:
+    """A batched, prefetched ``tf.data.Dataset`` (shuffled each epoch with a fixed seed);
+    with ``weights``, elements are ``(x, y, weight)`` (Keras sample weights)."""
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    columns: tuple[np.ndarray, ...] = (x, y.astype(np.int32))
+    if weights is not None:
+        columns = (*columns, weights.astype(np.float32))
+    data = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle:
         data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     options = tf.data.Options()

@@ -275,12 +275,18 @@ class FolderData:
             if shuffle:
                 data = data.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
         data = data.batch(batch_size).map(normalize, num_parallel_calls=tf.data.AUTOTUNE)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA
-        )
-        options.deterministic = True
-        return data.prefetch(tf.data.AUTOTUNE).with_options(options)
+        return finish_pipeline(data)
+
+
+def finish_pipeline(data: Any) -> Any:
+    """Prefetch, keep the order, and shard batches by data over several workers: how every
+    streamed pipeline (folders, topics) ends."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return data.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def folder_model_data(

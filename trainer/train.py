@@ -45,6 +45,7 @@ from trainer.exceptions import TrainerConfigError
 from trainer.folder_data import CacheMode, FolderDataset
 from trainer.models import SEQUENCE_ARCHS, Arch, ModelConfig, build_model
 from trainer.quantization import ExportVariant
+from trainer.retrain import saved_options
 from trainer.search import AUTO, DEFAULT_BUDGET_S, candidates, summary, validation_score
 
 logger = logging.getLogger(__name__)
@@ -258,6 +259,7 @@ def train(
         "search": search if len(archs) > 1 else None,
         "baseline": baseline_result,
         "skipped_files": skipped_files(ds),
+        "capture": getattr(ds, "capture", None),
         "peak_rss_bytes": peak_rss_bytes(),
     }
     if device.is_chief:  # the other workers of a cluster write nothing
@@ -393,6 +395,7 @@ def export_bundles(
             "search": result.extra.get("search"),
             "baseline": result.extra.get("baseline"),
             "skipped_files": result.skipped_files,
+            "capture": result.extra.get("capture"),
             "peak_rss_bytes": peak_rss_bytes(),
         },
     )
@@ -439,7 +442,12 @@ def load_trained(
         if isinstance(saved, ImagePreprocessing)
         else {}
     )
-    ds = load_training_data(spec, seed=hp.seed, **geometry, **(kafka_options or {}))
+    options = dict(kafka_options or {})
+    if spec == run.get("dataset"):  # a retrained run: the same labels, mix and geometry
+        for key, value in saved_options(run.get("capture")).items():
+            if options.get(key) is None:
+                options[key] = value
+    ds = load_training_data(spec, seed=hp.seed, **geometry, **options)
     if saved is None or not isinstance(ds, FolderDataset):  # a folder: no second stats pass
         prep = fit_preprocessing(ds, stride=stride, seed=hp.seed)
     if saved is not None:

@@ -1,6 +1,7 @@
 """Sample capture on the real broker: samples carry the documented fields, the input as
 received and the prediction; a flood of low-confidence inputs stays within the rate; the
-trainer's ``kafka:TOPIC`` capture reads the samples back as a labelled dataset."""
+trainer's ``kafka:TOPIC`` capture reads the samples back as a labelled dataset, labelled
+from a feedback topic where it has a label."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from stream.bundle import read_manifest
 from stream.datasets import load_dataset
 from stream.kafka import ensure_topics
 from stream.preprocessing import SequencePreprocessing
+from stream.schemas import Feedback
 from tests.fixtures.agent import CLIENTS
 from trainer.capture import capture_topic
+from trainer.feedback import read_feedback
 
 pytestmark = pytest.mark.integration
 
@@ -213,3 +216,23 @@ def test_sensor_window_samples_carry_their_readings(
     data = capture_topic(smp, settings=kafka_settings, window=prep.window, test_fraction=0.5)
     assert data.kind == "sequence" and data.x_train.shape[1:] == (prep.window, prep.channels)
     assert len(data.x_train) + len(data.x_test) == n
+
+    # Feedback names a window by its last reading (the offset its result names) and wins
+    # over the label header: relabel every window as the next class.
+    fb = unique_topic("feedback")
+    ensure_topics(kafka_settings, [fb], partitions=1)
+    relabelled: list[str] = []
+    for rec in reader.records[smp]:
+        s = codecs.decode_sample(rec.value, rec.headers)
+        label = ds.labels[(ds.labels.index(s.headers[topics.H_LABEL]) + 1) % len(ds.labels)]
+        relabelled.append(label)
+        feedback = Feedback(
+            source_topic=inp, source_partition=0, source_offset=s.source_last_offset, label=label
+        )
+        producer.send(fb, value=codecs.encode_feedback(feedback), key=rec.key)
+    producer.flush()
+    labels = read_feedback(fb, settings=kafka_settings, max_messages=100, timeout_s=30)
+    joined = capture_topic(smp, settings=kafka_settings, feedback=labels, test_fraction=0.5)
+    y = np.concatenate([joined.y_train, joined.y_test])
+    assert sorted(joined.labels[i] for i in y) == sorted(relabelled)
+    assert joined.capture["labelled_by"] == {"feedback": n, "header": 0}

@@ -31,7 +31,7 @@ def add(value: bytes | None, headers: list[tuple[str, bytes]]) -> _Capture:
 )
 def test_sensor_readings_become_a_recording(headers: list[tuple[str, bytes]]) -> None:
     cap = add(READING, headers)
-    assert (cap.undecodable, cap.images) == (0, [])
+    assert (cap.undecodable, cap.inputs) == (0, [])
     [rec] = cap.recordings
     assert (rec.device_id, rec.label) == ("dev-1", "walking")
     np.testing.assert_array_equal(rec.samples(), np.array([[1.0, 2.0]], np.float32))
@@ -44,8 +44,8 @@ def test_sensor_readings_become_a_recording(headers: list[tuple[str, bytes]]) ->
 )
 def test_images_are_decoded_as_the_agent_does(headers: list[tuple[str, bytes]]) -> None:
     cap = add(PNG, headers)
-    assert (cap.undecodable, cap.recordings, cap.image_labels) == (0, [], ["walking"])
-    assert cap.images[0].shape == (4, 4, 1)
+    assert (cap.undecodable, cap.recordings, cap.names) == (0, [], ["walking"])
+    assert cap.inputs[0].shape == (4, 4, 1)
 
 
 def test_undecodable_and_unlabelled_messages_are_counted() -> None:

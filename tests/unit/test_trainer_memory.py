@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +28,22 @@ resource.setrlimit(resource.RLIMIT_DATA, ({limit}, {limit}))
 """
 
 
-def big_folder(root: Path) -> int:
-    """600 JPEGs of 1024x768 RGB (~90 KB each on disk); returns their decoded size in bytes."""
+def big_images() -> Iterator[tuple[str, Image.Image]]:
+    """600 smooth 1024x768 RGB images of three colours: (label, image)."""
     rng = np.random.default_rng(0)
     labels = list(COLOURS)
     for i in range(IMAGES):
         label = labels[i % len(labels)]
         small = rng.normal(COLOURS[label], 40, size=(HEIGHT // 16, WIDTH // 16, 3))
         img = Image.fromarray(np.clip(small, 0, 255).astype(np.uint8))
+        yield label, img.resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR)
+
+
+def big_folder(root: Path) -> int:
+    """600 JPEGs of 1024x768 RGB (~90 KB each on disk); returns their decoded size in bytes."""
+    for i, (label, img) in enumerate(big_images()):
         (root / label).mkdir(parents=True, exist_ok=True)
-        img.resize((WIDTH, HEIGHT), Image.Resampling.BILINEAR).save(
-            root / label / f"{i:04d}.jpg", quality=85
-        )
+        img.save(root / label / f"{i:04d}.jpg", quality=85)
     return IMAGES * HEIGHT * WIDTH * 3
 
 
