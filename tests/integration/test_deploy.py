@@ -752,10 +752,11 @@ def _prometheus_query(base: str, query: str) -> list[dict[str, Any]]:
     return result
 
 
-def _check_prometheus_on_agent(agent_port: int, workdir: Path) -> None:
+def _check_prometheus_on_agent(agent_port: int, monitor_port: int, workdir: Path) -> None:
     """The real Prometheus server with deploy/prometheus/prometheus.yml (the DNS discovery
-    swapped for the agent's address, 1 s intervals) scrapes the agent and loads the rules;
-    then every dashboard query returns data."""
+    swapped for the agent's address, the monitor's target for its local port, 1 s
+    intervals) scrapes the agent and the monitor and loads the rules; then every dashboard
+    query returns data."""
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         pytest.fail("prometheus is not installed: run `make system-deps`")
@@ -765,6 +766,8 @@ def _check_prometheus_on_agent(agent_port: int, workdir: Path) -> None:
     assert job["job_name"] == "edgeinfer-agent"
     del job["dns_sd_configs"]
     job["static_configs"] = [{"targets": [f"127.0.0.1:{agent_port}"]}]
+    monitor = next(j for j in config["scrape_configs"] if j["job_name"] == "edgeinfer-monitor")
+    monitor["static_configs"] = [{"targets": [f"127.0.0.1:{monitor_port}"]}]
     config["rule_files"] = [str(PROM / "alerts.yml")]
     workdir.mkdir()
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -788,13 +791,13 @@ def _check_prometheus_on_agent(agent_port: int, workdir: Path) -> None:
                     pytest.fail((workdir / "prometheus.log").read_text()[-2000:])
                 try:
                     series = _prometheus_query(
-                        base, 'count_over_time(up{job="edgeinfer-agent"}[1m]) >= 3'
+                        base, "count by (job) (count_over_time(up[1m]) >= 3)"
                     )
                 except OSError:
                     return False
-                return bool(series)
+                return len(series) == 3  # the agent, the monitor, Prometheus
 
-            _wait_for(scraped_twice, 60, "three scrapes of the agent")
+            _wait_for(scraped_twice, 60, "three scrapes of the agent and the monitor")
             (up,) = _prometheus_query(base, 'up{job="edgeinfer-agent"}')
             assert up["value"][1] == "1"
             dashboard = json.loads(DASHBOARD.read_text())
@@ -803,7 +806,9 @@ def _check_prometheus_on_agent(agent_port: int, workdir: Path) -> None:
                 for title, expr in dashboard_exprs(dashboard)
                 if not _prometheus_query(base, _grafana_to_promql(expr))
             ]
-            assert not empty, f"dashboard panels without data from a live agent: {empty}"
+            assert not empty, (
+                f"dashboard panels without data from a live agent and monitor: {empty}"
+            )
             with urllib.request.urlopen(f"{base}/api/v1/rules", timeout=5) as response:  # noqa: S310
                 groups = json.load(response)["data"]["groups"]
             health = {r["name"]: r["health"] for g in groups for r in g["rules"]}
@@ -835,7 +840,9 @@ def test_compose_agent_serves_the_published_model(
     services = resolved_compose["services"]
     state = trainer_run["state"]
     port = _free_port()
-    sensors, results, deadletter = (unique_topic(t) for t in ("sensors", "results", "dlq"))
+    sensors, results, deadletter, feedback = (
+        unique_topic(t) for t in ("sensors", "results", "dlq", "feedback")
+    )
     agent_env = {k: v for k, v in services["agent"]["environment"].items() if v != ""}
     agent_env.update(
         EDGE_BOOTSTRAP_SERVERS=broker.bootstrap,
@@ -863,12 +870,15 @@ def test_compose_agent_serves_the_published_model(
             results,
             "--topic",
             deadletter,
+            "--topic",
+            feedback,
         ],
         env=env,
         timeout=60,
     )
     assert created.returncode == 0, output(created)
     log = state / "agent.log"
+    started: list[subprocess.Popen[Any]] = []
     with log.open("w") as log_fh:
         agent = subprocess.Popen(  # noqa: S603 (our own CLI)
             [str(VENV_BIN / "edgeinfer"), *services["agent"]["command"]],
@@ -891,6 +901,25 @@ def test_compose_agent_serves_the_published_model(
                 pytest.fail(f"the agent exited with {agent.returncode}:\n{text[-3000:]}")
             probe = run([sys.executable, DEPLOY / "docker" / "healthcheck.py", "/readyz"], env=env)
             assert probe.returncode == 0, output(probe)
+            # The `monitor` service's command on the same topics, on a port of its own.
+            monitor_cmd = [str(c) for c in services["monitor"]["command"]]
+            monitor_port = _free_port()
+            monitor_cmd[monitor_cmd.index("--metrics-port") + 1] = str(monitor_port)
+            monitor = subprocess.Popen(  # noqa: S603 (our own CLI)
+                [str(VENV_BIN / "edgeinfer"), *monitor_cmd, "--results-topic", results,
+                 "--feedback-topic", feedback, "--from-beginning"],
+                env={**_client_env(broker), "EDGE_SESSION_TIMEOUT_MS": "6000"},
+                stdout=(state / "monitor.log").open("w"),
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            started.append(monitor)
+            monitor_base = f"http://127.0.0.1:{monitor_port}"
+            _wait_for(
+                lambda: _get(monitor_base + "/readyz")[0] == 200 or monitor.poll() is not None,
+                60,
+                "the monitor's /readyz",
+            )
+            assert monitor.poll() is None, (state / "monitor.log").read_text()[-3000:]
             replay_cmd = [str(c) for c in services["replayer"]["command"]]
             assert replay_cmd[:2] == ["replay", "sensors"]
             replayed = run(
@@ -899,12 +928,14 @@ def test_compose_agent_serves_the_published_model(
                     *replay_cmd,
                     "--topic",
                     sensors,
+                    "--feedback",
+                    feedback,
                     "--limit",
-                    "4",
+                    "40",
                     "--rate",
                     "0",
                     "--repeat",
-                    "1",
+                    "3",  # 120 windows: the drift score is exported from 100 inputs on
                 ],
                 env=env,
                 timeout=120,
@@ -920,9 +951,18 @@ def test_compose_agent_serves_the_published_model(
                 )
 
             _wait_for(produced, 60, "results in /metrics")
+
+            def joined() -> bool:
+                text = _get(monitor_base + "/metrics")[1]
+                return bool(re.search(r"^edgeinfer_online_accuracy\{", text, flags=re.M))
+
+            _wait_for(joined, 60, "online accuracy on the monitor's /metrics")
             metrics = _get(base + "/metrics")[1]
-            _check_prometheus_on_agent(port, state / "prometheus")
+            _check_prometheus_on_agent(port, monitor_port, state / "prometheus")
         finally:
+            for proc in started:
+                proc.terminate()
+                proc.wait(timeout=30)
             agent.terminate()
             try:
                 agent.wait(timeout=30)
