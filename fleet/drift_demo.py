@@ -510,28 +510,36 @@ def _plot(
 
     t0 = min((a.sent_ms for a in tl.answers), default=0) / 1000
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    for version in sorted({a.version for a in tl.answers}):
+    versions = sorted({a.version for a in tl.answers} | set(online) | set(drift))
+    colour = {v: f"C{i}" for i, v in enumerate(versions)}  # one colour per version
+    for version in versions:
         bins = accuracy_bins([a for a in tl.answers if a.version == version], 5.0)
         ax1.plot(
-            [b[0] - t0 for b in bins], [b[1] for b in bins], ".-", label=f"v{version} (5 s bins)"
+            [b[0] - t0 for b in bins],
+            [b[1] for b in bins],
+            ".",
+            color=colour[version],
+            label=f"v{version} results (5 s bins)",
         )
-    for version, series in sorted(online.items()):
+        series = online.get(version, [])
         ax1.plot(
             [t - t0 for t, _ in series],
             [v for _, v in series],
             "-",
+            color=colour[version],
             alpha=0.6,
             label=f"v{version} online accuracy (edgeinfer monitor)",
         )
-    ax1.set_ylabel("accuracy")
-    ax1.set_ylim(0, 1.02)
-    for version, series in sorted(drift.items()):
+        series = drift.get(version, [])
         ax2.plot(
             [t - t0 for t, _ in series],
             [v for _, v in series],
             "-",
+            color=colour[version],
             label=f"v{version} input drift score (PSI, max over agents)",
         )
+    ax1.set_ylabel("accuracy")
+    ax1.set_ylim(0, 1.02)
     ax2.set_ylabel("drift score")
     ax2.set_xlabel("seconds")
     for ax in (ax1, ax2):

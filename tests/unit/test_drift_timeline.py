@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -54,3 +56,13 @@ def test_episodes_cover_every_sample_once(times: list[float], step: float) -> No
     runs = episodes(times, step)
     assert sum(1 for t in times for a, b in runs if a <= t <= b) == len(times)
     assert all(runs[i][1] < runs[i + 1][0] for i in range(len(runs) - 1))
+
+
+def test_plot_draws_every_version(tmp_path: Path) -> None:
+    from fleet.drift_demo import _Moments, _plot
+
+    t = _timeline()
+    m = _Moments(drift_start=10.0, detected=14.0, published=25.0, promoted=30.0)
+    path = tmp_path / "drift.png"
+    _plot(path, t, {"1": [(0.0, 0.0), (20.0, 2.0)], "2": [(31.0, 0.1)]}, {"1": [(5.0, 0.9)]}, m)
+    assert path.stat().st_size > 10_000
