@@ -282,7 +282,7 @@ class DriftDemo(Demo):
         agents = [self.start_agent(PLAN, i, settings) for i in range(c.agents)]
         self.agent_urls[PLAN.name] = agents
         monitor = self._start_monitor(settings)
-        self.wait_ready(agents)
+        self.wait_ready([*agents, monitor])  # the monitor answers /readyz once it owns partitions
         self.wait_assigned()
         self.prom = prom = self._start_prometheus(agents, monitor)
 
