@@ -140,6 +140,7 @@ def _config_from_args(args: argparse.Namespace) -> ModelConfig:
         units=args.units or 0,
         conv_stride=args.conv_stride or 0,
         dropout=args.dropout,
+        features=getattr(args, "features", None) or 0,
     )
 
 
@@ -172,6 +173,11 @@ def _compression(args: argparse.Namespace, result: TrainResult) -> tuple[list[An
     report sections."""
     candidates: list[Any] = []
     sections: dict[str, Any] = {}
+    if result.config.arch == "minirocket" and (
+        getattr(args, "distill", False) or getattr(args, "prune", None)
+    ):
+        print("--prune/--distill skipped: minirocket's convolutions are fixed, its head is fitted")
+        return candidates, sections
     if getattr(args, "distill", False):
         from trainer.distill import distilled_candidate
 

@@ -12,7 +12,7 @@ from typing import Any
 from stream.settings import add_kafka_arguments
 from trainer.quantization import EXPORT_VARIANTS
 
-ARCH_CHOICES = ("cnn", "lstm", "gru", "conv1d", "auto")
+ARCH_CHOICES = ("cnn", "lstm", "gru", "conv1d", "minirocket", "auto")
 _DATASETS = "digits | basic-motions | aeon:NAME | npz:PATH | images:DIR | kafka:TOPIC"
 
 
@@ -191,8 +191,9 @@ def register(subparsers: Any) -> None:
         "--arch",
         required=True,
         choices=ARCH_CHOICES,
-        help="auto: train every architecture that fits the data (conv1d, gru, lstm for "
-        "sequences) within --search-budget and keep the best on the validation split",
+        help="minirocket: fixed convolutions + ridge head, fitted (sequences); auto: train every "
+        "architecture that fits the data (minirocket, conv1d, gru, lstm for sequences) within "
+        "--search-budget and keep the best on the validation split",
     )
     p.add_argument(
         "--search-budget",
@@ -241,6 +242,11 @@ def register(subparsers: Any) -> None:
         help="stride of the Conv1D front end of lstm/gru (default: down to <= 32 steps; 1 = none)",
     )
     m.add_argument("--dropout", type=float, default=0.2)
+    m.add_argument(
+        "--features",
+        type=int,
+        help="minirocket: number of features (default 10000, rounded down to a multiple of 84)",
+    )
     _image_arguments(p)
     _augment_arguments(p)
     _export_arguments(p)

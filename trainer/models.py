@@ -1,5 +1,7 @@
 """Model builders sized for small devices: a CNN for images; LSTM, GRU and 1-D conv for windows.
 
+MiniRocket (``minirocket``) is fitted, not built from a config: :mod:`trainer.minirocket`.
+
 Every builder returns a functional Keras model whose input has a free batch dimension and
 whose output is a float32 softmax. :func:`export_clone` rebuilds a trained model with
 unrolled recurrent layers and float32 weights: the form that converts to LiteRT builtin ops
@@ -20,10 +22,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Arch = Literal["cnn", "lstm", "gru", "conv1d"]
+Arch = Literal["cnn", "lstm", "gru", "conv1d", "minirocket"]
 ARCHS: tuple[Arch, ...] = get_args(Arch)
 IMAGE_ARCHS: tuple[Arch, ...] = ("cnn",)
-SEQUENCE_ARCHS: tuple[Arch, ...] = ("lstm", "gru", "conv1d")
+SEQUENCE_ARCHS: tuple[Arch, ...] = ("lstm", "gru", "conv1d", "minirocket")
 
 #: A recurrent model's front end strides until at most this many time steps remain.
 MAX_RNN_STEPS = 32
@@ -47,6 +49,8 @@ class ModelConfig:
     #: None = 1e-3 for lstm/gru (measured: int8 then agreed with Keras on every
     #: basic-motions test sample over three seeds; without it, one sample flipped per seed).
     l2: float | None = None
+    #: minirocket: number of features (rounded down to a multiple of 84; 0 = 10,000).
+    features: int = 0
 
     def resolved(self, input_shape: tuple[int, ...]) -> ModelConfig:
         """This config with the defaults filled in for ``input_shape``."""
@@ -57,6 +61,10 @@ class ModelConfig:
             small = len(input_shape) == 3 and min(input_shape[0], input_shape[1]) <= 16
             filters = self.filters or ((32, 64) if small else (16, 32, 64))
             return replace(self, filters=filters, units=self.units or 64, l2=self.l2 or 0.0)
+        if self.arch == "minirocket":
+            from trainer.minirocket import DEFAULT_FEATURES
+
+            return replace(self, features=self.features or DEFAULT_FEATURES, l2=0.0)
         if self.arch == "conv1d":
             return replace(
                 self, filters=self.filters or (32, 64, 64), units=self.units or 0, l2=self.l2 or 0.0
@@ -78,6 +86,7 @@ class ModelConfig:
             "conv_stride": self.conv_stride,
             "dropout": self.dropout,
             "l2": self.l2,
+            "features": self.features,
         }
 
     @classmethod
@@ -89,6 +98,7 @@ class ModelConfig:
             conv_stride=int(data.get("conv_stride", 0)),
             dropout=float(data.get("dropout", 0.2)),
             l2=None if data.get("l2") is None else float(data["l2"]),
+            features=int(data.get("features", 0)),
         )
 
 
@@ -119,6 +129,9 @@ def build_model(
     import keras
 
     cfg = config.resolved(input_shape)
+    if cfg.arch == "minirocket":
+        msg = "--arch minirocket is fitted to data, not built: use trainer.minirocket.fit"
+        raise TrainerConfigError(msg)
     inputs = keras.Input(shape=input_shape, name="input")
     if cfg.arch == "cnn":
         x = _cnn_body(inputs, cfg)

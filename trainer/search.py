@@ -1,6 +1,7 @@
 """``--arch auto``: train each candidate architecture, keep the best on the validation split.
 
-The candidates are tried in :data:`AUTO_ORDER` (cheapest first) while the time budget lasts
+The candidates are tried in :data:`AUTO_ORDER` (MiniRocket first: one fit, no epochs, and the
+most accurate on long series with few samples) while the time budget lasts
 (at least one always runs). Each candidate trains exactly as ``--arch <it>`` would (seeded
 the same way), so the chosen model is the one a user would get by naming its architecture.
 The validation split decides: highest validation accuracy at the epoch early stopping
@@ -18,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 AUTO = "auto"
 #: The order ``--arch auto`` tries sequence models in: the cheapest to train first.
-AUTO_ORDER: tuple[Arch, ...] = ("conv1d", "gru", "lstm")
+AUTO_ORDER: tuple[Arch, ...] = ("minirocket", "conv1d", "gru", "lstm")
 #: ``--search-budget`` default, seconds: after it no further candidate starts.
 DEFAULT_BUDGET_S = 1200.0
 

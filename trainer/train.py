@@ -35,6 +35,7 @@ from stream.preprocessing import (
 from trainer.augment import Augmentation, augmented
 from trainer.baseline import run_baseline
 from trainer.data import (
+    ModelData,
     ModelInputs,
     TrainingDataset,
     fit_preprocessing,
@@ -85,6 +86,8 @@ DEFAULTS: dict[str, dict[str, float]] = {
     "conv1d": {"epochs": 80, "batch_size": 8, "learning_rate": 3e-3, "patience": 15},
     "lstm": {"epochs": 80, "batch_size": 8, "learning_rate": 5e-3, "patience": 20},
     "gru": {"epochs": 80, "batch_size": 8, "learning_rate": 5e-3, "patience": 20},
+    # Fitted in one pass (trainer.minirocket): no epochs, learning rate or patience.
+    "minirocket": {"epochs": 1, "batch_size": 8, "learning_rate": 0.0, "patience": 1},
 }
 
 
@@ -213,6 +216,12 @@ def train(
             logger.info('search budget spent, not trying arch="%s"', arch)
             search.append({"arch": arch, "skipped": f"--search-budget {search_budget_s:g} s spent"})
             continue
+        if arch == "minirocket" and device.multi_worker:
+            if len(archs) == 1:
+                msg = "--arch minirocket is fitted on one machine: drop --cluster/TF_CONFIG"
+                raise TrainerConfigError(msg)
+            search.append({"arch": arch, "skipped": "fitted on one machine, not under --cluster"})
+            continue
         if deterministic and len(archs) > 1:
             make_deterministic(requested.seed)  # each candidate as `--arch <it>` trains it
         hp = requested.resolved(arch)
@@ -223,7 +232,9 @@ def train(
         search.append(summary(arch, history, seconds))
         if best is None or validation_score(history) > validation_score(best[1]):
             best = (model, history, seconds, candidate, hp)
-    assert best is not None  # noqa: S101  the first candidate always runs
+    if best is None:
+        msg = f"no candidate of --arch {config.arch} could train: {search}"
+        raise TrainerConfigError(msg)
     model, history, seconds, config, hp = best
     if len(archs) > 1:
         seconds = time.perf_counter() - search_started
@@ -298,6 +309,19 @@ def _fit(
     """Build, compile and fit one model under the device's strategy: (model, history, seconds)."""
     import keras
 
+    if config.arch == "minirocket":
+        if not isinstance(data, ModelData):
+            msg = "--arch minirocket classifies sequences held in memory"
+            raise TrainerConfigError(msg)
+        from trainer import minirocket
+
+        if aug.active:
+            logger.warning("--augment does not apply to --arch minirocket (no gradient training)")
+        fitted = minirocket.fit(
+            data.x_train, data.y_train, data.x_val, data.y_val,
+            num_classes=ds.num_classes, n_features=config.features, seed=hp.seed,
+        )  # fmt: skip
+        return fitted.model, fitted.history, fitted.seconds
     with device.strategy.scope():
         model = build_model(config, ds.input_shape, ds.num_classes)
         # Augmentation layers wrap the model for fit only: `model` is saved and exported.
@@ -456,6 +480,8 @@ def load_trained(
             if stride and isinstance(saved, SequencePreprocessing)
             else saved
         )
+    import trainer.layers  # noqa: F401  registers the trainer's layers (ProportionPositive)
+
     model = keras.models.load_model(model_path)
     expected = tuple(int(d) for d in model.input_shape[1:])
     if expected != ds.input_shape:
@@ -486,7 +512,9 @@ def load_trained(
 def _guess(model: Any) -> ModelConfig:
     names = {layer.name for layer in model.layers}
     arch: Arch = "cnn" if len(model.input_shape) == 4 else "conv1d"
-    if "lstm" in names:
+    if "mr_features" in names:
+        arch = "minirocket"
+    elif "lstm" in names:
         arch = "lstm"
     elif "gru" in names:
         arch = "gru"

@@ -15,7 +15,7 @@ from trainer.search import candidates, summary, validation_score
 
 
 def test_candidates_fit_the_data() -> None:
-    assert candidates("auto", "sequence") == ("conv1d", "gru", "lstm")
+    assert candidates("auto", "sequence") == ("minirocket", "conv1d", "gru", "lstm")
     assert candidates("auto", "image") == ("cnn",)
     assert candidates("gru", "sequence") == ("gru",)
     with pytest.raises(TrainerConfigError, match="--arch cnn does not fit sequence data"):
@@ -71,11 +71,11 @@ def test_a_spent_budget_starts_no_further_candidate(tmp_path: Path) -> None:
         tiny_sequences(), ModelConfig(arch="auto", **HP_SMALL), hyperparameters=hp,  # type: ignore[arg-type]
         out_dir=tmp_path, verbose=0, search_budget_s=0.0,
     )  # fmt: skip
-    assert budget.config.arch == "conv1d"
+    assert budget.config.arch == "minirocket"
     assert [s.get("skipped", "") for s in budget.extra["search"]][1:] == [
         "--search-budget 0 s spent"
-    ] * 2
-    assert json.loads((tmp_path / "run.json").read_text())["search"][0]["arch"] == "conv1d"
+    ] * 3
+    assert json.loads((tmp_path / "run.json").read_text())["search"][0]["arch"] == "minirocket"
 
 
 @pytest.mark.slow
@@ -91,7 +91,7 @@ def test_auto_keeps_the_best_candidate_and_trains_it_as_naming_it_would(tmp_path
         out_dir=tmp_path / "auto", verbose=0,
     )  # fmt: skip
     search = auto.extra["search"]
-    assert [s["arch"] for s in search] == ["conv1d", "gru", "lstm"]
+    assert [s["arch"] for s in search] == ["minirocket", "conv1d", "gru", "lstm"]
     chosen = auto.config.arch
     best = max(search, key=lambda s: (s["val_accuracy"], -s["val_loss"]))
     assert chosen == best["arch"]
