@@ -334,7 +334,14 @@ class Pipeline:
             timeout_ms = IDLE_POLL_MS if left is None else int(left * 1000)
             if not self._was_ready:
                 timeout_ms = min(timeout_ms, STARTUP_POLL_MS)
-            polled = consumer.poll(timeout_ms, self.config.max_poll_records)
+            shadow = self.shadow
+            if shadow is not None:  # waiting for input is the candidate's spare time
+                shadow.spare.set()
+            try:
+                polled = consumer.poll(timeout_ms, self.config.max_poll_records)
+            finally:
+                if shadow is not None:
+                    shadow.spare.clear()
             if self.membership.changed:
                 self.membership.apply(consumer, self.offsets.committed, self._drop_partitions)
             if polled:

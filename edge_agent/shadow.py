@@ -5,8 +5,11 @@ the producer; ``offer`` only picks the share of inputs to shadow (``--shadow-sha
 notes the serving model's top labels, the inputs' true labels (the ``label`` header) and
 time per input, and puts the job on a bounded queue (``--shadow-queue`` batches): when the
 queue is full the inputs are dropped and counted, never waited for. A worker thread runs
-the candidate on them (its own preprocessing and, for integer image models, its own
-quantization table), feeds :class:`edge_agent.promotion.ShadowStats`, exports the
+the candidate on them **on spare time only**: it starts a job only while the serving loop
+waits for input (:attr:`Shadow.spare`, set by the pipeline around its consumer poll), so a
+busy agent sheds shadow work (dropped, counted) instead of serving slower. The candidate
+runs with its own preprocessing (and, for an integer image model, its own quantization
+table); the worker feeds :class:`edge_agent.promotion.ShadowStats`, exports the
 ``edge_agent_shadow_*`` metrics and asks :func:`edge_agent.promotion.judge` for a
 decision. Nothing the candidate does reaches a result: an exception, NaN scores or a wrong
 shape only count as candidate errors. The pipeline polls :attr:`Shadow.decision` and has
@@ -46,10 +49,28 @@ STOP_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True)
 class _Job:
+    """A shadowed batch as the serving thread left it (the worker reads labels from it)."""
+
     x: np.ndarray
-    serving: list[str | None]
-    truth: list[str | None]
+    y: np.ndarray
+    ok: np.ndarray
+    headers: list[Any]
+    labels: list[str]
     serving_s_per_input: float
+
+    def serving_labels(self) -> list[str | None]:
+        """The serving model's top label per input (None: it gave no usable output)."""
+        n, y, labels = len(self.headers), self.y, self.labels
+        if y.ndim != 2 or y.shape[0] != n:
+            return [None] * n
+        best = y.argmax(axis=1).tolist()
+        return [
+            labels[b] if good and b < len(labels) else None
+            for b, good in zip(best, self.ok.tolist(), strict=True)
+        ]
+
+    def true_labels(self) -> list[str | None]:
+        return [headers_dict(h).get(topics.H_LABEL) for h in self.headers]
 
 
 def input_shape(prep: Any) -> tuple[int, ...]:
@@ -90,6 +111,9 @@ class Shadow:
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max(queue_batches, 1))
         self._last_error_log = 0.0
         self._stuck = False
+        self._stopping = False
+        #: Set by the serving loop while it waits for input: the worker runs only then.
+        self.spare = threading.Event()
         labels = {"model": m.name, "version": m.version}
         self._m_inputs = metrics.shadow_inputs.labels(**labels)
         self._m_dropped = metrics.shadow_dropped.labels(**labels)
@@ -146,15 +170,14 @@ class Shadow:
             chosen = [i for i in range(n) if self._random.random() < self.share]
             if not chosen:
                 return
-        if x.shape[1:] != self._shape:
+        if x.shape[1:] != self._shape or y.shape[:1] != (n,) or ok.shape != (n,):
             return  # the serving model changed geometry under the shadow: not comparable
         labels = model.manifest.labels
-        best = y.argmax(axis=1).tolist() if y.ndim == 2 and y.shape[0] == n else [0] * n
-        okl = ok.tolist()
-        serving = [labels[best[i]] if okl[i] and best[i] < len(labels) else None for i in chosen]
-        truth = [headers_dict(items[i].headers).get(topics.H_LABEL) for i in chosen]
-        sub = x if len(chosen) == n else x[chosen]
-        job = _Job(sub, serving, truth, infer_s / n)
+        if len(chosen) == n:
+            job = _Job(x, y, ok, [it.headers for it in items], labels, infer_s / n)
+        else:
+            headers = [items[i].headers for i in chosen]
+            job = _Job(x[chosen], y[chosen], ok[chosen], headers, labels, infer_s / n)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -167,12 +190,14 @@ class Shadow:
         if thread is None:
             return
         self._thread = None
+        self._stopping = True
         while True:  # make room for the stop mark: queued jobs are dropped
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
         self._queue.put(None)
+        self.spare.set()  # a worker waiting for spare time sees the stop
         thread.join(STOP_TIMEOUT_S)
         if thread.is_alive():
             self._stuck = True
@@ -201,20 +226,23 @@ class Shadow:
             job = self._queue.get()
             if job is None:
                 return
+            self.spare.wait()
+            if self._stopping:
+                return
             if self.decision is not None:
                 continue
             try:
                 self._shadow(job)
             except Exception as exc:  # noqa: BLE001  the worker never dies; it counts as errors
                 logger.exception("shadow of version %s failed", self.version)
-                self.stats.add_errors(len(job.serving))
-                self._count_errors(len(job.serving), exc)
+                self.stats.add_errors(len(job.headers))
+                self._count_errors(len(job.headers), exc)
             decision = judge(self.stats, self.gates)
             if decision is not None:
                 self.decision = decision
 
     def _shadow(self, job: _Job) -> None:
-        n = len(job.serving)
+        n = len(job.headers)
         t0 = time.perf_counter()
         try:
             y = infer_batch(self.candidate, self._prep, self._table, job.x)
@@ -227,8 +255,8 @@ class Shadow:
         self.stats.add_batch(
             candidate_scores=y,
             candidate_labels=self._labels,
-            serving_labels=job.serving,
-            true_labels=job.truth,
+            serving_labels=job.serving_labels(),
+            true_labels=job.true_labels(),
             candidate_s_per_input=elapsed / n,
             serving_s_per_input=job.serving_s_per_input,
         )
