@@ -92,3 +92,16 @@ def test_the_announcement_carries_the_rollout_and_a_bad_one_means_nobody(tmp_pat
     data = json.loads(value)
     data["rollout"] = {"share": "all"}
     assert announced_rollout(parse_announcement(json.dumps(data).encode())) == NOBODY
+
+
+def test_publish_cli_writes_the_rollout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.cli import main
+
+    bundle = write_test_bundle(tmp_path / "b", version="5")
+    registry = tmp_path / "reg"
+    args = ["publish", str(bundle.path), "--registry", str(registry), "--no-topic"]
+    assert main([*args, "--rollout-share", "0.3", "--rollout-mode", "shadow"]) == 0
+    assert Registry(registry).rollout("motion", "5") == Rollout(share=0.3, mode="shadow")
+    assert main([*args, "--rollout-share", "1.5"]) == 2
+    assert "rollout share must be a number in [0, 1], got 1.5" in capsys.readouterr().err
+    assert Registry(registry).rollout("motion", "5") == Rollout(share=0.3, mode="shadow")
