@@ -93,11 +93,11 @@ class ProportionPositive(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="edgeinfer")
 class Standardize(keras.layers.Layer):
-    """``(x - mean) * scale`` per feature, with fixed weights (``SUB`` and ``MUL`` in LiteRT).
+    """``(x - mean) * scale`` per feature, with fixed weights.
 
-    Kept out of the next Dense layer on purpose: folded into it, a feature with a tiny spread
-    gets a weight 1,000x the others, and int8 weights (one scale per output) round the rest
-    to zero (measured on ACSF1: 0.10 accuracy instead of 0.92).
+    Before a ``Dense`` layer LiteRT's converter folds the ``MUL`` into its weights (a ``SUB``
+    remains): keep ``scale`` within a small factor across features when the model is to be
+    quantized (:data:`trainer.minirocket.MIN_SCALE_OF_MEDIAN`).
     """
 
     def __init__(self, mean: Any = None, scale: Any = None, *, size: int = 0, **kwargs: Any):

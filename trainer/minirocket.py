@@ -16,11 +16,12 @@ can run it as one LiteRT graph:
 
 The dilations, channel choices and biases are fitted by aeon's ``MiniRocket`` (the trainer
 has aeon; the agent never imports it). The head is aeon's ``MiniRocketClassifier`` head: a
-feature scaler and ``RidgeClassifierCV`` (scikit-learn). Here the scaler also centres the
-features (the ridge fits an intercept, so its coefficients and predictions are the same as
-aeon's) and stays a layer of its own (:class:`trainer.layers.Standardize`), so that the
-``Dense`` softmax layer holds the ridge coefficients of standardized features, which int8
-represents well. Its logits are the ridge scores times a temperature fitted on the ridge's
+feature scaler (:class:`trainer.layers.Standardize`) and ``RidgeClassifierCV``
+(scikit-learn) in a ``Dense`` softmax layer. The scaler divides by no less than half the
+median feature spread (:data:`MIN_SCALE_OF_MEDIAN`; aeon divides by any spread): LiteRT's
+converter folds the scaler into the ``Dense`` weights, and a near-constant feature divided
+by its tiny spread got a weight 1,000x the others, which int8 (one scale per output) cannot
+hold next to them. Its logits are the ridge scores times a temperature fitted on the ridge's
 leave-one-out scores, so the softmax says how sure the ridge is (argmax unchanged).
 
 Training has no epochs: the transform and ridge are fitted on the training part of the
@@ -49,6 +50,12 @@ KERNEL_LENGTH = 9
 #: The taps with weight 2 of the 84 kernels (every choice of 3 of the 9), in aeon's order.
 KERNEL_INDICES = np.array(list(combinations(range(KERNEL_LENGTH), 3)), dtype=np.int32)
 N_KERNELS = len(KERNEL_INDICES)
+#: A feature is divided by its spread, but by no less than this share of the median spread.
+#: Measured (seed 0, test accuracy, float / with the Dense weights rounded to int8 per
+#: output): ACSF1 0.92 / 0.13 without the floor, 0.92 / 0.92 with it; ArrowHead 0.8457 /
+#: 0.8171 -> 0.8686 / 0.8743; GunPoint, ItalyPowerDemand unchanged; JapaneseVowels 0.9892 /
+#: 0.9703 -> 0.9838 / 0.9838.
+MIN_SCALE_OF_MEDIAN = 0.5
 #: Ridge penalties tried by leave-one-out, as aeon's ``MiniRocketClassifier``.
 RIDGE_ALPHAS = np.logspace(-3, 3, 10)
 
@@ -205,8 +212,11 @@ def fit_head(features: np.ndarray, y: np.ndarray, num_classes: int) -> Head:
         msg = "--arch minirocket needs at least two classes in the training split"
         raise TrainerConfigError(msg)
     scaler = StandardScaler().fit(features)
+    spread = np.asarray(scaler.scale_, dtype=np.float64)  # 1 for a constant feature
+    spread = np.maximum(spread, MIN_SCALE_OF_MEDIAN * float(np.median(spread)))
+    mean = np.asarray(scaler.mean_, dtype=np.float64)
     ridge = RidgeClassifierCV(alphas=RIDGE_ALPHAS, store_cv_results=True)
-    ridge.fit(scaler.transform(features), y)
+    ridge.fit((features - mean) / spread, y)
     coef = np.atleast_2d(ridge.coef_).astype(np.float64)
     intercept = np.atleast_1d(ridge.intercept_).astype(np.float64)
     # Leave-one-out decision scores at the chosen alpha (RidgeCV's exact shortcut).
@@ -223,8 +233,8 @@ def fit_head(features: np.ndarray, y: np.ndarray, num_classes: int) -> Head:
     kernel[:, classes] = coef.T * temperature
     bias[classes] = intercept * temperature
     return Head(
-        mean=np.asarray(scaler.mean_, dtype=np.float32),
-        scale=(1.0 / np.asarray(scaler.scale_)).astype(np.float32),
+        mean=mean.astype(np.float32),
+        scale=(1.0 / spread).astype(np.float32),
         kernel=kernel.astype(np.float32),
         bias=bias.astype(np.float32),
         alpha=float(ridge.alpha_),

@@ -38,6 +38,27 @@ def test_feature_order_maps_every_model_feature_to_one_aeon_feature() -> None:
     assert list(transform.valid_only(1)[:3]) == [True, False, True]
 
 
+def test_the_head_is_a_ridge_classifier_with_a_floored_scale() -> None:
+    from sklearn.linear_model import RidgeClassifierCV
+
+    from trainer.minirocket import RIDGE_ALPHAS, fit_head
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    features = rng.random((60, 40)) + 0.3 * y[:, None] * (np.arange(40) < 5)
+    features[:, 10:15] = 0.5 + 1e-4 * rng.random((60, 5))  # near-constant features
+    head = fit_head(features, y, num_classes=4)  # class 3 has no training sample
+    spread = features.std(axis=0)
+    assert head.scale.max() <= 1 / (0.5 * np.median(spread)) * 1.0001
+    assert np.allclose(head.scale[20:], 1 / spread[20:], rtol=1e-4)  # typical: aeon's scaler
+    assert 1.0 <= head.temperature <= 100.0
+    logits = ((features - head.mean) * head.scale) @ head.kernel + head.bias
+    floor = np.maximum(spread, 0.5 * np.median(spread))
+    ridge = RidgeClassifierCV(alphas=RIDGE_ALPHAS).fit((features - features.mean(0)) / floor, y)
+    assert np.array_equal(logits.argmax(1), ridge.predict((features - features.mean(0)) / floor))
+    assert not (logits.argmax(1) == 3).any()
+
+
 def test_ppv_is_the_share_of_steps_above_each_bias() -> None:
     from trainer.layers import ProportionPositive
 
@@ -112,6 +133,7 @@ def test_minirocket_trains_exports_and_runs_in_litert_like_aeons(tmp_path: Path)
     assert set(litert["ops"]) <= {
         "CONV_2D", "GREATER", "CAST", "MEAN", "RESHAPE", "CONCATENATION", "FULLY_CONNECTED",
         "SOFTMAX", "EXPAND_DIMS", "TRANSPOSE", "SUB", "MUL",
+        "SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND",  # how TensorFlow lowers some dilations
     }, litert["ops"]  # fmt: skip
     int8 = report["variants"]["int8"]
     assert int8.get("error") is None and int8["accuracy"] >= baseline["accuracy"] - 0.05, int8
