@@ -168,9 +168,7 @@ def test_a_candidate_with_other_inputs_is_rejected_at_once() -> None:
 
 def test_share_shadows_about_that_share_of_inputs() -> None:
     reg = CollectorRegistry()
-    shadow = make(
-        model("2", agreeing), reg, share=0.25, seed=1, gates=Gates(min_inputs=10**6)
-    )
+    shadow = make(model("2", agreeing), reg, share=0.25, seed=1, gates=Gates(min_inputs=10**6))
     shadow.spare.set()
     for _ in range(100):
         offer(shadow, 10)
