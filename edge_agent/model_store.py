@@ -288,9 +288,13 @@ class ModelStore:
             return False
         if version_key(model.version) <= version_key(current.version):
             return False
+        return self._shadow_mode(model.version)
+
+    def _shadow_mode(self, version: str) -> bool:
+        """A newer ``version`` is shadowed: ``--promotion shadow``, or its rollout says so."""
         if self.promotion == "shadow":
             return True
-        rollout = self.source.rollout(model.version)
+        rollout = self.source.rollout(version)
         return rollout is not None and rollout.mode == "shadow"
 
     def poll(self, *, block: bool = False) -> LoadedModel | None:
@@ -480,12 +484,12 @@ class ModelStore:
             v for v in versions if not self._is_refused(v) and v not in left and v not in rejected
         ]
         candidates = self._in_rollout(name, [v for v in usable if not self.floor.is_below(name, v)])
-        if candidates and self._current is None and self.promotion == "shadow":
+        if candidates and self._current is None:
             # a restart under shadow promotion starts on the version it verified and served,
             # so that a newer one (a candidate that was not judged yet) is shadowed again
             floor = self.floor.floor(name)
             served = [v for v in candidates if floor is not None and not _newer(v, floor)]
-            if served:
+            if served and served[-1] != candidates[-1] and self._shadow_mode(candidates[-1]):
                 return served[-1]
         if candidates:
             return candidates[-1]

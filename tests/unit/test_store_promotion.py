@@ -97,3 +97,11 @@ def test_a_restart_under_shadow_starts_on_the_version_served_before(
     assert s._target() == expected
     serving(s, "1")
     assert s._target() == "2"  # then 2 is prepared (and shadowed under shadow promotion)
+
+
+def test_a_restart_under_a_shadow_rollout_starts_on_the_version_served_before(
+    tmp_path: Path,
+) -> None:
+    s = store(tmp_path, {"1": None, "2": Rollout(share=1.0, mode="shadow")})
+    s.floor.served("m", "1")
+    assert s._target() == "1"
