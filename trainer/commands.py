@@ -166,7 +166,7 @@ def _capture_arguments(p: argparse.ArgumentParser) -> None:
         "--mix-share",
         type=float,
         metavar="S",
-        help="share of the training loss the --mix data carries, 0 <= S < 1 (default 0.5)",
+        help="share of the training loss the --mix data carries, 0 <= S < 1 (default 0.8)",
     )
     r.add_argument(
         "--like",

@@ -12,7 +12,7 @@ BUNDLE_DIR`` trains a candidate for a model that is serving now (issue 14, item 
   frames. The normalization (mean and std) is learned again from the training data;
 - **mixing** (``--mix DATASET``): the original training data joins the captured inputs so
   the candidate does not forget the undrifted distribution. Its inputs carry
-  ``--mix-share`` (default 0.5) of the training loss: every captured training input gets
+  ``--mix-share`` (default 0.8) of the training loss: every captured training input gets
   weight ``(1 - share) * N / n_field`` and every original one ``share * N / n_mix``
   (``N`` = all of them, so the mean weight is 1). Nothing is repeated or dropped; the
   validation split keeps the weights, so early stopping watches the same mixture. The test
@@ -58,7 +58,7 @@ from trainer.kafka_data import CacheMode, KafkaDataset, first_pass, streamed_dat
 logger = logging.getLogger(__name__)
 
 #: Share of the training loss the ``--mix`` dataset carries by default.
-DEFAULT_MIX_SHARE = 0.5
+DEFAULT_MIX_SHARE = 0.8
 #: ``test_origin`` values.
 FIELD, MIXED = 0, 1
 

@@ -24,6 +24,7 @@ from tests.fixtures.cli import edgeinfer
 from tests.integration.test_agent_samples import start_sampling_agent
 from trainer.capture import capture_topic
 from trainer.feedback import read_feedback
+from trainer.retrain import DEFAULT_MIX_SHARE
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +137,7 @@ def test_a_candidate_is_retrained_from_captured_samples_and_feedback(
         "matched": len(answered), "unmatched": 1, "undecodable": 1, "relabelled": 0,
     }  # fmt: skip
     mix = capture["mix"]
-    assert mix["dataset"] == "digits" and mix["share"] == 0.5
+    assert mix["dataset"] == "digits" and mix["share"] == DEFAULT_MIX_SHARE
     assert mix["train"]["field"] + mix["test"]["field"] == len(answered)
     assert mix["train"]["mix"] == len(ds.x_train)
     retrain = report["retrain"]

@@ -28,7 +28,7 @@ from stream.schemas import Feedback
 from trainer.capture import CapturedDataset, Target, _Capture
 from trainer.exceptions import TrainerConfigError
 from trainer.feedback import FeedbackLabels
-from trainer.retrain import FIELD, MIXED, Like, candidate_version, mix_datasets
+from trainer.retrain import FIELD, MIXED, Like, candidate_version, mix_datasets, saved_options
 
 SRC = "images"
 
@@ -212,3 +212,16 @@ def test_a_candidate_sorts_after_the_serving_version() -> None:
         candidate_version("1", like("1"))
     with pytest.raises(TrainerConfigError, match="pass a higher --version"):
         candidate_version("9", like("10"))
+
+
+def test_export_reads_a_retrained_run_with_its_own_options() -> None:
+    capture = {
+        "feedback": {"topic": "fb"},
+        "mix": {"dataset": "digits", "share": 0.3},
+        "like": {"bundle": "registry/m/1"},
+    }
+    assert saved_options(capture) == {
+        "labels_from": "fb", "mix": "digits", "mix_share": 0.3, "like": "registry/m/1",
+    }  # fmt: skip
+    assert saved_options({"feedback": None, "mix": None, "like": None}) == {}
+    assert saved_options(None) == {}
