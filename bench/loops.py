@@ -254,9 +254,14 @@ def run_confluent(args: argparse.Namespace, settings: KafkaSettings) -> int:
     done = 0
     try:
         while not _STOP and done < args.count:
-            records = consumer.consume(num_messages=args.max_poll_records, timeout=0.2)
-            if not records:
+            # As the agent's transport: the first message, then what is already fetched
+            # (consume(n, timeout) alone waits for n messages or the whole timeout).
+            first = consumer.poll(0.2)
+            if first is None:
                 continue
+            records = [first]
+            if args.max_poll_records > 1:
+                records += consumer.consume(num_messages=args.max_poll_records - 1, timeout=0)
             items: list[Input] = []
             for r in records:
                 if r.error() is not None:

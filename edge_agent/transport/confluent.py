@@ -231,7 +231,14 @@ class _ConfluentConsumer:
     def poll(self, timeout_ms: int, max_records: int) -> dict[int, list[Any]]:
         ck = self._ck
         try:
-            msgs = self._c.consume(num_messages=max_records, timeout=timeout_ms / 1000.0)
+            # consume(n, timeout) returns only when n messages are there or the timeout
+            # has run out, so an input reaching an idle agent would wait up to the whole
+            # poll timeout (200 ms). poll() returns with the first message; the rest of
+            # what is already fetched follows without waiting (as kafka-python's poll).
+            first = self._c.poll(timeout_ms / 1000.0)
+            msgs = [] if first is None else [first]
+            if first is not None and max_records > 1:
+                msgs += self._c.consume(num_messages=max_records - 1, timeout=0)
         except (ck.KafkaException, SystemError) as exc:
             raise _error("poll", exc) from exc
         out: dict[int, list[Any]] = {}
