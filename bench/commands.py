@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes and fewer rates: a check in a few minutes, not real numbers",
+        help="shorter runs and fewer load rates, as many alternations as the full run (a "
+        "check in minutes; unstable ratios are marked so)",
     )
     p.add_argument("--out", default="bench/results", help="output folder (default bench/results)")
     p.add_argument(
