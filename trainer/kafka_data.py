@@ -22,7 +22,9 @@ Otherwise :class:`KafkaData` streams: every epoch reads the topic again up to th
 pass's ends (:func:`trainer.topic_read.read_topic`, partition by partition, so every pass
 yields the same inputs in the same order), keeps the inputs of the split it serves
 (images and samples of the other splits are skipped before decoding), and feeds them to
-``tf.data`` through a bounded shuffle buffer (:data:`SHUFFLE_BYTES`). Memory is the
+``tf.data`` through a bounded shuffle buffer (:data:`SHUFFLE_BYTES`). With ``--mix`` the
+original training data (in memory, it is a dataset of its own) is interleaved at random in
+proportion to the counts, with the weights of :mod:`trainer.retrain`. Memory is the
 buffer, the test and calibration arrays and one partition's fetch, whatever the topic's
 size.
 """
@@ -37,6 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from stream.datasets import stratified_split
 from stream.exceptions import DatasetError
 from stream.preprocessing import ImagePreprocessing, Preprocessing, SequencePreprocessing
 from stream.settings import KafkaSettings
@@ -208,6 +211,39 @@ class KafkaDataset:
     y_test: np.ndarray
     x_cal: np.ndarray
     y_cal: np.ndarray
+    #: ``--mix``: the original training data (in memory, at the target's geometry) and the
+    #: weights of a captured and of an original input.
+    mix: tuple[np.ndarray, np.ndarray] | None = None
+    weights: tuple[float, float] | None = None
+    #: Where each test input came from: 0 the topic, 1 the ``--mix`` dataset; None: the topic.
+    test_origin: np.ndarray | None = None
+
+    def add_mix(
+        self,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_test: np.ndarray,
+        y_test: np.ndarray,
+        *,
+        weights: tuple[float, float],
+    ) -> None:
+        """Mix in the original data (``--mix``): its training inputs join every epoch and the
+        statistics, its test inputs the test split."""
+        self.mix, self.weights = (x_train, y_train), weights
+        self.test_origin = np.concatenate([np.zeros(len(self.x_test)), np.ones(len(x_test))])
+        self.x_test = np.concatenate([self.x_test, x_test])
+        self.y_test = np.concatenate([self.y_test, y_test])
+        f = self.first
+        assert f.sums is not None and f.squares is not None  # noqa: S101  checked at build
+        flat = x_train.reshape(-1, x_train.shape[-1]).astype(np.float64)
+        if x_train.dtype == np.uint8:
+            flat /= 255.0
+        f.sums += flat.sum(axis=0)
+        f.squares += np.square(flat).sum(axis=0)
+        f.values += len(flat)
+        pick = np.random.default_rng(self.seed).permutation(len(x_train))[:CALIBRATION_SAMPLE]
+        self.x_cal = np.concatenate([self.x_cal, x_train[pick]])
+        self.y_cal = np.concatenate([self.y_cal, y_train[pick]])
 
     @property
     def x_train(self) -> np.ndarray:
@@ -310,6 +346,9 @@ class KafkaData:
     y_fit: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    #: Captured inputs per split, and the ``--mix`` inputs per split (empty without it).
+    n_field: dict[str, int] = field(default_factory=dict)
+    mixed: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     cache: str = "none"
     streamed: bool = field(default=True, init=False)
 
@@ -332,21 +371,41 @@ class KafkaData:
             )
             return where == split
 
+        weighted = ds.weights is not None
+        w_field = np.float32(ds.weights[0] if ds.weights else 1.0)
+
         def inputs() -> Any:
             for x, name, _place in ds.reader.inputs(want):
                 if name in index:
-                    yield x, np.int32(index[name])
+                    yield (
+                        (x, np.int32(index[name]), w_field)
+                        if weighted
+                        else (x, np.int32(index[name]))
+                    )
 
-        def normalize(x: Any, y: Any) -> tuple[Any, Any]:
+        def normalize(x: Any, y: Any, *w: Any) -> tuple[Any, ...]:
             out = tf.numpy_function(prep.apply, [x], tf.float32, stateful=False)
             out.set_shape((None, *ds.shape))
-            return out, y
+            return (out, y, *w)
 
         dtype = tf.uint8 if ds.kind == "image" else tf.float32
+        signature = (tf.TensorSpec(ds.shape, dtype), tf.TensorSpec((), tf.int32))
         data = tf.data.Dataset.from_generator(
             inputs,
-            output_signature=(tf.TensorSpec(ds.shape, dtype), tf.TensorSpec((), tf.int32)),
+            output_signature=(*signature, tf.TensorSpec((), tf.float32)) if weighted else signature,
         )
+        if weighted and ds.weights is not None:
+            # --mix: the original inputs of this split, interleaved at random in proportion.
+            x_mix, y_mix = self.mixed[split]
+            w_mix = np.full(len(y_mix), ds.weights[1], np.float32)
+            part = tf.data.Dataset.from_tensor_slices((x_mix, y_mix.astype(np.int32), w_mix))
+            n_field, n_mix = self.n_field[split], len(y_mix)
+            data = tf.data.Dataset.sample_from_datasets(
+                [data, part],
+                weights=[n_field / (n_field + n_mix), n_mix / (n_field + n_mix)],
+                seed=seed,
+                stop_on_empty_dataset=False,
+            )
         if shuffle:
             per_input = int(np.prod(ds.shape)) * (1 if ds.kind == "image" else 4)
             size = int(np.clip(SHUFFLE_BYTES // max(per_input, 1), MIN_SHUFFLE, MAX_SHUFFLE))
@@ -369,6 +428,15 @@ def kafka_model_data(
             f"validation split of {validation_fraction}"
         )
         raise DatasetError(msg)
+    n_field = {"train": n_train, "val": n_val}
+    mixed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if ds.mix is not None:
+        x_mix, y_mix = ds.mix
+        i_tr, _, i_val, _ = stratified_split(
+            np.arange(len(y_mix)), y_mix, test_fraction=validation_fraction, seed=ds.seed
+        )
+        mixed = {"train": (x_mix[i_tr], y_mix[i_tr]), "val": (x_mix[i_val], y_mix[i_val])}
+        n_train, n_val = n_train + len(i_tr), n_val + len(i_val)
     logger.info(
         'streaming topic="%s" train=%d validation=%d test=%d (evaluated %d)',
         ds.name, n_train, n_val, ds.first.test.seen, len(ds.x_test),
@@ -383,4 +451,6 @@ def kafka_model_data(
         y_fit=ds.y_cal,
         x_test=prep.apply(ds.x_test),
         y_test=ds.y_test,
+        n_field=n_field,
+        mixed=mixed,
     )

@@ -165,17 +165,23 @@ def load_field_data(
     )  # fmt: skip
     like_info = serving.summary() if serving else None
     if first.overflow:
-        if original is not None:
-            msg = (
-                f"--mix with a topic too large for memory is not supported yet ({topic!r} holds "
-                "more than --cache keeps); leave out --mix or use --cache memory"
-            )
-            raise DatasetError(msg)
         streamed = streamed_dataset(
             cap, first, settings=settings, snapshot=snapshot, max_messages=max_messages,
             timeout_s=timeout_s, seed=seed, test_fraction=test_fraction,
         )  # fmt: skip
         streamed.capture.update(like=like_info, mix=None)
+        if original is not None and target is not None:
+            if original.kind != streamed.kind:
+                msg = f"--mix {mix} holds {original.kind} data but {topic!r} {streamed.kind} data"
+                raise DatasetError(msg)
+            x_tr, y_tr, x_te, y_te = in_target(original, target)
+            n_field = len(first.fit_u)
+            weights = mix_weights(n_field, len(x_tr), mix_share)
+            streamed.add_mix(x_tr, y_tr, x_te, y_te, weights=weights)
+            streamed.capture["mix"] = mix_summary(
+                str(mix), mix_share, (n_field, len(x_tr)),
+                (len(first.test.x), len(x_te)), weights,
+            )  # fmt: skip
         return streamed
     cap.inputs, cap.names = first.kept, first.kept_names
     field = captured_dataset(cap, max_window=max_window, seed=seed, test_fraction=test_fraction)
@@ -216,40 +222,70 @@ def mix_datasets(
             f"{field.kind} data"
         )
         raise DatasetError(msg)
-    x_tr, x_te = (
-        _fit(original.x_train, target, original.name),
-        _fit(original.x_test, target, original.name),
+    x_tr, y_tr, x_te, y_te = in_target(original, target)
+    n_field = len(field.x_train)
+    w_field, w_mix = mix_weights(n_field, len(x_tr), share)
+    weights = np.concatenate([np.full(n_field, w_field), np.full(len(x_tr), w_mix)])
+    mix_info = mix_summary(
+        original.name, share, (n_field, len(x_tr)), (len(field.x_test), len(x_te)), (w_field, w_mix)
     )
+    return CapturedDataset(
+        name=field.name,
+        kind=field.kind,
+        x_train=np.concatenate([field.x_train, x_tr]),
+        y_train=np.concatenate([field.y_train, y_tr]),
+        x_test=np.concatenate([field.x_test, x_te]),
+        y_test=np.concatenate([field.y_test, y_te]),
+        labels=list(target.labels),
+        capture={**field.capture, "mix": mix_info},
+        train_weights=weights.astype(np.float32),
+        test_origin=np.concatenate([np.full(len(field.x_test), FIELD), np.full(len(x_te), MIXED)]),
+    )
+
+
+def in_target(
+    original: Dataset, target: Target
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``original``'s train and test splits at the target's geometry, in its label ids."""
     missing = [name for name in original.labels if name not in target.labels]
     if missing:
         msg = f"--mix {original.name} has labels {missing} that {target.source} does not know"
         raise DatasetError(msg)
     to_target = np.array([target.labels.index(name) for name in original.labels], dtype=np.int64)
-    n_field, n_mix = len(field.x_train), len(x_tr)
+    return (
+        _fit(original.x_train, target, original.name),
+        to_target[original.y_train],
+        _fit(original.x_test, target, original.name),
+        to_target[original.y_test],
+    )
+
+
+def mix_weights(n_field: int, n_mix: int, share: float) -> tuple[float, float]:
+    """Each captured and each original input's weight: the original carries ``share`` of
+    the sum, and the mean weight is 1."""
     total = n_field + n_mix
     w_field = (1.0 - share) * total / n_field if n_field else 0.0
     w_mix = share * total / n_mix if n_mix else 0.0
-    weights = np.concatenate([np.full(n_field, w_field), np.full(n_mix, w_mix)]).astype(np.float32)
-    mix_info = {
-        "dataset": original.name,
+    return w_field, w_mix
+
+
+def mix_summary(
+    name: str,
+    share: float,
+    train: tuple[int, int],
+    test: tuple[int, int],
+    weights: tuple[float, float],
+) -> dict[str, Any]:
+    """``report.json`` ``capture.mix``."""
+    info = {
+        "dataset": name,
         "share": share,
-        "train": {"field": n_field, "mix": n_mix},
-        "test": {"field": len(field.x_test), "mix": len(x_te)},
-        "weight": {"field": round(w_field, 6), "mix": round(w_mix, 6)},
+        "train": {"field": train[0], "mix": train[1]},
+        "test": {"field": test[0], "mix": test[1]},
+        "weight": {"field": round(weights[0], 6), "mix": round(weights[1], 6)},
     }
-    logger.info('mixed dataset="%s" %s', original.name, mix_info)
-    return CapturedDataset(
-        name=field.name,
-        kind=field.kind,
-        x_train=np.concatenate([field.x_train, x_tr]),
-        y_train=np.concatenate([field.y_train, to_target[original.y_train]]),
-        x_test=np.concatenate([field.x_test, x_te]),
-        y_test=np.concatenate([field.y_test, to_target[original.y_test]]),
-        labels=list(target.labels),
-        capture={**field.capture, "mix": mix_info},
-        train_weights=weights,
-        test_origin=np.concatenate([np.full(len(field.x_test), FIELD), np.full(len(x_te), MIXED)]),
-    )
+    logger.info('mixed dataset="%s" %s', name, info)
+    return info
 
 
 def _fit(x: np.ndarray, target: Target, name: str) -> np.ndarray:
