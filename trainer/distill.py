@@ -82,7 +82,7 @@ class DistillationLoss(keras.losses.Loss):  # type: ignore[misc]
 
 def _require_arrays(data: Any) -> None:
     if not all(hasattr(data, name) for name in ("x_train", "y_train", "x_val", "y_val")):
-        msg = "--distill needs the training data in memory (not streamed image folders)"
+        msg = "--distill needs the training data in memory (not a streamed image folder or topic)"
         raise TrainerConfigError(msg)
 
 
