@@ -41,7 +41,9 @@ def validation_score(history: dict[str, list[float]]) -> tuple[float, float]:
     losses = history.get("val_loss") or [float("inf")]
     best = min(range(len(losses)), key=losses.__getitem__)
     accuracy = (history.get("val_accuracy") or [0.0] * len(losses))[best]
-    return float(accuracy), -float(losses[best])
+    # Rounded: Keras reports float32 accuracies (4/6 -> 0.66666669), a fitted model float64
+    # ones (0.66666666...); equal shares must tie so that the loss decides.
+    return round(float(accuracy), 6), -float(losses[best])
 
 
 def summary(arch: str, history: dict[str, list[float]], seconds: float) -> dict[str, Any]:

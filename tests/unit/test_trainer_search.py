@@ -31,6 +31,12 @@ def test_the_score_is_taken_at_the_epoch_early_stopping_restores() -> None:
     }  # fmt: skip
 
 
+def test_equal_accuracies_in_float32_and_float64_tie_and_the_loss_decides() -> None:
+    keras_like = {"val_loss": [1.04], "val_accuracy": [float(np.float32(4 / 6))]}
+    fitted = {"val_loss": [0.46], "val_accuracy": [4 / 6]}
+    assert validation_score(fitted) > validation_score(keras_like)
+
+
 def tiny_sequences() -> Dataset:
     rng = np.random.default_rng(0)
     n, t = 60, 16
