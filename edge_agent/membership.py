@@ -6,8 +6,9 @@ inference or a flush would stall heartbeats. The pipeline applies the changes af
 poll returns (:meth:`Membership.apply`), on its own thread: a revoked partition's inputs
 held in memory are dropped (everything before that poll was already flushed and
 committed, so its new owner reads them again from the committed offset), and a partition
-given straight back is sought back to this agent's last commit (kafka-python keeps its
-position across an eager rebalance, past the dropped inputs).
+given straight back is sought back to this agent's last commit when the client kept a
+position past it (kafka-python keeps its position across an eager rebalance, past the
+dropped inputs; :func:`needs_rewind`).
 
 An agent with no partition for longer than ``unassigned_limit_s`` while its topic has
 partitions is *starved* (a wedged group coordinator, or a spare agent): not ready.
@@ -101,7 +102,7 @@ class Membership:
         for p in sorted(parts & self._dropped_from.keys()):
             start = self._dropped_from[p]
             try:
-                if consumer is not None:
+                if consumer is not None and needs_rewind(consumer.position(p), start):
                     consumer.seek(p, start)
             except Exception as exc:  # noqa: BLE001  the client resets it from the commit
                 logger.warning("seek %s[%d] to %d failed: %s", self.topic, p, start, exc)
@@ -134,3 +135,13 @@ class Membership:
             if self.topic_partitions is not None:
                 self.metrics.input_partitions.set(self.topic_partitions)
         self.metrics.unassigned_seconds.set(self.unassigned_s(now))
+
+
+def needs_rewind(position: int | None, committed: int) -> bool:
+    """Whether a partition given straight back must be sought back to ``committed``: only
+    when the client kept a position past it (an eager rebalance keeps the position, past
+    the inputs dropped with the revocation). A position at or before it, or none (the
+    client will start from the group's commit), needs nothing; and a broker that lost the
+    partition (an embedded, memory-only broker restarted: the topic starts again at 0) has
+    its client reset to the new start, which a seek to the old commit would skip past."""
+    return position is not None and position > committed

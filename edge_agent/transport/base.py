@@ -100,6 +100,10 @@ class Consumer(Protocol):
 
     def seek(self, partition: int, offset: int) -> None: ...
 
+    def position(self, partition: int) -> int | None:
+        """The next offset this consumer will read from ``partition``; None if unknown."""
+        ...
+
     def lag(self, partition: int, position: int | None) -> int | None:
         """High watermark minus ``position`` (the consumer's own when None); None if unknown."""
         ...

@@ -275,6 +275,10 @@ class _ConfluentConsumer:
     def seek(self, partition: int, offset: int) -> None:
         self._c.seek(self._ck.TopicPartition(self._topic, partition, offset))
 
+    def position(self, partition: int) -> int | None:
+        (pos,) = self._c.position([self._ck.TopicPartition(self._topic, partition)])
+        return None if pos.offset < 0 else int(pos.offset)  # < 0: OFFSET_INVALID, unknown
+
     def lag(self, partition: int, position: int | None) -> int | None:
         tp = self._ck.TopicPartition(self._topic, partition)
         _low, high = self._c.get_watermark_offsets(tp, cached=True)

@@ -148,6 +148,10 @@ class _KafkaPythonConsumer:
     def seek(self, partition: int, offset: int) -> None:
         self._consumer.seek(self._tp(self._topic, partition), offset)
 
+    def position(self, partition: int) -> int | None:
+        pos = self._consumer.position(self._tp(self._topic, partition), timeout_ms=100)
+        return None if pos is None else int(pos)
+
     def lag(self, partition: int, position: int | None) -> int | None:
         tp = self._tp(self._topic, partition)
         high = self._consumer.highwater(tp)  # not end_offsets(): wrong on Tansu
