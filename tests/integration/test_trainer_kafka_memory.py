@@ -1,5 +1,9 @@
 """A ``kafka:`` topic larger than the trainer's memory limit trains: it is streamed from
-the broker every epoch (``--cache none``), never decoded into memory (issue 15, item 3)."""
+the broker every epoch (``--cache none``), never decoded into memory (issue 15, item 3).
+
+Marked ``long`` (``make test-long``): 2-4 minutes on 2 cores. ``make test`` keeps the
+folder version of the same proof (tests/unit/test_trainer_memory.py) and the streamed
+topic's correctness (tests/integration/test_trainer_kafka_stream.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from stream.codecs import encode_jpeg, image_headers
 from stream.kafka import ensure_topics
 from tests.unit.test_trainer_memory import HEIGHT, IMAGES, LIMIT, WIDTH, big_images, limited
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 pytest.importorskip("tensorflow")
 
 
