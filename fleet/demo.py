@@ -494,13 +494,17 @@ def _model_table(c: ResultsCollector, *, p50: str, p99: str) -> list[str]:
     return lines
 
 
-def run_demo_config(cfg: DemoConfig) -> dict[str, Any]:
-    demo = Demo(cfg)
+def run_with_signals(demo: Demo, stopping: str) -> dict[str, Any]:
+    """Run ``demo`` with Ctrl-C/SIGTERM turned into a clean stop; always stop its processes."""
     previous = {sig: signal.signal(sig, demo._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return demo.run()
     finally:
-        demo.say("stopping agents and broker")
+        demo.say(stopping)
         demo.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run_demo_config(cfg: DemoConfig) -> dict[str, Any]:
+    return run_with_signals(Demo(cfg), "stopping agents and broker")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet.demo import Demo, DemoConfig, ModelPlan
+from fleet.demo import Demo, DemoConfig, ModelPlan, run_with_signals
 from fleet.drift_timeline import Answer, Timeline, accuracy, accuracy_bins, episodes
 from fleet.prometheus import ALERT_RULES, PrometheusServer, ScrapeJob, rules_with_for
 from fleet.top import scrape
@@ -559,14 +559,4 @@ def _plot(
 
 
 def run_drift_demo(cfg: DriftConfig) -> dict[str, Any]:
-    import signal
-
-    demo = DriftDemo(cfg)
-    previous = {sig: signal.signal(sig, demo._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return demo.run()
-    finally:
-        demo.say("stopping agents, monitor, Prometheus and broker")
-        demo.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return run_with_signals(DriftDemo(cfg), "stopping agents, monitor, Prometheus and broker")
