@@ -305,33 +305,41 @@ class Demo:
 
     # ------------------------------------------------------------------ main
 
-    def run(self) -> dict[str, Any]:
-        cfg = self.cfg
-        t_start = time.monotonic()
+    def prepare(self, *stale: str) -> None:
+        """The work folders, a fresh registry and agent state (plus ``stale`` subfolders),
+        and a signing key pair (kept across runs)."""
         for sub in ("keys", "logs", "train"):
             (self.work / sub).mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.work / "registry", ignore_errors=True)
-        shutil.rmtree(self.work / "agent-state", ignore_errors=True)
+        for sub in ("registry", "agent-state", *stale):
+            shutil.rmtree(self.work / sub, ignore_errors=True)
         if not (self.work / "keys" / "edgeinfer.key").exists():
             generate_keys(
                 self.work / "keys" / "edgeinfer.key", self.work / "keys" / "edgeinfer.pub"
             )
             self.say(f"generated a signing key pair in {self.work / 'keys'}")
 
-        motions_v1 = self.train(MOTIONS, version="1", seed=1)
-        digits_v1 = self.train(DIGITS, version="1", seed=1)
-        digits_v2 = self.train(DIGITS, version="2", seed=2)
-
+    def start_broker(self, data_topics: list[str]) -> KafkaSettings:
+        """Start the embedded broker with ``data_topics`` (``cfg.partitions`` each) and the
+        one-partition ``models`` topic; the settings to reach it."""
         self.broker = EmbeddedBroker(log_path=self.work / "logs" / "broker.log")
         self.broker.start()
         self.say(f"embedded broker (Tansu) on {self.broker.bootstrap}")
         settings = KafkaSettings(bootstrap_servers=self.broker.bootstrap, session_timeout_ms=6000)
-        ensure_topics(
-            settings,
-            [topics.SENSORS, topics.IMAGES, topics.RESULTS, topics.DEADLETTER],
-            partitions=cfg.partitions,
-        )
+        ensure_topics(settings, data_topics, partitions=self.cfg.partitions)
         ensure_topics(settings, [topics.MODELS], partitions=1)
+        return settings
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        t_start = time.monotonic()
+        self.prepare()
+        motions_v1 = self.train(MOTIONS, version="1", seed=1)
+        digits_v1 = self.train(DIGITS, version="1", seed=1)
+        digits_v2 = self.train(DIGITS, version="2", seed=2)
+
+        settings = self.start_broker(
+            [topics.SENSORS, topics.IMAGES, topics.RESULTS, topics.DEADLETTER]
+        )
         self.publish(motions_v1, settings)
         self.publish(digits_v1, settings)
 

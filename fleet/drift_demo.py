@@ -38,11 +38,11 @@ from fleet.drift_timeline import Answer, Timeline, accuracy, accuracy_bins, epis
 from fleet.prometheus import ALERT_RULES, PrometheusServer, ScrapeJob, rules_with_for
 from fleet.top import scrape
 from stream import topics
-from stream.broker import EmbeddedBroker, die_with_parent, free_port
+from stream.broker import die_with_parent, free_port
 from stream.datasets import load_dataset
 from stream.drift import Drift
 from stream.exceptions import EdgeInferError
-from stream.kafka import ensure_topics, make_consumer, make_producer, topic_partitions
+from stream.kafka import make_consumer, make_producer, topic_partitions
 from stream.replay import replay_images
 from stream.results import ResultsCollector
 from stream.schemas import InferenceResult
@@ -91,7 +91,6 @@ class _Moments:
     detected: float | None = None
     published: float | None = None
     promoted: float | None = None
-    false_alarms_seen: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -261,21 +260,11 @@ class DriftDemo(Demo):
     def run(self) -> dict[str, Any]:
         c, m = self.dcfg, self.moments
         t_start = time.monotonic()
-        for sub in ("keys", "logs", "train"):
-            (self.work / sub).mkdir(parents=True, exist_ok=True)
-        self._fresh_state()
+        self.prepare(f"train/{PLAN.name}-v2")  # the candidate is retrained every run
         v1 = self.train(PLAN, version="1", seed=1)
-
-        self.broker = EmbeddedBroker(log_path=self.work / "logs" / "broker.log")
-        self.broker.start()
-        self.say(f"embedded broker (Tansu) on {self.broker.bootstrap}")
-        settings = KafkaSettings(bootstrap_servers=self.broker.bootstrap, session_timeout_ms=6000)
-        ensure_topics(
-            settings,
-            [PLAN.topic, topics.RESULTS, topics.DEADLETTER, topics.SAMPLES, topics.FEEDBACK],
-            partitions=c.partitions,
+        settings = self.start_broker(
+            [PLAN.topic, topics.RESULTS, topics.DEADLETTER, topics.SAMPLES, topics.FEEDBACK]
         )
-        ensure_topics(settings, [topics.MODELS], partitions=1)
         self.publish(v1, settings)
 
         self.agent_args = self._agent_options()
@@ -298,9 +287,7 @@ class DriftDemo(Demo):
         deadline = time.monotonic() + c.timeout_s
         next_status = 0.0
         while time.time() - t0 < c.undrifted_s:
-            self._step(collector, deadline)
-            if prom.firing(DRIFT_ALERT):
-                m.false_alarms_seen += 1
+            self._step(collector)
             if time.monotonic() >= next_status:
                 self._status("undrifted", samples)
                 next_status = time.monotonic() + 10
@@ -312,7 +299,7 @@ class DriftDemo(Demo):
         replay_b = self._replay_phase(settings, drift=self.drift, stop=stop_b)
         phase = "drifted"
         while time.monotonic() < deadline:
-            self._step(collector, deadline)
+            self._step(collector)
             now = time.time()
             if m.detected is None and prom.firing(DRIFT_ALERT):
                 m.detected = now
@@ -358,25 +345,12 @@ class DriftDemo(Demo):
         samples.close()
         return summary
 
-    def _fresh_state(self) -> None:
-        import shutil
-
-        from stream.bundle import generate_keys
-
-        for sub in ("registry", "agent-state", "train/digits-cnn-v2"):
-            shutil.rmtree(self.work / sub, ignore_errors=True)
-        if not (self.work / "keys" / "edgeinfer.key").exists():
-            generate_keys(
-                self.work / "keys" / "edgeinfer.key", self.work / "keys" / "edgeinfer.pub"
-            )
-
-    def _step(self, collector: ResultsCollector, deadline: float) -> None:
+    def _step(self, collector: ResultsCollector) -> None:
+        """Read results for up to a second; stop on Ctrl-C or a failed replay."""
         collector.poll(timeout_ms=1000)
         self.check_stop()
         if self._replay_errors:
             raise self._replay_errors[0]
-        if time.monotonic() > deadline:
-            return
 
     def _status(self, phase: str, samples: Any) -> None:
         acc = accuracy(self.timeline.answers[-400:])
