@@ -4,9 +4,10 @@
   kafka-python with the agent's client settings: poll up to ``max_poll_records``, decode
   with the same :mod:`stream.codecs` decoders and :mod:`edge_agent` helpers (image fit,
   sensor windows), apply the manifest's preprocessing in batches, encode a result of the
-  same shape (uniform scores), send, then flush and commit synchronously after each poll
-  (the agent's sync point). ``--work echo`` sends the input bytes back instead: the bare
-  client ceiling.
+  same shape (uniform scores), send; after each poll note the offsets, and commit
+  (asynchronously) the newest noted ones whose sends are all acknowledged, without waiting
+  (the agent's commit scheme, :class:`Commits`). ``--work echo`` sends the input bytes
+  back instead: the bare client ceiling.
 * ``confluent``: the same loop on confluent-kafka (librdkafka).
 * ``naive``: what many deployments run: iterate the consumer one message at a time,
   decode, Keras ``model.predict`` on that one input, produce, commit every N.
@@ -26,6 +27,7 @@ import logging
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +154,28 @@ def result_bytes(
     return json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
 
 
+class Commits:
+    """The agent's commit scheme (edge_agent/delivery.py epochs), for a loop whose sends
+    go to one output partition, so their acknowledgements come in send order: after each
+    poll the offsets are noted with the count of sends so far; the newest noted offsets
+    whose sends are all acknowledged are committed, without waiting."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.acked = 0
+        self._noted: deque[tuple[int, dict[int, int]]] = deque()
+
+    def note(self, offsets: dict[int, int]) -> None:
+        self._noted.append((self.sent, offsets))
+
+    def due(self) -> dict[int, int]:
+        """The offsets to commit now ({} when nothing new is acknowledged)."""
+        out: dict[int, int] = {}
+        while self._noted and self._noted[0][0] <= self.acked:
+            out.update(self._noted.popleft()[1])
+        return out
+
+
 # ------------------------------------------------------------------ kafka-python
 
 
@@ -167,13 +191,14 @@ def run_passthrough(args: argparse.Namespace, settings: KafkaSettings) -> int:
         client_id="bench-passthrough",
     )
     producer = make_producer(settings, client_id="bench-passthrough", max_block_ms=5000)
+    from kafka.structs import OffsetAndMetadata, TopicPartition
+
+    commits = Commits()
+    futures: deque[Any] = deque()
     done = 0
     try:
         while not _STOP and done < args.count:
             polled = consumer.poll(timeout_ms=200, max_records=args.max_poll_records)
-            if not polled:
-                continue
-            futures = []
             for tp, records in polled.items():
                 if decoder is None:
                     for r in records:
@@ -202,12 +227,24 @@ def run_passthrough(args: argparse.Namespace, settings: KafkaSettings) -> int:
                                 headers=RESULT_HEADERS,
                             )
                         )
-            producer.flush(timeout=15)
-            for f in futures:
+            commits.sent = commits.acked + len(futures)
+            if polled:
+                commits.note({tp.partition: rs[-1].offset + 1 for tp, rs in polled.items() if rs})
+            while futures and futures[0].is_done:
+                f = futures.popleft()
                 if f.exception is not None:
                     raise f.exception
-            consumer.commit()
+                commits.acked += 1
+            offsets = commits.due()
+            if offsets:
+                consumer.commit_async(
+                    {
+                        TopicPartition(args.input, p): OffsetAndMetadata(o, "", -1)
+                        for p, o in offsets.items()
+                    }
+                )
             done += sum(len(r) for r in polled.values())
+        producer.flush(timeout=15)
     finally:
         producer.close(timeout=5)
         consumer.close(autocommit=False)
@@ -246,10 +283,12 @@ def run_confluent(args: argparse.Namespace, settings: KafkaSettings) -> int:
         }
     )
     errors: list[str] = []
+    commits = Commits()
 
     def on_delivery(err: Any, msg: Any) -> None:
         if err is not None:
             errors.append(str(err))
+        commits.acked += 1
 
     done = 0
     try:
@@ -257,6 +296,15 @@ def run_confluent(args: argparse.Namespace, settings: KafkaSettings) -> int:
             # As the agent's transport: the first message, then what is already fetched
             # (consume(n, timeout) alone waits for n messages or the whole timeout).
             first = consumer.poll(0.2)
+            producer.poll(0)  # delivery reports
+            offsets = commits.due()
+            if offsets:
+                consumer.commit(
+                    offsets=[
+                        confluent_kafka.TopicPartition(args.input, p, o) for p, o in offsets.items()
+                    ],
+                    asynchronous=True,
+                )
             if first is None:
                 continue
             records = [first]
@@ -270,6 +318,7 @@ def run_confluent(args: argparse.Namespace, settings: KafkaSettings) -> int:
                     producer.produce(
                         args.output, value=r.value(), key=r.key(), on_delivery=on_delivery
                     )
+                    commits.sent += 1
                     continue
                 _ts_type, ts = r.timestamp()
                 items.extend(
@@ -296,11 +345,15 @@ def run_confluent(args: argparse.Namespace, settings: KafkaSettings) -> int:
                             headers=list(RESULT_HEADERS),  # type: ignore[arg-type]
                             on_delivery=on_delivery,
                         )
-            producer.flush(15)
+                        commits.sent += 1
             if errors:
                 msg = f"confluent-kafka delivery failed: {errors[0]}"
                 raise RuntimeError(msg)
-            consumer.commit(asynchronous=False)
+            last: dict[int, int] = {}
+            for r in records:
+                if r.error() is None:
+                    last[r.partition() or 0] = (r.offset() or 0) + 1
+            commits.note(last)
             done += len(records)
     finally:
         producer.flush(5)

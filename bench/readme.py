@@ -113,7 +113,8 @@ def _header(summary: dict[str, Any]) -> list[str]:
         "",
         "Measured = the median over the alternations of the two sides (each alternation's own "
         "ratio); min - max (n) = the range over the n alternations. A goal whose range is "
-        f"wider than {MAX_SPREAD:.0%} of its median is **unstable**: on this run it can "
+        f"wider than {MAX_SPREAD:.0%} of its median, with the target inside it, is "
+        f"**unstable**: on this run it can "
         "neither pass nor miss.",
         "",
         *_head("goal", "target", "measured", "min - max (n)", "status", align="llrrl"),

@@ -139,11 +139,16 @@ class Goal:
 
     def as_dict(self, value: float | None, runs: dict[str, Any] | None = None) -> dict[str, Any]:
         """The judgement; ``runs`` is the :func:`spread` of the value's alternations (None
-        for a single measurement): wider than :data:`MAX_SPREAD`, the status is
-        ``unstable`` and ``met`` None (``median_met`` keeps what the median alone says)."""
+        for a single measurement): wider than :data:`MAX_SPREAD` with the target inside the
+        range (its lowest and highest alternation judged differently), the status is
+        ``unstable`` and ``met`` None (``median_met`` keeps what the median alone says). A
+        wide range wholly on one side of the target still decides: every alternation
+        agrees."""
         met = self.judge(value)
         width = (runs or {}).get("spread")
-        unstable = met is not None and width is not None and width > MAX_SPREAD
+        lo, hi = (runs or {}).get("min"), (runs or {}).get("max")
+        straddles = lo is None or hi is None or self.judge(lo) != self.judge(hi)
+        unstable = met is not None and width is not None and width > MAX_SPREAD and straddles
         if met is None:
             status = "not measured"
         elif unstable:

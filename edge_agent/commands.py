@@ -178,7 +178,7 @@ def _agent(sub: Any) -> None:
         i,
         "--max-latency-ms",
         "max_latency_ms",
-        "longest an input waits for its batch to fill, ms (default 5)",
+        "longest an input waits for its batch to fill, ms (default 0: run what each poll brought)",
         type=_float,
     )
     w = p.add_argument_group("sensor windows")

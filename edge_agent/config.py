@@ -83,7 +83,10 @@ class AgentConfig:
     # Inference.
     threads: int = 1
     max_batch: int = 32
-    max_latency_ms: float = 5.0
+    #: 0: a batch runs as soon as a poll has been handled, with what it brought (waiting
+    #: for more only delays those inputs: docs/agent.md, "Batch"); > 0 holds an input up to
+    #: that long for its batch to fill.
+    max_latency_ms: float = 0.0
     # Sensor windows.
     max_devices: int = 10_000
     device_idle_s: float = 600.0

@@ -4,8 +4,9 @@ The transport's rebalance callbacks (:meth:`Membership.on_assigned`/``on_revoked
 note a change: kafka-python runs them on its network thread, where a commit fails and
 inference or a flush would stall heartbeats. The pipeline applies the changes after its
 poll returns (:meth:`Membership.apply`), on its own thread: a revoked partition's inputs
-held in memory are dropped (everything before that poll was already flushed and
-committed, so its new owner reads them again from the committed offset), and a partition
+held in memory are dropped (its new owner reads them again from the committed offset;
+the pipeline commits what it answered before a revocation it is called back for on its
+own thread: edge_agent/pipeline.py), and a partition
 given straight back is sought back to this agent's last commit when the client kept a
 position past it (kafka-python keeps its position across an eager rebalance, past the
 dropped inputs; :func:`needs_rewind`).

@@ -8,12 +8,16 @@ delivery, transport.)
 One thread runs everything (kafka-python heartbeats from its own background thread), so
 there is no locking between stages. Delivery rules (docs/agent.md):
 
-* **At-least-once.** Results and dead letters are sent asynchronously; at a *sync point*
-  (after each poll's records are handled, on a rebalance and on shutdown) the producer is
-  flushed and every send checked, and only then are offsets committed. The committed
-  offset of a partition is ``min(next offset to consume, oldest offset still held in an
-  open sensor window, oldest offset waiting in the batch)``, so every message below it has
-  its result or dead letter acknowledged by the broker.
+* **At-least-once.** Results and dead letters are sent asynchronously. After each poll's
+  records are handled the loop notes the offsets it could commit once its sends so far are
+  acknowledged (``min(next offset to consume, oldest offset still held in an open sensor
+  window, oldest offset waiting in the batch)``), and commits, asynchronously, the newest
+  noted offsets whose sends the broker has acknowledged (:class:`Delivery` epochs), so
+  every message below a committed offset has its result or dead letter on the broker. The
+  loop never waits for the broker in steady state; it waits (flush, then a synchronous
+  commit: a *sync point*) on shutdown, before a rebalance takes partitions (when the
+  client calls back on this thread: librdkafka), when a send was refused for good, and
+  when acknowledgements lag more than ``MAX_UNSETTLED_S``.
 * **Per-record isolation.** Anything that goes wrong with one input or window (decode,
   preprocessing, inference, a non-finite or mis-shaped output, result encoding, a send
   the broker refuses for good) ends as a dead letter with a reason
@@ -25,10 +29,11 @@ there is no locking between stages. Delivery rules (docs/agent.md):
   are not.
 * **Model health.** A serving model whose outputs are mostly unusable is rolled back to
   the previous verified version (:class:`edge_agent.outputs.OutputGate`).
-* **Rebalance.** The callbacks only note the change (they may run on the client's network
-  thread); after the poll, the batch items and windows of revoked partitions are dropped
-  (their new owner reads them again from the committed offset: everything before the
-  poll was already flushed and committed).
+* **Rebalance.** The callbacks note the change; one that comes on the loop's thread
+  (librdkafka's, inside the poll) first makes a sync point, so the new owner answers
+  nothing twice (kafka-python's come on its network thread: about one poll's worth may be
+  answered again). After the poll, the batch items and windows of revoked partitions are
+  dropped; their new owner reads them again from the committed offset.
 * **Hot swap.** Between batches, every ``model_poll_s``, the model store is polled; on a
   new model the pending batch is finished with the old one, then the new one serves. Every
   result names the version that computed it.
@@ -39,6 +44,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from functools import partial
 from typing import Any, Protocol
 
@@ -48,7 +54,7 @@ from edge_agent.answers import Answers, input_table
 from edge_agent.batching import MicroBatcher, Pending
 from edge_agent.config import AgentConfig
 from edge_agent.deadletters import DeadLetters, Reason
-from edge_agent.delivery import Delivery, DeliveryFailed
+from edge_agent.delivery import Delivery, DeliveryFailed, Refused
 from edge_agent.inputs import image_input, window_item
 from edge_agent.membership import Membership
 from edge_agent.metrics import AgentMetrics
@@ -81,6 +87,11 @@ STARTUP_POLL_MS = 20
 #: Rounds of answering refused sends another way at one sync point: a result becomes a
 #: dead letter, a dead letter one without its value, that one is dropped.
 MAX_REFUSED_ROUNDS = 3
+#: Longest the loop lets noted offsets wait for their acknowledgements before it waits for
+#: them (a sync point): bounds what is answered twice after a crash or a rebalance.
+MAX_UNSETTLED_S = 1.0
+#: Poll timeout while offsets wait for acknowledgements (they are committed soon when idle).
+SETTLE_POLL_MS = 10
 
 
 class ModelProvider(Protocol):
@@ -131,6 +142,11 @@ class Pipeline:
             max_bytes=config.max_output_bytes,
         )
         self.offsets = Offsets()
+        #: Offsets noted but not committed yet: (delivery epoch, noted at, offsets).
+        self._unsettled: deque[tuple[int, float, dict[int, int]]] = deque()
+        #: The loop's thread (a rebalance callback on it may sync: _on_revoked).
+        self._loop_thread: int | None = None
+        self._closing = False
         self.deadletters = DeadLetters(
             delivery=self.delivery,
             metrics=metrics,
@@ -257,7 +273,7 @@ class Pipeline:
                     self.topic,
                     options,
                     on_assigned=self.membership.on_assigned,
-                    on_revoked=self.membership.on_revoked,
+                    on_revoked=self._on_revoked,
                 )
             except TransportError as exc:
                 logger.warning(
@@ -306,6 +322,7 @@ class Pipeline:
             self.delivery.reset()
 
     def close(self) -> None:
+        self._closing = True
         self._set_ready(False)
         if self.shadow is not None:
             self.shadow.close()
@@ -321,8 +338,10 @@ class Pipeline:
     # ------------------------------------------------------------------- loop
 
     def step(self) -> None:
-        """One poll: handle its records, run due batches, sync, housekeeping."""
+        """One poll: handle its records, run due batches, commit what is acknowledged,
+        housekeeping."""
         self.last_step_at = time.monotonic()
+        self._loop_thread = threading.get_ident()
         if not self.delivery.ensure():
             self._set_ready(False)
             self._wait_backoff()
@@ -334,6 +353,8 @@ class Pipeline:
             timeout_ms = IDLE_POLL_MS if left is None else int(left * 1000)
             if not self._was_ready:
                 timeout_ms = min(timeout_ms, STARTUP_POLL_MS)
+            elif self._unsettled:
+                timeout_ms = min(timeout_ms, SETTLE_POLL_MS)
             shadow = self.shadow
             if shadow is not None:  # waiting for input is the candidate's spare time
                 shadow.spare.set()
@@ -348,8 +369,7 @@ class Pipeline:
                 self._handle_polled(polled)
             if self.batcher and (not polled or self.batcher.due(time.monotonic())):
                 self._run_all()
-            if self.offsets.advanced or self.delivery.pending:
-                self._sync()
+            self._settle()
         except DeliveryFailed as exc:
             self._recover(exc)
             return
@@ -457,10 +477,62 @@ class Pipeline:
 
     # ----------------------------------------------------------- sync / commit
 
-    def _sync(self) -> None:
-        """Flush, check every send, then commit what is done. Raises DeliveryFailed."""
+    def _committable(self) -> dict[int, int]:
+        windows = self.windows
+        return self.offsets.committable(
+            windows.min_held if windows is not None else _nothing_held,
+            ((it.partition, it.offset) for it in self.batcher),
+        )
+
+    def _settle(self) -> None:
+        """Note what may be committed once acknowledged; commit, asynchronously, what the
+        broker has acknowledged; never wait, except in the rare cases of a sync point.
+        Raises DeliveryFailed."""
+        delivery = self.delivery
+        now = time.monotonic()
+        if self.offsets.advanced or delivery.unmarked:
+            self.offsets.advanced = False
+            offsets = self._committable()
+            epoch = delivery.mark()
+            if offsets:
+                self._unsettled.append((epoch, now, offsets))
+        if not self._unsettled and not delivery.pending:
+            return
+        refused, settled = delivery.settle(wait=False)
+        if refused:  # answered another way, then everything is waited for
+            self._sync(refused)
+            return
+        done: dict[int, int] = {}
+        while self._unsettled and self._unsettled[0][0] <= settled:
+            done.update(self._unsettled.popleft()[2])
+        if done:
+            self._commit(done, asynchronous=True)
+        if self._unsettled and now - self._unsettled[0][1] > MAX_UNSETTLED_S:
+            self._sync()
+
+    def _commit(self, offsets: dict[int, int], *, asynchronous: bool) -> None:
+        """Commit what is still owned and ahead of the last commit. Raises DeliveryFailed."""
+        committed = self.offsets.committed
+        offsets = {p: o for p, o in offsets.items() if o > committed.get(p, -1)}
+        if not offsets:
+            return
         consumer = self.consumer
         assert consumer is not None  # noqa: S101
+        try:
+            consumer.commit(offsets, asynchronous=asynchronous)
+        except TransportError as exc:
+            raise DeliveryFailed("commit", exc) from exc
+        self.offsets.mark_committed(offsets)
+        self._backoff = BACKOFF_MIN_S
+        if not self._healthy:
+            self._healthy = True
+            logger.info("delivery works again: results acknowledged and offsets committed")
+
+    def _sync(self, refused: list[Refused] | None = None) -> None:
+        """A sync point: wait for every send, then commit what is done, synchronously.
+        Raises DeliveryFailed."""
+        if refused:
+            self.answers.answer_refused(refused)
         for _ in range(MAX_REFUSED_ROUNDS):
             refused = self.delivery.sync()
             if not refused:
@@ -471,21 +543,28 @@ class Pipeline:
                 logger.error(
                     "a send was refused for good after %d rounds: %s", MAX_REFUSED_ROUNDS, error
                 )
-        windows = self.windows
-        offsets = self.offsets.committable(
-            windows.min_held if windows is not None else _nothing_held,
-            ((it.partition, it.offset) for it in self.batcher),
-        )
-        if offsets:
-            try:
-                consumer.commit(offsets)
-            except TransportError as exc:
-                raise DeliveryFailed("commit", exc) from exc
-        self.offsets.mark_committed(offsets)
+        self.offsets.advanced = False
+        self.delivery.mark()
+        self._unsettled.clear()
+        self._commit(self._committable(), asynchronous=False)
         self._backoff = BACKOFF_MIN_S
-        if not self._healthy:
-            self._healthy = True
-            logger.info("delivery works again: results acknowledged and offsets committed")
+
+    def _on_revoked(self, parts: set[int]) -> None:
+        """Partitions are taken away: note it (applied after the poll), and when the client
+        calls back on the loop's thread (librdkafka does, inside poll) commit everything
+        answered first, so the new owner answers nothing twice."""
+        self.membership.on_revoked(parts)
+        if (
+            self._closing
+            or self.consumer is None
+            or threading.get_ident() != self._loop_thread
+            or not (self._unsettled or self.delivery.pending or self.offsets.advanced)
+        ):
+            return
+        try:
+            self._sync()
+        except Exception as exc:  # noqa: BLE001  the new owner answers them again: duplicates only
+            logger.warning("could not commit before the rebalance: %s", exc)
 
     def _recover(self, failure: DeliveryFailed) -> None:
         """Drop in-memory work, replay from the last commit, back off."""
@@ -500,6 +579,7 @@ class Pipeline:
             self._backoff,
         )
         self.delivery.reset()
+        self._unsettled.clear()
         self.batcher.take_all()
         if self.windows is not None:
             self.windows.clear()
@@ -524,6 +604,9 @@ class Pipeline:
         if self.windows is not None:
             self.windows.drop_partitions(parts)
         self.offsets.forget(parts)
+        for _epoch, _at, offsets in self._unsettled:
+            for p in parts:
+                offsets.pop(p, None)
         self.metrics.forget_partitions(self.topic, sorted(parts))
 
     # ------------------------------------------------------------ housekeeping

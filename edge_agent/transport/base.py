@@ -13,7 +13,7 @@ delivery layer can tell a record that can never be produced from an outage.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from edge_agent.exceptions import AgentError
@@ -94,8 +94,10 @@ class Consumer(Protocol):
         """``{partition: records in offset order}``; rebalance callbacks run inside."""
         ...
 
-    def commit(self, offsets: dict[int, int]) -> None:
-        """Commit ``{partition: next offset to read}`` synchronously."""
+    def commit(self, offsets: dict[int, int], *, asynchronous: bool = False) -> None:
+        """Commit ``{partition: next offset to read}``: synchronously (a failure raises),
+        or ``asynchronous``-ly (returns at once; a failure is logged when the client
+        reports it, and the next commit supersedes this one)."""
         ...
 
     def seek(self, partition: int, offset: int) -> None: ...
@@ -119,30 +121,32 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass
-class FlushReport:
-    """What a flush found: sends that failed for good (token, error), and the count sent."""
-
-    sent: int = 0
-    permanent: list[tuple[Any, TransportError]] = field(default_factory=list)
+#: A send the client has finished with: (its token, None when acknowledged, else the error).
+Resolved = tuple[Any, TransportError | None]
 
 
 class Producer(Protocol):
-    """Asynchronous sends, confirmed all at once by :meth:`flush`."""
+    """Asynchronous sends; :meth:`resolved` reports each one once it is acknowledged or
+    failed, without waiting or waiting for all of them."""
 
     def send(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Any, token: Any
     ) -> None:
-        """Queue one message. ``token`` names it in :class:`FlushReport`. Raises
+        """Queue one message. ``token`` names it in :meth:`resolved`. Raises
         :class:`TransportError` if it cannot be queued (``permanent`` when it never can,
         e.g. larger than the producer's limit)."""
         ...
 
-    def flush(self, timeout_s: float) -> FlushReport:
-        """Wait until every send since the last flush is acknowledged.
+    def resolved(self, timeout_s: float) -> list[Resolved]:
+        """Every send resolved since the last call, each reported once: acknowledged
+        (error None) or failed (a :class:`TransportError`, ``permanent`` when no retry can
+        fix it). ``timeout_s`` > 0 waits until every send is resolved or the time is up
+        (what is still outstanding then stays so); 0 only collects what the client has.
+        Raises :class:`TransportError` when the producer itself failed for good."""
+        ...
 
-        Sends refused for good (:data:`PERMANENT_CODES`) are listed in the report; any
-        other failure or a timeout raises :class:`TransportError`."""
+    def outstanding(self) -> int:
+        """Sends not resolved yet."""
         ...
 
     def close(self, timeout_s: float) -> None: ...

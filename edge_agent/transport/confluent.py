@@ -24,9 +24,9 @@ from typing import Any
 from edge_agent.transport.base import (
     Consumer,
     ConsumerOptions,
-    FlushReport,
     Producer,
     RebalanceCallback,
+    Resolved,
     TransportError,
 )
 from stream.exceptions import ConfigError
@@ -192,6 +192,7 @@ class _ConfluentConsumer:
                 "statistics.interval.ms": STATS_INTERVAL_MS,
                 "stats_cb": self._on_stats,
                 "error_cb": self._on_error,
+                "on_commit": self._on_commit,
                 "logger": _LibrdkafkaLog(),
             },
         )
@@ -260,17 +261,27 @@ class _ConfluentConsumer:
                 bucket.append(rec)
         return out
 
-    def commit(self, offsets: dict[int, int]) -> None:
+    def commit(self, offsets: dict[int, int], *, asynchronous: bool = False) -> None:
         tp = self._ck.TopicPartition
         request = [tp(self._topic, p, offset) for p, offset in offsets.items()]
         try:
-            answered = self._c.commit(offsets=request, asynchronous=False)
+            answered = self._c.commit(offsets=request, asynchronous=asynchronous)
         except self._ck.KafkaException as exc:
             raise _error("commit", exc) from exc
         for part in answered or ():
             if part.error is not None:
                 msg = f"commit {self._topic}[{part.partition}]: {part.error}"
                 raise TransportError(msg, code=_code(part.error))
+
+    def _on_commit(self, err: Any, parts: Any) -> None:
+        """An asynchronous commit's outcome (served by poll): a failure is only logged,
+        the next commit supersedes it."""
+        if err is not None:
+            self._log_error("commit", err)
+            return
+        for part in parts or ():
+            if part.error is not None:
+                self._log_error("commit", part.error)
 
     def seek(self, partition: int, offset: int) -> None:
         self._c.seek(self._ck.TopicPartition(self._topic, partition, offset))
@@ -320,9 +331,9 @@ class _ConfluentProducer:
     ) -> None:
         self._ck = ck
         self._max_block_s = max_block_ms / 1000.0
-        self._sent = 0
-        self._acked = 0
-        self._failures: list[TransportError] = []
+        #: Sends not resolved yet, and those resolved since the last resolved() call.
+        self._unresolved = 0
+        self._done: list[Resolved] = []
         self._fatal: str | None = None
         conf = settings.librdkafka_producer_config(
             **{
@@ -350,12 +361,12 @@ class _ConfluentProducer:
 
     def _on_delivery(self, token: Any) -> Any:
         def delivered(err: Any, _msg: Any) -> None:
+            self._unresolved -= 1
             if err is None:
-                self._acked += 1
+                self._done.append((token, None))
             else:
-                self._failures.append(
-                    TransportError(f"send: {err}", code=_code(err), failed=(token,))
-                )
+                failure = TransportError(f"send: {err}", code=_code(err), failed=(token,))
+                self._done.append((token, failure))
 
         return delivered
 
@@ -378,34 +389,30 @@ class _ConfluentProducer:
                 self._p.poll(0.05)
             except self._ck.KafkaException as exc:
                 raise _error("produce", exc, failed=(token,)) from exc
-        self._sent += 1
+        self._unresolved += 1
 
-    def flush(self, timeout_s: float) -> FlushReport:
-        report = FlushReport(sent=self._sent)
-        if self._sent == 0:
-            return report
-        try:
-            left = self._p.flush(timeout_s)
-        # confluent-kafka 2.16 raises SystemError ("returned NULL without setting an
-        # exception") from a flush that meets a fatal idempotence error (seen when the
-        # broker restarts and hands out the same producer id again).
-        except (self._ck.KafkaException, SystemError) as exc:
-            self._sent, self._acked, self._failures = 0, 0, []
-            raise _error("flush", exc) from exc
-        sent, acked, failures = self._sent, self._acked, self._failures
-        self._sent, self._acked, self._failures = 0, 0, []
+    def resolved(self, timeout_s: float) -> list[Resolved]:
+        if self._unresolved:
+            try:
+                # Both serve the delivery callbacks; flush waits for every send (and sends
+                # at once, whatever linger.ms says), poll(0) only collects.
+                if timeout_s > 0:
+                    self._p.flush(timeout_s)
+                else:
+                    self._p.poll(0)
+            # confluent-kafka 2.16 raises SystemError ("returned NULL without setting an
+            # exception") from a flush that meets a fatal idempotence error (seen when the
+            # broker restarts and hands out the same producer id again).
+            except (self._ck.KafkaException, SystemError) as exc:
+                raise _error("flush", exc) from exc
         if self._fatal is not None:
             msg = f"the producer failed for good: {self._fatal}"
             raise TransportError(msg)
-        transient = [f for f in failures if not f.permanent]
-        if transient:
-            msg = f"{len(transient)} send(s) failed, first: {transient[0]}"
-            raise TransportError(msg, code=transient[0].code)
-        report.permanent = [(f.failed[0], f) for f in failures]
-        if left or acked + len(failures) != sent:
-            msg = f"{sent - acked} of {sent} send(s) not acknowledged within {timeout_s:.0f} s"
-            raise TransportError(msg)
-        return report
+        done, self._done = self._done, []
+        return done
+
+    def outstanding(self) -> int:
+        return self._unresolved
 
     def close(self, timeout_s: float) -> None:
         if timeout_s > 0:

@@ -16,9 +16,9 @@ from typing import Any
 from edge_agent.transport.base import (
     Consumer,
     ConsumerOptions,
-    FlushReport,
     Producer,
     RebalanceCallback,
+    Resolved,
     TransportError,
 )
 from stream.exceptions import BrokerError
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: How long a topic the broker said it does not have is refused without asking again.
 MISSING_TOPIC_TTL_S = 30.0
+#: A failing asynchronous commit is logged at most once per this many seconds.
+COMMIT_ERROR_LOG_EVERY_S = 10.0
 
 
 def _error(where: str, exc: BaseException, *, failed: tuple[Any, ...] = ()) -> TransportError:
@@ -129,6 +131,7 @@ class _KafkaPythonConsumer:
         self._tp = TopicPartition
         self._om = OffsetAndMetadata
         self._error = KafkaError
+        self._commit_error_logged_at = 0.0
 
     def poll(self, timeout_ms: int, max_records: int) -> dict[int, list[Any]]:
         try:
@@ -137,13 +140,25 @@ class _KafkaPythonConsumer:
             raise _error("poll", exc) from exc
         return {tp.partition: records for tp, records in polled.items() if records}
 
-    def commit(self, offsets: dict[int, int]) -> None:
+    def commit(self, offsets: dict[int, int], *, asynchronous: bool = False) -> None:
         om, tp = self._om, self._tp
         request = {tp(self._topic, p): om(offset, "", -1) for p, offset in offsets.items()}
         try:
-            self._consumer.commit(offsets=request, timeout_ms=10_000)
+            if asynchronous:
+                self._consumer.commit_async(offsets=request, callback=self._on_commit)
+            else:
+                self._consumer.commit(offsets=request, timeout_ms=10_000)
         except self._error as exc:
             raise _error("commit", exc) from exc
+
+    def _on_commit(self, _offsets: Any, result: Any) -> None:
+        """An asynchronous commit's outcome (served by poll): a failure is only logged
+        (at most every ``COMMIT_ERROR_LOG_EVERY_S``), the next commit supersedes it."""
+        if isinstance(result, BaseException):
+            now = time.monotonic()
+            if now >= self._commit_error_logged_at:
+                self._commit_error_logged_at = now + COMMIT_ERROR_LOG_EVERY_S
+                logger.warning("asynchronous commit failed (the next supersedes it): %s", result)
 
     def seek(self, partition: int, offset: int) -> None:
         self._consumer.seek(self._tp(self._topic, partition), offset)
@@ -223,28 +238,28 @@ class _KafkaPythonProducer:
         refreshed = getattr(md, "_last_successful_refresh_ms", 0)
         return md is not None and refreshed >= started_ms and topic not in md.topics()
 
-    def flush(self, timeout_s: float) -> FlushReport:
-        report = FlushReport(sent=len(self._futures))
-        if not self._futures:
-            return report
-        try:
-            self._producer.flush(timeout=timeout_s)
-        except self._error as exc:
-            raise _error("flush", exc) from exc
-        futures, self._futures = self._futures, []
-        transient: TransportError | None = None
-        for token, f in futures:
+    def resolved(self, timeout_s: float) -> list[Resolved]:
+        if timeout_s > 0 and self._futures:
+            try:
+                self._producer.flush(timeout=timeout_s)
+            except self._timeout:
+                pass  # what is still outstanding stays so; the caller decides
+            except self._error as exc:
+                raise _error("flush", exc) from exc
+        done: list[Resolved] = []
+        left: list[tuple[Any, Any]] = []
+        for token, f in self._futures:
             if not f.is_done:
-                raise TransportError("flush: send not acknowledged in time")
-            if f.exception is not None:
-                err = _error("send", f.exception, failed=(token,))
-                if err.permanent:
-                    report.permanent.append((token, err))
-                elif transient is None:
-                    transient = err
-        if transient is not None:
-            raise transient
-        return report
+                left.append((token, f))
+            elif f.exception is None:
+                done.append((token, None))
+            else:
+                done.append((token, _error("send", f.exception, failed=(token,))))
+        self._futures = left
+        return done
+
+    def outstanding(self) -> int:
+        return sum(1 for _token, f in self._futures if not f.is_done)
 
     def close(self, timeout_s: float) -> None:
         self._futures.clear()

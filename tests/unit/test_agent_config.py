@@ -28,7 +28,7 @@ def test_defaults() -> None:
     assert c.output_topic == "inference.results"
     assert c.deadletter_topic == "inference.deadletter"
     assert c.metrics_port == 9400
-    assert (c.max_batch, c.max_latency_ms, c.threads) == (32, 5.0, 1)
+    assert (c.max_batch, c.max_latency_ms, c.threads) == (32, 0.0, 1)
     assert c.max_devices == 10_000
     assert c.model_poll_s == 2.0
     assert c.input_for_task("image-classification") == "images"
