@@ -483,7 +483,10 @@ def client_library(h: Harness) -> None:
     h.summary["confluent_vs_kafka_python"] = rounded(r)
     h.details["client_library"] = {
         "messages": len(msgs),
-        "input": "small JSON readings (6 floats), echoed: consume, produce, flush, commit per poll",
+        "input": (
+            "small JSON readings (6 floats), echoed: consume, produce, commit what is "
+            "acknowledged (asynchronously, as the agent)"
+        ),
         "runs": {k: v.as_dict() for k, v in runs.items()},
         "ratio": rounded(r),
     }
