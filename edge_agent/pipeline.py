@@ -496,8 +496,6 @@ class Pipeline:
             epoch = delivery.mark()
             if offsets:
                 self._unsettled.append((epoch, now, offsets))
-        if not self._unsettled and not delivery.pending:
-            return
         refused, settled = delivery.settle(wait=False)
         if refused:  # answered another way, then everything is waited for
             self._sync(refused)
@@ -507,11 +505,13 @@ class Pipeline:
             done.update(self._unsettled.popleft()[2])
         if done:
             self._commit(done, asynchronous=True)
+            self._delivered()
         if self._unsettled and now - self._unsettled[0][1] > MAX_UNSETTLED_S:
             self._sync()
 
     def _commit(self, offsets: dict[int, int], *, asynchronous: bool) -> None:
-        """Commit what is still owned and ahead of the last commit. Raises DeliveryFailed."""
+        """Commit what is ahead of the last commit (revoked partitions were taken out of the
+        noted offsets already: _drop_partitions). Raises DeliveryFailed."""
         committed = self.offsets.committed
         offsets = {p: o for p, o in offsets.items() if o > committed.get(p, -1)}
         if not offsets:
@@ -523,6 +523,9 @@ class Pipeline:
         except TransportError as exc:
             raise DeliveryFailed("commit", exc) from exc
         self.offsets.mark_committed(offsets)
+
+    def _delivered(self) -> None:
+        """Sends acknowledged and offsets committed: the backoff and health reset."""
         self._backoff = BACKOFF_MIN_S
         if not self._healthy:
             self._healthy = True
@@ -547,7 +550,7 @@ class Pipeline:
         self.delivery.mark()
         self._unsettled.clear()
         self._commit(self._committable(), asynchronous=False)
-        self._backoff = BACKOFF_MIN_S
+        self._delivered()
 
     def _on_revoked(self, parts: set[int]) -> None:
         """Partitions are taken away: note it (applied after the poll), and when the client

@@ -145,10 +145,6 @@ class Producer(Protocol):
         Raises :class:`TransportError` when the producer itself failed for good."""
         ...
 
-    def outstanding(self) -> int:
-        """Sends not resolved yet."""
-        ...
-
     def close(self, timeout_s: float) -> None: ...
 
 

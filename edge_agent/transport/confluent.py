@@ -3,8 +3,10 @@
 librdkafka fetches ahead and produces from its own C threads; the Python side takes
 records in batches (``Consumer.consume``) and queues sends (``Producer.produce``), so the
 per-message cost in the agent's thread is a fraction of kafka-python's. The delivery rules
-are the same as with kafka-python (docs/agent.md): sends are confirmed by a flush before
-offsets are committed, explicitly and synchronously.
+are the same as with kafka-python (docs/agent.md): a send is reported by its delivery
+callback (served by ``poll(0)``, or by ``flush`` when the agent waits) before the offsets
+it answers are committed, explicitly (asynchronously in steady state, synchronously at a
+sync point).
 
 Memory on a device: the pre-fetch queue is bounded to about two maximal messages
 (``queued.max.messages.kbytes``) and the producer queue to 64 MiB.
@@ -410,9 +412,6 @@ class _ConfluentProducer:
             raise TransportError(msg)
         done, self._done = self._done, []
         return done
-
-    def outstanding(self) -> int:
-        return self._unresolved
 
     def close(self, timeout_s: float) -> None:
         if timeout_s > 0:

@@ -1,6 +1,8 @@
-"""The agent's transport on kafka-python (pure Python; the default client).
+"""The agent's transport on kafka-python (pure Python; the fallback when confluent-kafka
+is not installed).
 
-Sends are futures checked all at once by :meth:`_KafkaPythonProducer.flush`. kafka-python
+Sends are futures; :meth:`_KafkaPythonProducer.resolved` reports the done ones (after a
+``flush`` when the agent waits). kafka-python
 reports a missing topic only as a metadata timeout; when the metadata *was* refreshed
 within that wait and does not list the topic, the send is refused as
 ``UNKNOWN_TOPIC_OR_PARTITION`` (permanent), and the topic is remembered as missing for
@@ -257,9 +259,6 @@ class _KafkaPythonProducer:
                 done.append((token, _error("send", f.exception, failed=(token,))))
         self._futures = left
         return done
-
-    def outstanding(self) -> int:
-        return sum(1 for _token, f in self._futures if not f.is_done)
 
     def close(self, timeout_s: float) -> None:
         self._futures.clear()

@@ -37,9 +37,6 @@ class FakeProducer:
         done, self.done = self.done, []
         return done
 
-    def outstanding(self) -> int:
-        return len(self.sent) - len(self.done)
-
     def close(self, timeout_s: float) -> None:
         pass
 
