@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from stream.exceptions import BundleError, DecodeError
 from stream.preprocessing import (
@@ -89,6 +92,27 @@ def test_apply_table_gathers_per_channel(rows: str) -> None:
     expected = np.stack([table[c][images[..., c]] for c in range(3)], axis=-1)
     assert out.dtype == np.int8 and out.shape == images.shape
     np.testing.assert_array_equal(out, expected)
+
+
+@given(
+    table=hnp.arrays(st.sampled_from([np.int8, np.uint8]), 256),
+    images=hnp.arrays(
+        np.uint8,
+        hnp.array_shapes(min_dims=4, max_dims=4, min_side=1, max_side=6),
+    ),
+    flip=st.booleans(),
+)
+def test_one_byte_tables_gather_pixel_pairs_exactly(
+    table: np.ndarray, images: np.ndarray, flip: bool
+) -> None:
+    """The byte-pair path (even, contiguous batches) equals a plain gather; odd sizes and
+    strided views take the plain path."""
+    if flip:
+        images = images[:, ::-1]  # not C-contiguous
+    rows = np.stack([table] * images.shape[-1])
+    out = ImagePreprocessing.apply_table(images, rows)
+    assert out.dtype == table.dtype and out.shape == images.shape
+    np.testing.assert_array_equal(out, table[images])
 
 
 def test_quantize_round_trip_and_clipping() -> None:
