@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.assets import digits_images, digits_models, frames, mobilenet_models, sensor_models
-from bench.cases.throughput import agent_starter, loop_starter, sensor_messages
+from bench.cases.throughput import (
+    LOOP_MODES,
+    agent_starter,
+    clients,
+    loop_starter,
+    sensor_messages,
+)
 from bench.harness import AgentChild, Harness, Topics, _slug
 from bench.kafka_io import ResultsReader, preload
 from bench.messages import Message, jpeg_messages, png_messages
@@ -118,7 +124,10 @@ def _pair(h: Harness, name: str, bundle: Path, msgs: list[Message]) -> dict[str,
         "passthrough": steady(
             h,
             label=f"passthrough {name}",
-            start=loop_starter(h, f"profile-passthrough-{name}", "passthrough", bundle=bundle),
+            # The passthrough on the client the agent runs on by default (as the ratio's).
+            start=loop_starter(
+                h, f"profile-passthrough-{name}", LOOP_MODES[clients()[0]], bundle=bundle
+            ),
             messages=msgs,
         ),
     }
