@@ -4,10 +4,10 @@
   kafka-python with the agent's client settings: poll up to ``max_poll_records``, decode
   with the same :mod:`stream.codecs` decoders and :mod:`edge_agent` helpers (image fit,
   sensor windows), apply the manifest's preprocessing in batches, encode a result of the
-  same shape (uniform scores), send; after each poll note the offsets, and commit
-  (asynchronously) the newest noted ones whose sends are all acknowledged, without waiting
-  (the agent's commit scheme, :class:`Commits`). ``--work echo`` sends the input bytes
-  back instead: the bare client ceiling.
+  same shape (uniform scores) with the same JSON writer, send; after each poll note the
+  offsets, and commit (asynchronously) the newest noted ones whose sends are all
+  acknowledged, without waiting (the agent's commit scheme, :class:`Commits`).
+  ``--work echo`` sends the input bytes back instead: the bare client ceiling.
 * ``confluent``: the same loop on confluent-kafka (librdkafka).
 * ``naive``: what many deployments run: iterate the consumer one message at a time,
   decode, Keras ``model.predict`` on that one input, produce, commit every N.
@@ -41,6 +41,7 @@ from edge_agent.windows import DeviceWindows
 from stream import content_types, topics
 from stream.bundle import Manifest, read_manifest
 from stream.codecs import decode_image, decode_sensor_record, headers_dict
+from stream.codecs.jsonout import dumps_compact
 from stream.kafka import make_consumer, make_producer
 from stream.preprocessing import ImagePreprocessing, SequencePreprocessing
 from stream.settings import KafkaSettings
@@ -129,8 +130,9 @@ def result_bytes(
     agent_id: str,
     infer_ms: float,
 ) -> bytes:
-    """A result in the wire format (same keys and order as the agent's), written directly
-    with ``json.dumps`` as a hand-written loop would (row: scores, j: the best one)."""
+    """A result in the wire format (same keys and order as the agent's), written with the
+    agent's writer (:func:`~stream.codecs.jsonout.dumps_compact`: orjson when installed),
+    as the loop decodes with the agent's decoders (row: scores, j: the best one)."""
     labels = manifest.labels
     named = len(labels) == len(row)
     produced_at = int(time.time() * 1000)
@@ -151,7 +153,7 @@ def result_bytes(
         "true_label": hdrs.get(topics.H_LABEL),
         "headers": hdrs,
     }
-    return json.dumps(result, separators=(",", ":"), allow_nan=False).encode()
+    return dumps_compact(result)
 
 
 class Commits:

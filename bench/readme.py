@@ -227,7 +227,8 @@ def _client_bound(details: dict[str, Any]) -> list[str]:
         "agent runs on by default (`--client auto`: "
         f"{next(iter(cb.values())).get('client', 'kafka-python')}) with the agent's settings: "
         "poll up to 256 records, decode with the same codecs, fit/window, preprocess in "
-        "batches, encode a result of the same shape (uniform scores), send, and commit "
+        "batches, encode a result of the same shape (uniform scores) with the agent's JSON "
+        "writer, send, and commit "
         "(asynchronously) what the broker has acknowledged, as the agent does. Same preloaded "
         "messages; each agent run over the passthrough "
         "run before it, median of the alternations.",

@@ -1,14 +1,15 @@
 """Results of a batch as wire-contract JSON (:class:`stream.schemas.InferenceResult`).
 
-The JSON is written directly, with the same keys, order and number formatting as
+The dicts are built directly, with the same keys and order as
 :func:`stream.codecs.encode_result` (``dataclasses.asdict`` deep-copies every field and
-was a third of the agent's CPU time); an integration test checks the bytes are identical.
+was a third of the agent's CPU time), and written by the same
+:func:`~stream.codecs.jsonout.dumps_compact`, so the bytes are identical (checked by an
+integration test) whether orjson is installed or not.
 """
 
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from edge_agent.batching import Pending
 from stream import topics
 from stream.codecs import headers_dict
+from stream.codecs.jsonout import dumps_compact
 
 #: Input headers embedded in a result: at most this many, names and values cut to these
 #: lengths, so a result stays far below the results topic's message limit (1 MB by default
@@ -24,13 +26,6 @@ from stream.codecs import headers_dict
 MAX_RESULT_HEADERS = 32
 MAX_HEADER_NAME_CHARS = 64
 MAX_HEADER_VALUE_CHARS = 256
-
-#: Built once: ``json.dumps`` with any option builds a new encoder per call (~4 us).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
-def _dumps(obj: dict[str, Any]) -> bytes:
-    return _ENCODER.encode(obj).encode()
 
 
 def encode_results(
@@ -74,7 +69,7 @@ def encode_results(
         e2e_ms = produced_at - (it.ts if it.ts is not None else it.kafka_ts)
         hdrs = bounded_headers(it.headers)
         values.append(
-            _dumps(
+            dumps_compact(
                 {
                     "device_id": it.device_id,
                     "model": model,

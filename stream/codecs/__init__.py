@@ -9,7 +9,8 @@ One module per message kind: :mod:`~stream.codecs.sensors`, :mod:`~stream.codecs
 :mod:`~stream.codecs.results`, :mod:`~stream.codecs.deadletters`,
 :mod:`~stream.codecs.samples`, :mod:`~stream.codecs.feedback`; Kafka headers in
 :mod:`~stream.codecs.headers`; the JSON field validators they share in
-:mod:`~stream.codecs.fields`. The content-type strings are :mod:`stream.content_types`.
+:mod:`~stream.codecs.fields`, the JSON writer of results in :mod:`~stream.codecs.jsonout`.
+The content-type strings are :mod:`stream.content_types`.
 """
 
 from __future__ import annotations

@@ -33,7 +33,8 @@ def _reject_constant(name: str) -> NoReturn:
 _JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _optional_orjson() -> ModuleType | None:
+def optional_orjson() -> ModuleType | None:
+    """The orjson module, or None when it is not installed (it is optional at runtime)."""
     try:
         import orjson
     except ImportError:
@@ -44,7 +45,7 @@ def _optional_orjson() -> ModuleType | None:
 #: orjson (in the ``agent`` extra) parses a 100x6 sensor chunk in ~35 us against the
 #: standard library's ~210 us. None when it is not installed: the standard library's
 #: parser (:func:`load_json_object`, the reference rules) then decodes everything.
-_orjson = _optional_orjson()
+_orjson = optional_orjson()
 
 #: Nesting the fast path accepts in the fields a decoder does not check itself: far below
 #: the depth where the reference parser runs out of recursion (~950, less on a deep stack;

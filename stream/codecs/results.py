@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 from stream.codecs.fields import (
@@ -17,13 +16,14 @@ from stream.codecs.fields import (
     number_map,
     str_field,
 )
+from stream.codecs.jsonout import dumps_compact
 from stream.schemas import InferenceResult
 
 
 def encode_result(r: InferenceResult) -> bytes:
     """A result as compact JSON (the dataclass fields as keys). NaN is refused."""
     try:
-        return json.dumps(asdict(r), separators=(",", ":"), allow_nan=False).encode()
+        return dumps_compact(asdict(r))
     except ValueError as exc:
         msg = f"result for device {r.device_id!r} holds NaN or Infinity: {exc}"
         raise ValueError(msg) from exc

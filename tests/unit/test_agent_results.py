@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 
 from edge_agent.batching import Pending
 from edge_agent.results import encode_results
-from stream.codecs import decode_result, encode_result
+from stream.codecs import decode_result, encode_result, jsonout
 
 
 def pending(offset: int, *, ts: int | None, window: bool = False) -> Pending:
@@ -58,6 +59,33 @@ def test_results_are_the_bytes_encode_result_writes() -> None:
             "first_offset": 6,
             "last_offset": 9,
         }
+
+
+@pytest.mark.parametrize("orjson", [True, False], ids=["orjson", "stdlib"])
+@pytest.mark.parametrize(
+    "device_id", ["cam-\u00e9\U0001f600", "cam-\udcff"], ids=["utf8", "surrogate"]
+)
+def test_the_bytes_are_encode_results_with_or_without_orjson(
+    monkeypatch: pytest.MonkeyPatch, orjson: bool, device_id: str
+) -> None:
+    if not orjson:
+        monkeypatch.setattr(jsonout, "_orjson", None)
+    item = dataclasses.replace(pending(1, ts=1), device_id=device_id)
+    values, _ = encode_results(
+        [item],
+        np.array([[1e-05, 0.99999]], np.float32),
+        model="m",
+        version="1",
+        labels=["a", "\u00e9"],
+        topic="t",
+        agent_id="a",
+        started=0.0,
+        infer_s=0.0,
+        produced_at=2,
+    )
+    r = decode_result(values[0])
+    assert r.device_id == device_id
+    assert encode_result(r) == values[0]
 
 
 def test_embedded_headers_are_bounded_whatever_the_input_carried() -> None:
