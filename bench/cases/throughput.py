@@ -137,7 +137,7 @@ def model_bound(h: Harness) -> None:
         model = bundle / MODEL_FILE
         raws = [raw_litert(h, model, ms.inputs_path, f"mobilenet-{variant}-0")]
         agents: list[Run] = []
-        for i in range(h.config.repeats):
+        for i in range(h.config.model_bound_repeats):
             agents.append(
                 h.run_preloaded(
                     label=f"agent mobilenet {variant} #{i + 1}",

@@ -156,6 +156,7 @@ def test_quick_preset_is_small() -> None:
     assert quick.footprint_repeats == 1
     # Ratios need as many alternations in the quick mode as in the full one (item 4).
     assert quick.repeats == full.repeats >= 3
+    assert quick.model_bound_repeats == full.model_bound_repeats >= 5
     for field in (
         "image_frames",
         "small_messages",
