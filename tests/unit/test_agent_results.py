@@ -71,21 +71,26 @@ def test_the_bytes_are_encode_results_with_or_without_orjson(
     if not orjson:
         monkeypatch.setattr(jsonout, "_orjson", None)
     item = dataclasses.replace(pending(1, ts=1), device_id=device_id)
+    value = _encode_one(item, [1e-05, 0.99999], ["a", "\u00e9"])
+    r = decode_result(value)
+    assert r.device_id == device_id
+    assert encode_result(r) == value
+
+
+def _encode_one(item: Pending, scores: list[float], labels: list[str]) -> bytes:
     values, _ = encode_results(
         [item],
-        np.array([[1e-05, 0.99999]], np.float32),
+        np.array([scores], np.float32),
         model="m",
         version="1",
-        labels=["a", "\u00e9"],
+        labels=labels,
         topic="t",
         agent_id="a",
         started=0.0,
         infer_s=0.0,
         produced_at=2,
     )
-    r = decode_result(values[0])
-    assert r.device_id == device_id
-    assert encode_result(r) == values[0]
+    return values[0]
 
 
 def test_embedded_headers_are_bounded_whatever_the_input_carried() -> None:
@@ -108,23 +113,12 @@ def test_embedded_headers_are_bounded_whatever_the_input_carried() -> None:
     @given(headers)
     def check(hdrs: list[tuple[str, bytes | None]]) -> None:
         item = dataclasses.replace(pending(1, ts=1), headers=hdrs)
-        values, _ = encode_results(
-            [item],
-            np.array([[0.5, 0.5]], np.float32),
-            model="m",
-            version="1",
-            labels=["a", "b"],
-            topic="t",
-            agent_id="a",
-            started=0.0,
-            infer_s=0.0,
-            produced_at=2,
-        )
+        value = _encode_one(item, [0.5, 0.5], ["a", "b"])
         out = bounded_headers(hdrs)
         assert len(out) <= MAX_RESULT_HEADERS
         assert all(len(k) <= MAX_HEADER_NAME_CHARS for k in out)
         assert all(len(v) <= MAX_HEADER_VALUE_CHARS for v in out.values())
         # names <= 64 and values <= 256 chars, each char at most 6 bytes of JSON (\\uXXXX)
-        assert len(values[0]) < 2_000 + MAX_RESULT_HEADERS * (64 + 256 + 6) * 6
+        assert len(value) < 2_000 + MAX_RESULT_HEADERS * (64 + 256 + 6) * 6
 
     check()
