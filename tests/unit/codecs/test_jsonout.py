@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given
@@ -31,14 +31,9 @@ def canonical(raw: bytes) -> str:
     return json.dumps(json.loads(raw))
 
 
-@contextmanager
-def without_orjson() -> Iterator[None]:
+def without_orjson() -> AbstractContextManager[None]:
     """As on an install without orjson."""
-    saved, jsonout._orjson = jsonout._orjson, None
-    try:
-        yield
-    finally:
-        jsonout._orjson = saved
+    return patch.object(jsonout, "_orjson", None)
 
 
 LONE_SURROGATE = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"])

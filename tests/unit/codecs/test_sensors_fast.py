@@ -6,9 +6,9 @@ message. The reference is the decoder with orjson switched off, as on an install
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -22,13 +22,8 @@ from tests.unit.codecs.test_fuzz import FUZZ, JSON_VALUES, SENSOR_LIKE, mutated
 pytest.importorskip("orjson")
 
 
-@contextmanager
-def reference_rules() -> Iterator[None]:
-    saved, fields._orjson = fields._orjson, None
-    try:
-        yield
-    finally:
-        fields._orjson = saved
+def reference_rules() -> AbstractContextManager[None]:
+    return patch.object(fields, "_orjson", None)
 
 
 def outcome(raw: bytes, **limits: Any) -> tuple[Any, ...]:
