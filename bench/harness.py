@@ -16,6 +16,7 @@ fleet/scrape.py).
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 import sys
 import time
@@ -418,7 +419,9 @@ class Harness:
         drain_s: float | None = None,
     ) -> dict[str, Any]:
         """Produce at ``rate`` for ``seconds``; wait for the step's results; latency stats."""
-        t0 = time.time() * 1000.0
+        # Floored: a device stamps ts as int(time.time() * 1000), so a send in the same
+        # millisecond as t0 would otherwise fall outside the window (and be waited for).
+        t0 = float(math.floor(time.time() * 1000.0))
         before = reader.count
         sent, real_rate = produce_paced(
             self.settings, topics.input, make, rate=rate, seconds=seconds, partitions=partitions

@@ -350,7 +350,10 @@ def _latency(summary: dict[str, Any], plots: dict[str, str]) -> list[str]:
         f"One agent, {lat.get('model')}, capacity {fmt(lat.get('capacity_per_s'))} frames/s "
         "(measured in section 1). Knee, the highest offered rate it keeps up with (achieved >= 95% "
         "of offered, p99 within 3x of the lightest load): "
-        f"**{fmt(lat.get('knee_per_s'))} /s**.",
+        f"**{fmt(lat.get('knee_per_s'))} /s**. Each rate runs on fresh topics with a fresh "
+        "agent (the embedded broker's cost per fetch grows with the partition), after 2 s "
+        "unmeasured; the devices send through one gateway producer with a 5 ms linger, "
+        "counted in e2e (docs/benchmarks.md, case 5).",
         "",
         *_head(
             "offered (/s)", "of capacity", "achieved (/s)", "p50 (ms)", "p99 (ms)", align="rrrrr"
@@ -375,10 +378,13 @@ def _latency(summary: dict[str, Any], plots: dict[str, str]) -> list[str]:
         lines += [
             "",
             "The floor under these numbers: a plain kafka-python consumer (no agent) at 4 msg/s on "
-            "the embedded broker, " + "; ".join(parts) + ". The agent waits 50 ms "
+            "the embedded broker, fed by the same gateway, "
+            + "; ".join(parts)
+            + ". The agent waits 50 ms "
             "(`--fetch-max-wait-ms`; 500 ms is kafka-python's default). On Tansu a waiting "
-            "fetch is answered when its wait runs out, not when data arrives, so the fetch "
-            "wait, not the agent, sets most of the light-load latency here.",
+            "fetch that found nothing looks again only after half its remaining wait, not "
+            "when data arrives, so the fetch wait, not the agent, sets most of the light-load "
+            "latency here.",
         ]
     if "latency" in plots:
         lines += ["", f"![latency]({plots['latency']})"]
