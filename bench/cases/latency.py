@@ -1,31 +1,29 @@
 """Latency under load: one agent, MobileNetV2 int8 frames offered at fractions of its capacity.
 
 The capacity is the agent's steady rate measured by the model-bound case in this run (or
-measured here when that case was skipped). Each rate is produced for a fixed time with the
-device timestamp taken at send; e2e = result ``produced_at`` - ``ts``.
+measured here when that case was skipped). Each rate runs on fresh topics with a fresh
+agent, warmed, then produced for 2 s unmeasured and a fixed time measured, with the device
+timestamp taken at send; e2e = result ``produced_at`` - ``ts``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from bench.assets import frames, mobilenet_models
-from bench.cases.throughput import agent_starter
+from bench.cases.throughput import agent_starter, paced_latency
 from bench.harness import Harness
-from bench.kafka_io import ResultsReader, consumer_floor
-from bench.messages import Message, jpeg_maker, jpeg_messages
+from bench.kafka_io import consumer_floor
+from bench.messages import jpeg_maker, jpeg_messages
 from bench.stats import knee, percentile, rounded
 from edge_agent.config import AgentConfig
 
 #: The agent's default ``--fetch-max-wait-ms``: the floor its own setting puts under e2e.
 AGENT_FETCH_MAX_WAIT_MS = AgentConfig.fetch_max_wait_ms
 
-
-#: Seconds of unmeasured load at a step's rate before it is measured (a fresh agent's
-#: first batches at a new rate are not its steady state).
-PRELOAD_SECONDS = 2.0
+#: Seconds of unmeasured load at each rate before it is measured (a fresh agent's first
+#: batches at a new rate are not its steady state).
+UNMEASURED_SECONDS = 2.0
 
 
 def run(h: Harness) -> None:
@@ -45,15 +43,24 @@ def run(h: Harness) -> None:
         return
     make = jpeg_maker(frames())
     points: list[dict[str, Any]] = []
+    # Every rate on fresh topics with a fresh agent: the embedded broker's storage lists
+    # every batch stored in a partition on each fetch that finds new data, so on one topic
+    # for all rates its cost per fetch grew until it saturated its core and set the
+    # agent's latency (docs/benchmarks.md, "Latency under load: the broker's core").
     for fraction in c.load_fractions:
-        step = _step(h, bundle, make, rate=capacity * fraction, fraction=fraction)
+        pct = round(fraction * 100)
+        step = paced_latency(
+            h,
+            label=f"latency {pct}%",
+            prefix=f"latency-{pct}",
+            start=agent_starter(h, f"agent-latency-{pct}", bundle),
+            make=make,
+            rate=capacity * fraction,
+            seconds=c.load_seconds,
+            unmeasured_s=UNMEASURED_SECONDS,
+        )
         step["fraction"] = fraction
         points.append(step)
-        h.progress(
-            f"latency {fraction:.0%}: achieved {step['achieved']}/s, "
-            f"e2e p50 {step['p50']} ms, "
-            f"p99 {step['p99']} ms"
-        )
     floor = {}
     for wait_ms in (500, AGENT_FETCH_MAX_WAIT_MS, 10):  # kafka-python's, the agent's, short
         lags = consumer_floor(h.settings, fetch_max_wait_ms=wait_ms, seconds=c.load_seconds / 2)
@@ -87,50 +94,3 @@ def run(h: Harness) -> None:
         "points": points,
         "consumer_floor_ms_by_fetch_max_wait_ms": floor,
     }
-
-
-def _step(
-    h: Harness,
-    bundle: Path,
-    make: Callable[[int, int], Message],
-    *,
-    rate: float,
-    fraction: float,
-) -> dict[str, Any]:
-    """One offered rate, on fresh topics with a fresh agent.
-
-    The embedded broker's storage lists every batch stored in a partition on each fetch
-    that finds new data, so its cost per fetch grows with everything the partition ever
-    received: on one topic for all steps, the broker saturated its core by the third step
-    and set the agent's latency (docs/benchmarks.md, "Latency under load"). Fresh topics
-    give every step the same broker.
-    """
-    c = h.config
-    topics = h.topics(f"latency-{round(fraction * 100)}")
-    with ResultsReader(h.settings, topics.output) as reader:
-        agent = h.agent(name=f"agent-latency-{round(fraction * 100)}", bundle=bundle, topics=topics)
-        try:
-            agent.wait_ready()
-            h.warm(reader, topics, make, child=agent.child)
-            h.progress(
-                f"latency: offering {rate:.1f}/s ({fraction:.0%} of capacity) for "
-                f"{PRELOAD_SECONDS:.0f} s unmeasured, then {c.load_seconds:.0f} s"
-            )
-            h.paced_step(
-                reader,
-                topics,
-                make,
-                rate=rate,
-                seconds=PRELOAD_SECONDS,
-                check=agent.child.check_alive,
-            )
-            return h.paced_step(
-                reader,
-                topics,
-                make,
-                rate=rate,
-                seconds=c.load_seconds,
-                check=agent.child.check_alive,
-            )
-        finally:
-            agent.child.stop()

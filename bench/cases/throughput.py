@@ -359,8 +359,10 @@ def paced_latency(
     make: Callable[[int, int], Message],
     rate: float,
     seconds: float,
+    unmeasured_s: float = 0.0,
 ) -> dict[str, Any]:
-    """End-to-end latency of one contender at one offered rate (after warming it)."""
+    """End-to-end latency of one contender at one offered rate (after warming it, and
+    ``unmeasured_s`` of the rate before the measured ``seconds``)."""
     topics = h.topics(prefix)
     with ResultsReader(h.settings, topics.output) as reader:
         handle = start(topics)
@@ -369,12 +371,19 @@ def paced_latency(
             if isinstance(handle, AgentChild):
                 handle.wait_ready()
             h.warm(reader, topics, make, child=child)
+            if unmeasured_s > 0:
+                h.paced_step(
+                    reader, topics, make, rate=rate, seconds=unmeasured_s, check=child.check_alive
+                )
             step = h.paced_step(
                 reader, topics, make, rate=rate, seconds=seconds, check=child.check_alive
             )
         finally:
             child.stop()
-    h.progress(f"{label} at {rate:.1f}/s: e2e p50 {step['p50']} ms, p99 {step['p99']} ms")
+    h.progress(
+        f"{label} at {rate:.1f}/s: achieved {step['achieved']}/s, "
+        f"e2e p50 {step['p50']} ms, p99 {step['p99']} ms"
+    )
     return step
 
 
