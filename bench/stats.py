@@ -244,6 +244,18 @@ def judge_goals(
     return out
 
 
+def median_step(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One offered rate measured several times: the median of each of ``offered``,
+    ``achieved``, ``p50``, ``p90`` and ``p99`` over the runs (missing values dropped), and
+    every run's ``p99`` (``p99_runs``) and ``achieved`` (``achieved_runs``)."""
+    out: dict[str, Any] = {}
+    for key in ("offered", "achieved", "p50", "p90", "p99"):
+        out[key] = rounded(median(r[key] for r in runs if r.get(key) is not None), 2)
+    out["p99_runs"] = [r.get("p99") for r in runs]
+    out["achieved_runs"] = [r.get("achieved") for r in runs]
+    return out
+
+
 def knee(
     points: Sequence[dict[str, Any]], *, keep_up: float = 0.95, p99_growth: float = 3.0
 ) -> float | None:

@@ -15,7 +15,7 @@ from bench.cases.throughput import agent_starter, paced_latency
 from bench.harness import Harness
 from bench.kafka_io import consumer_floor
 from bench.messages import jpeg_maker, jpeg_messages
-from bench.stats import knee, percentile, rounded
+from bench.stats import knee, median_step, percentile, rounded
 from edge_agent.config import AgentConfig
 
 #: The agent's default ``--fetch-max-wait-ms``: the floor its own setting puts under e2e.
@@ -42,25 +42,39 @@ def run(h: Harness) -> None:
         h.errors["latency"] = "the agent's capacity could not be measured"
         return
     make = jpeg_maker(frames())
-    points: list[dict[str, Any]] = []
+    runs: dict[float, list[dict[str, Any]]] = {f: [] for f in c.load_fractions}
     # Every rate on fresh topics with a fresh agent: the embedded broker's storage lists
     # every batch stored in a partition on each fetch that finds new data, so on one topic
     # for all rates its cost per fetch grew until it saturated its core and set the
     # agent's latency (docs/benchmarks.md, "Latency under load: the broker's core").
-    for fraction in c.load_fractions:
-        pct = round(fraction * 100)
-        step = paced_latency(
-            h,
-            label=f"latency {pct}%",
-            prefix=f"latency-{pct}",
-            start=agent_starter(h, f"agent-latency-{pct}", bundle),
-            make=make,
-            rate=capacity * fraction,
-            seconds=c.load_seconds,
-            unmeasured_s=UNMEASURED_SECONDS,
+    # Rounds over all rates, so a slow spell of the machine hits one round of several rates
+    # rather than every round of one.
+    for round_ in range(c.load_repeats):
+        for fraction in c.load_fractions:
+            pct = round(fraction * 100)
+            tag = f"{pct}%" + (f" #{round_ + 1}" if c.load_repeats > 1 else "")
+            runs[fraction].append(
+                paced_latency(
+                    h,
+                    label=f"latency {tag}",
+                    prefix=f"latency-{pct}-{round_ + 1}",
+                    start=agent_starter(h, f"agent-latency-{pct}-{round_ + 1}", bundle),
+                    make=make,
+                    rate=capacity * fraction,
+                    seconds=c.load_seconds,
+                    unmeasured_s=UNMEASURED_SECONDS,
+                )
+            )
+    points: list[dict[str, Any]] = []
+    for fraction, steps in runs.items():
+        point = median_step(steps)
+        point["fraction"] = fraction
+        point["runs"] = steps
+        points.append(point)
+        h.progress(
+            f"latency {fraction:.0%}: median of {len(steps)}: achieved {point['achieved']}/s, "
+            f"e2e p50 {point['p50']} ms, p99 {point['p99']} ms (runs {point['p99_runs']})"
         )
-        step["fraction"] = fraction
-        points.append(step)
     floor = {}
     for wait_ms in (500, AGENT_FETCH_MAX_WAIT_MS, 10):  # kafka-python's, the agent's, short
         lags = consumer_floor(h.settings, fetch_max_wait_ms=wait_ms, seconds=c.load_seconds / 2)
@@ -84,6 +98,7 @@ def run(h: Harness) -> None:
                 "achieved_per_s": p["achieved"],
                 "p50": p["p50"],
                 "p99": p["p99"],
+                "p99_runs": p["p99_runs"],
             }
             for p in points
         ],

@@ -15,6 +15,7 @@ from bench.stats import (
     judge_goals,
     knee,
     median,
+    median_step,
     paired_ratios,
     percentile,
     ratio,
@@ -129,6 +130,26 @@ def test_goals_with_a_wide_spread_are_unstable(runs: list[float], status: str, m
     if status == "unstable":
         assert g["spread"] is not None and g["spread"] > MAX_SPREAD
     assert (g["min"], g["max"]) == (min(runs), max(runs)) or len(runs) == 1
+
+
+def test_median_step_takes_each_statistic_s_median_and_keeps_every_p99() -> None:
+    runs = [
+        {"offered": 350.0, "achieved": 349.0, "p50": 50.0, "p90": 70.0, "p99": 85.0},
+        {"offered": 350.0, "achieved": 338.0, "p50": 219.0, "p90": 400.0, "p99": 689.0},
+        {"offered": 350.0, "achieved": 351.0, "p50": 48.0, "p90": 66.0, "p99": 110.0},
+    ]
+    point = median_step(runs)
+    assert point["offered"] == 350.0
+    assert point["achieved"] == 349.0
+    assert (point["p50"], point["p90"], point["p99"]) == (50.0, 70.0, 110.0)
+    assert point["p99_runs"] == [85.0, 689.0, 110.0]
+    assert point["achieved_runs"] == [349.0, 338.0, 351.0]
+    # A run without latencies (nothing answered) is left out of the medians, not zero.
+    gap = median_step([*runs[:2], {"offered": 350.0, "achieved": None, "p99": None}])
+    assert gap["p99"] == (85.0 + 689.0) / 2
+    assert gap["p99_runs"] == [85.0, 689.0, None]
+    # One run is its own median (the quick mode).
+    assert median_step(runs[:1])["p99"] == 85.0
 
 
 def test_knee_is_the_last_rate_kept_up_with() -> None:
