@@ -20,8 +20,9 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from bench.models import ModelSet
 from bench.procs import Child, pin_command, pin_tree, python_command, status_kb
 from bench.stats import percentile, rounded, steady_rate
 from fleet.scrape import NotReady, http_get, metric_sums, wait_ready
-from stream.broker import free_port
+from stream.broker import EmbeddedBroker, free_port
 from stream.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,24 @@ class Harness:
         if self.broker_pid is not None:
             pin_tree(self.broker_pid, target)
         pin_tree(os.getpid(), target)
+
+    @contextmanager
+    def own_broker(self, name: str) -> Iterator[None]:
+        """Run the ``with`` body against a broker of its own, started now, pinned like the
+        shared one; the shared broker is back afterwards. The embedded broker keeps
+        everything it was sent in memory, and a case that measures the broker's answers
+        (latency) should not depend on what the cases before it left there."""
+        saved = self.settings, self.broker_pid
+        with EmbeddedBroker(log_path=self.logs / f"broker-{name}.log") as broker:
+            self.settings = replace(saved[0], bootstrap_servers=broker.bootstrap)
+            self.broker_pid = broker.pid
+            try:
+                self.pin_background(self.other_cpus)
+                self.progress(f"{name}: a broker of its own on {broker.bootstrap}")
+                yield
+            finally:
+                self.settings, self.broker_pid = saved
+                self.pin_background(self.other_cpus)
 
     # ------------------------------------------------------------------ topics
 

@@ -101,7 +101,7 @@ def produce_paced(
     """
     if resolve_client("auto") == "confluent":
         return _paced_confluent(settings, topic, make, rate=rate, seconds=seconds, parts=partitions)
-    producer = make_producer(settings, linger_ms=0, acks=1, enable_idempotence=False)
+    producer = make_producer(settings, linger_ms=DEVICE_LINGER_MS, acks=1, enable_idempotence=False)
     try:
         sent, real_rate = _paced(
             lambda m, p: producer.send(
@@ -310,9 +310,10 @@ def consumer_floor(
 ) -> list[float]:
     """Milliseconds from send to a plain kafka-python consumer's poll, at a low rate.
 
-    No agent involved: this is the floor the broker and the client put under every
-    end-to-end latency. On Tansu a pending fetch is not answered when data arrives, so
-    ``fetch_max_wait_ms`` (kafka-python's default: 500) shows up here.
+    No agent involved: this is the floor the broker and the clients put under every
+    end-to-end latency (sent by :func:`produce_paced`, so the devices' linger is in it).
+    On Tansu a pending fetch is not answered when data arrives, so ``fetch_max_wait_ms``
+    (kafka-python's default: 500) shows up here.
     """
     import threading
 

@@ -350,8 +350,9 @@ def _latency(summary: dict[str, Any], plots: dict[str, str]) -> list[str]:
         f"One agent, {lat.get('model')}, capacity {fmt(lat.get('capacity_per_s'))} frames/s "
         "(measured in section 1). Knee, the highest offered rate it keeps up with (achieved >= 95% "
         "of offered, p99 within 3x of the lightest load; medians over the runs of each rate): "
-        f"**{fmt(lat.get('knee_per_s'))} /s**. Each rate runs on fresh topics with a fresh "
-        "agent (the embedded broker's cost per fetch grows with the partition), after 2 s "
+        f"**{fmt(lat.get('knee_per_s'))} /s**. The case has a broker of its own, and each rate "
+        "runs on fresh topics with a fresh agent (the embedded broker's cost per fetch grows "
+        "with the partition), after 2 s "
         "unmeasured; the devices send through one gateway producer with a 5 ms linger, "
         "counted in e2e (docs/benchmarks.md, case 5).",
         "",
