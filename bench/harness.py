@@ -442,9 +442,10 @@ class Harness:
         # millisecond as t0 would otherwise fall outside the window (and be waited for).
         t0 = float(math.floor(time.time() * 1000.0))
         before = reader.count
-        sent, real_rate = produce_paced(
+        run = produce_paced(
             self.settings, topics.input, make, rate=rate, seconds=seconds, partitions=partitions
         )
+        sent, real_rate = run.sent, run.rate
         t1 = time.time() * 1000.0
         deadline = time.monotonic() + (drain_s if drain_s is not None else max(seconds * 2, 10.0))
         while time.monotonic() < deadline:
@@ -466,6 +467,7 @@ class Harness:
             "p90": rounded(percentile(e2e, 90), 2),
             "p99": rounded(percentile(e2e, 99), 2),
             "max": rounded(max(e2e), 2) if e2e else None,
+            "send_late_max_ms": run.late_max_ms,
         }
 
 

@@ -8,6 +8,7 @@ contender writes one result per input; :class:`ResultsReader` collects each resu
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -86,8 +87,8 @@ def produce_paced(
     rate: float,
     seconds: float,
     partitions: int = 1,
-) -> tuple[int, float]:
-    """Send ``make(i, ts_ms)`` at ``rate`` per second for ``seconds``; returns (sent, real rate).
+) -> PacedRun:
+    """Send ``make(i, ts_ms)`` at ``rate`` per second for ``seconds``.
 
     ``ts`` is taken when the message is sent, so a result's ``produced_at - ts`` is the
     latency a device sees. Sends are paced on an absolute schedule (no drift); when the
@@ -103,7 +104,7 @@ def produce_paced(
         return _paced_confluent(settings, topic, make, rate=rate, seconds=seconds, parts=partitions)
     producer = make_producer(settings, linger_ms=DEVICE_LINGER_MS, acks=1, enable_idempotence=False)
     try:
-        sent, real_rate = _paced(
+        run = _paced(
             lambda m, p: producer.send(
                 topic, value=m.value, key=m.key, headers=m.headers, partition=p
             ),
@@ -115,7 +116,17 @@ def produce_paced(
         producer.flush(timeout=60)
     finally:
         producer.close(timeout=10)
-    return sent, real_rate
+    return run
+
+
+@dataclass(frozen=True, slots=True)
+class PacedRun:
+    """What :func:`produce_paced` sent: how many, at what real rate, and the latest any
+    send was against its schedule (a late send is followed by a burst that catches up)."""
+
+    sent: int
+    rate: float
+    late_max_ms: float
 
 
 def _paced(
@@ -125,18 +136,31 @@ def _paced(
     rate: float,
     seconds: float,
     partitions: int,
-) -> tuple[int, float]:
+) -> PacedRun:
     interval = 1.0 / rate
     total = max(int(rate * seconds), 1)
+    late = 0.0
+    # No garbage collection while pacing: by the latency case the bench process holds the
+    # observations of every case before it, and a full collection of those pauses this
+    # loop, which then sends the frames it owes in one burst (the agent sees a spike that
+    # the devices would not cause). The loop makes little cyclic garbage.
+    collecting = gc.isenabled()
+    gc.disable()
     started = time.perf_counter()
-    for i in range(total):
-        due = started + i * interval
-        wait = due - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        send(make(i, int(time.time() * 1000)), i % partitions)
-    elapsed = time.perf_counter() - started
-    return total, total / elapsed if elapsed > 0 else 0.0
+    try:
+        for i in range(total):
+            due = started + i * interval
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            else:
+                late = max(late, -wait)
+            send(make(i, int(time.time() * 1000)), i % partitions)
+        elapsed = time.perf_counter() - started
+    finally:
+        if collecting:
+            gc.enable()
+    return PacedRun(total, total / elapsed if elapsed > 0 else 0.0, round(late * 1000.0, 2))
 
 
 def _paced_confluent(
@@ -147,7 +171,7 @@ def _paced_confluent(
     rate: float,
     seconds: float,
     parts: int,
-) -> tuple[int, float]:
+) -> PacedRun:
     import confluent_kafka
 
     errors: list[str] = []
@@ -178,12 +202,12 @@ def _paced_confluent(
         )
         producer.poll(0)
 
-    sent, real_rate = _paced(send, make, rate=rate, seconds=seconds, partitions=parts)
+    run = _paced(send, make, rate=rate, seconds=seconds, partitions=parts)
     left = producer.flush(60)
     if left or errors:
         msg = f"paced production to {topic!r}: {left} unsent, {len(errors)} failed {errors[:1]}"
         raise BenchError(msg)
-    return sent, real_rate
+    return run
 
 
 @dataclass(slots=True)

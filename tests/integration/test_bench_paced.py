@@ -35,10 +35,12 @@ def test_paced_sends_arrive_in_order_with_their_send_time(
     ensure_topics(kafka_settings, [topic], partitions=1)
     t0 = math.floor(time.time() * 1000.0)
     with mock.patch.object(kio, "resolve_client", return_value=client):
-        sent, rate = kio.produce_paced(kafka_settings, topic, _make, rate=100.0, seconds=1.0)
+        run = kio.produce_paced(kafka_settings, topic, _make, rate=100.0, seconds=1.0)
+    sent, rate = run.sent, run.rate
     t1 = time.time() * 1000.0
     assert sent == 100
     assert 50.0 < rate < 200.0, rate
+    assert 0.0 <= run.late_max_ms < 1000.0
     consumer = make_consumer(kafka_settings, topic, group_id=None, auto_offset_reset="earliest")
     try:
         records = consume(consumer, sent)
