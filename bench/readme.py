@@ -352,9 +352,10 @@ def _latency(summary: dict[str, Any], plots: dict[str, str]) -> list[str]:
         "of offered, p99 within 3x of the lightest load; medians over the runs of each rate): "
         f"**{fmt(lat.get('knee_per_s'))} /s**. The case has a broker of its own, and each rate "
         "runs on fresh topics with a fresh agent (the embedded broker's cost per fetch grows "
-        "with the partition), after 2 s "
-        "unmeasured; the devices send through one gateway producer with a 5 ms linger, "
-        "counted in e2e (docs/benchmarks.md, case 5).",
+        f"with the partition), after {fmt(lat.get('unmeasured_s'), 'g')} s unmeasured; the devices "
+        "send through one gateway producer with a "
+        f"{fmt(lat.get('device_linger_ms'), 'g')} ms linger, counted in e2e (docs/benchmarks.md, "
+        "case 5).",
         "",
         *_head(
             "offered (/s)",

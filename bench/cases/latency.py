@@ -13,7 +13,7 @@ from typing import Any
 from bench.assets import frames, mobilenet_models
 from bench.cases.throughput import agent_starter, paced_latency
 from bench.harness import Harness
-from bench.kafka_io import consumer_floor
+from bench.kafka_io import DEVICE_LINGER_MS, consumer_floor
 from bench.messages import jpeg_maker, jpeg_messages
 from bench.stats import knee, median_step, percentile, rounded
 from edge_agent.config import AgentConfig
@@ -98,6 +98,8 @@ def _run(h: Harness) -> None:
         "model": "mobilenetv2-96 int8",
         "capacity_per_s": rounded(capacity, 1),
         "knee_per_s": rounded(k, 1),
+        "unmeasured_s": UNMEASURED_SECONDS,
+        "device_linger_ms": DEVICE_LINGER_MS,
         "consumer_floor_ms_by_fetch_max_wait_ms": floor,
         "points": [
             {
