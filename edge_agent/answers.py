@@ -35,18 +35,28 @@ RESULT_HEADERS = [(topics.H_CONTENT_TYPE, content_types.JSON.encode())]
 
 
 def input_table(model: Any, prep: Any) -> np.ndarray | None:
-    """For an integer image model (``prep``: its preprocessing), its uint8 pixel ->
-    quantized input table (else None)."""
+    """For an image model (``prep``: its preprocessing), its uint8 pixel -> model input
+    table: quantized for an integer input, float32 for a float32 one (else None)."""
     spec = getattr(getattr(model, "runtime", None), "input_spec", None)
-    if isinstance(prep, ImagePreprocessing) and spec is not None and spec.quantized:
+    if not isinstance(prep, ImagePreprocessing) or spec is None:
+        return None
+    if spec.quantized:
         return prep.quantization_table(spec.scale, spec.zero_point, spec.dtype)
-    return None
+    return prep.pixel_table() if spec.dtype == "float32" else None
 
 
 def infer_batch(model: Any, prep: Any, table: np.ndarray | None, x: np.ndarray) -> np.ndarray:
-    """``model``'s scores for the raw batch ``x`` (``table``: see :func:`input_table`)."""
-    if table is not None:  # int8 image model: one lookup per pixel
-        return model.runtime.run_quantized(ImagePreprocessing.apply_table(x, table))
+    """``model``'s scores for the raw batch ``x`` (``table``: see :func:`input_table`).
+
+    An image batch is looked up straight into the interpreter's input tensor: no
+    normalized copy of the batch is made (3.5 MB for 32 float32 frames of 96x96x3).
+    """
+    if table is not None and x.dtype == np.uint8:
+
+        def fill(out: np.ndarray) -> None:
+            ImagePreprocessing.apply_table(x, table, out=out)
+
+        return model.runtime.run_filled(len(x), fill)
     return model.runtime.run(prep.apply(x))
 
 

@@ -21,7 +21,9 @@ the batch-resize rules touch the same interpreter calls.
 from __future__ import annotations
 
 import logging
+import traceback
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,13 @@ class Runtime(ABC):
     @abstractmethod
     def run_quantized(self, q: np.ndarray) -> np.ndarray:
         """Scores for a batch already in the input's integer dtype (quantized inputs only)."""
+
+    @abstractmethod
+    def run_filled(self, n: int, fill: Callable[[np.ndarray], object]) -> np.ndarray:
+        """Scores for ``n`` inputs that ``fill`` writes, in the input's own dtype, into the
+        C-contiguous array ``(n, *input shape)`` it is given: the interpreter's input
+        tensor itself where the batch runs in one invoke (the batch is never copied), else
+        a new array. ``fill`` must not keep the array."""
 
     def close(self) -> None:  # noqa: B027  optional for implementations
         """Release the interpreter (the object must not be used afterwards)."""
@@ -293,6 +302,29 @@ class InterpreterRuntime(Runtime):
             return np.zeros((0, *self._out["shape"][1:]), dtype=np.float32)
         return self._run_prepared(q)
 
+    def run_filled(self, n: int, fill: Callable[[np.ndarray], object]) -> np.ndarray:
+        if n <= 0:
+            return np.zeros((0, *self._out["shape"][1:]), dtype=np.float32)
+        if not self.batchable:
+            batch = np.empty(self._in_shape(n), dtype=self._in_dtype)
+            fill(batch)
+            return self._finish(self._run_fixed(batch))
+        if n != self._batch:
+            self._resize(n)
+        # tensor() is a view of the interpreter's input buffer; invoke() refuses to run
+        # while any view of its buffers is alive, so none may outlive the fill: not this
+        # frame's, nor one held by the traceback of a fill that failed.
+        view = self._interp.tensor(self._in["index"])()
+        try:
+            fill(view)
+        except BaseException as exc:
+            del view
+            traceback.clear_frames(exc.__traceback__)
+            raise
+        del view
+        self._interp.invoke()
+        return self._finish(self._interp.get_tensor(self._out["index"]))
+
     def _run_prepared(self, q: np.ndarray) -> np.ndarray:
         n = q.shape[0]
         if self.batchable:
@@ -301,6 +333,10 @@ class InterpreterRuntime(Runtime):
             raw = self._invoke(q)
         else:
             raw = self._run_fixed(q)
+        return self._finish(raw)
+
+    def _finish(self, raw: np.ndarray) -> np.ndarray:
+        """float32 scores from the output tensor's copy (dequantized, never aliased)."""
         if self._out_q is not None:
             scale, zero_point = self._out_q
             return (raw.astype(np.float32) - zero_point) * scale

@@ -70,11 +70,21 @@ class ImagePreprocessing:
         if images.dtype == np.uint8:
             # uint8 pixels take one of 256 values per channel: normalize those 256 with
             # the arithmetic below and look every pixel up (bit-identical, ~5x faster).
-            values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], self.channels, axis=1)
-            table = self._normalize(values).T
-            if table.shape == (self.channels, 256):  # else mean/std do not fit: no shortcut
-                return self.apply_table(images, np.ascontiguousarray(table))
+            table = self.pixel_table()
+            if table is not None:  # else mean/std do not fit the channels: no shortcut
+                return self.apply_table(images, table)
         return self._normalize(images)
+
+    def pixel_table(self) -> np.ndarray | None:
+        """Per-channel float32 table ``(channels, 256)``: uint8 pixel -> model input.
+
+        ``table[c, v]`` is the arithmetic of :meth:`apply` on the value ``v`` of channel
+        ``c``, so a lookup is bit-identical to it. None when mean/std do not fit the
+        channels (one value, or one per channel): those broadcast, and have no table.
+        """
+        values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], self.channels, axis=1)
+        table = self._normalize(values).T
+        return np.ascontiguousarray(table) if table.shape == (self.channels, 256) else None
 
     def _normalize(self, images: np.ndarray) -> np.ndarray:
         x = images.astype(np.float32) / np.float32(255.0)
@@ -102,28 +112,64 @@ class ImagePreprocessing:
         return np.ascontiguousarray(quantize(x, scale, zero_point, dtype).T)
 
     @staticmethod
-    def apply_table(images: np.ndarray, table: np.ndarray) -> np.ndarray:
-        """Quantized model input for uint8 images (N, H, W, C) via :meth:`quantization_table`.
+    def apply_table(
+        images: np.ndarray, table: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Model input for uint8 images (N, H, W, C) via a table ``(channels, 256)`` of
+        :meth:`quantization_table` or :meth:`pixel_table`, into ``out`` if given (the
+        interpreter's own input tensor: no copy of the batch), else a new array.
 
-        Also takes a float table (:meth:`apply` uses one). ``np.take`` gathers 2-3x faster
-        than fancy indexing; one gather for all channels when their rows are equal (the
-        same mean and std for every channel).
+        ``np.take`` gathers 2-3x faster than fancy indexing; it runs over
+        :data:`GATHER_CHUNK` pixels at a time, so its index buffer stays in the core's
+        cache (a whole MobileNet batch at once is ~2x slower). One gather for all channels
+        when their rows are equal (the same mean and std for every channel).
         """
+        if images.dtype != np.uint8:
+            msg = f"a pixel table takes uint8 images, got {images.dtype}"
+            raise ValueError(msg)
+        if out is None:
+            out = np.empty(images.shape, dtype=table.dtype)
+        elif out.shape != images.shape:
+            msg = f"the model takes inputs shaped {tuple(out.shape)}, got {tuple(images.shape)}"
+            raise DecodeError("wrong_shape", msg)
+        if out.dtype != table.dtype or not out.flags.c_contiguous:
+            msg = f"out must be a C-contiguous {table.dtype} array, got {out.dtype}"
+            raise ValueError(msg)
         if table.shape[0] == 1 or (table == table[0]).all():
-            if table.itemsize == 1 and images.size % 2 == 0 and images.flags.c_contiguous:
-                # Two pixels per lookup: a 64K-entry table of byte pairs (128 KB, built
-                # once per table) halves the gathers; ~1.8x faster for a batch of frames.
-                pairs = _pair_table(table[0])
-                out16 = np.take(pairs, images.reshape(-1).view("<u2"))
-                return out16.view(table.dtype).reshape(images.shape)
-            return np.take(table[0], images)
-        out = np.empty(images.shape, dtype=table.dtype)
-        for c in range(table.shape[0]):
-            out[..., c] = np.take(table[c], images[..., c])
+            _gather(table[0], images.reshape(-1), out.reshape(-1))
+            return out
+        frames = max(1, GATHER_CHUNK // max(1, images[0].size))
+        for start in range(0, images.shape[0], frames):
+            part = images[start : start + frames]
+            for c in range(table.shape[0]):
+                out[start : start + frames, ..., c] = np.take(table[c], part[..., c])
         return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Pixels looked up per ``np.take``: its intp index buffer (8 bytes a pixel) and the
+#: output stay within a core's L2 cache.
+GATHER_CHUNK = 1 << 15
+
+
+def _gather(row: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
+    """``dst[i] = row[src[i]]`` for flat uint8 ``src`` into flat contiguous ``dst``.
+
+    One-byte rows go two pixels per lookup where the piece has an even length: a 64K-entry
+    table of byte pairs (128 KB, built once per table) halves the gathers. ``mode="clip"``
+    never clips (a uint8 or uint16 index is always inside its table); it only spares
+    numpy the copy it makes of ``out`` under the default ``mode="raise"``.
+    """
+    pairs = _pair_table(row) if row.itemsize == 1 else None
+    for start in range(0, src.size, GATHER_CHUNK):
+        s = src[start : start + GATHER_CHUNK]
+        d = dst[start : start + GATHER_CHUNK]
+        if pairs is not None and s.size % 2 == 0 and s.flags.c_contiguous:
+            np.take(pairs, s.view("<u2"), out=d.view("<u2"), mode="clip")
+        else:
+            np.take(row, s, out=d, mode="clip")
 
 
 def _pair_table(row: np.ndarray) -> np.ndarray:

@@ -41,6 +41,10 @@ class SlowRuntime:
         time.sleep(DELAY_S)
         return self.runtime.run_quantized(q)
 
+    def run_filled(self, n: int, fill: Any) -> np.ndarray:
+        time.sleep(DELAY_S)
+        return self.runtime.run_filled(n, fill)
+
 
 class SlowStore:
     """A real ModelStore whose model answers slowly."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -113,6 +113,64 @@ def test_one_byte_tables_gather_pixel_pairs_exactly(
     out = ImagePreprocessing.apply_table(images, rows)
     assert out.dtype == table.dtype and out.shape == images.shape
     np.testing.assert_array_equal(out, table[images])
+
+
+@given(
+    table=hnp.arrays(st.sampled_from([np.int8, np.uint8, np.float32]), 256),
+    rows=st.sampled_from(["equal", "different"]),
+    frames=st.integers(1, 5),
+    side=st.sampled_from([1, 3, 57, 105]),
+    into_out=st.booleans(),
+)
+@settings(max_examples=40, deadline=None)
+def test_chunked_gathers_equal_a_plain_gather(
+    table: np.ndarray, rows: str, frames: int, side: int, into_out: bool
+) -> None:
+    """The gather runs GATHER_CHUNK pixels at a time (whole frames for per-channel rows),
+    into ``out`` when given: sizes on both sides of a chunk, odd totals (the last piece
+    without the pair table) and NaN floats all give the plain gather's bytes."""
+    channels = 3
+    tables = np.stack([table] * channels)
+    if rows == "different":
+        tables[1] = table[::-1]
+    rng = np.random.default_rng(frames * 1000 + side)
+    images = rng.integers(0, 256, size=(frames, side, side, channels), dtype=np.uint8)
+    out = np.empty(images.shape, dtype=table.dtype) if into_out else None
+    got = ImagePreprocessing.apply_table(images, tables, out=out)
+    if out is not None:
+        assert got is out
+    expected = np.stack([tables[c][images[..., c]] for c in range(channels)], axis=-1)
+    assert got.dtype == table.dtype and got.shape == images.shape
+    assert got.tobytes() == expected.tobytes()  # bytes: NaN payloads included
+
+
+def test_apply_table_refuses_what_it_cannot_fill() -> None:
+    table = np.zeros((1, 256), dtype=np.int8)
+    images = np.zeros((2, 4, 4, 1), dtype=np.uint8)
+    with pytest.raises(ValueError, match="uint8"):
+        ImagePreprocessing.apply_table(images.astype(np.int16), table)
+    with pytest.raises(DecodeError) as err:
+        ImagePreprocessing.apply_table(images, table, out=np.empty((2, 4, 5, 1), np.int8))
+    assert err.value.reason == "wrong_shape"
+    with pytest.raises(ValueError, match="C-contiguous int8"):
+        ImagePreprocessing.apply_table(images, table, out=np.empty((2, 4, 4, 1), np.float32))
+    strided = np.empty((2, 4, 8, 1), np.int8)[:, :, ::2]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ImagePreprocessing.apply_table(images, table, out=strided)
+
+
+def test_pixel_table_is_the_arithmetic_of_every_value() -> None:
+    prep = ImagePreprocessing(
+        height=2, width=2, channels=3, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]
+    )
+    table = prep.pixel_table()
+    assert table is not None and table.shape == (3, 256) and table.dtype == np.float32
+    values = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    expected = _normalize_every_pixel(prep, values.reshape(1, 1, 256, 3))[0, 0].T
+    np.testing.assert_array_equal(table, expected)
+    # mean/std that broadcast instead of fitting the channels have no table
+    wide = ImagePreprocessing(height=2, width=2, channels=1, mean=[0.1, 0.2], std=[1.0, 2.0])
+    assert wide.pixel_table() is None
 
 
 def test_quantize_round_trip_and_clipping() -> None:

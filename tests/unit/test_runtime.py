@@ -155,6 +155,99 @@ def test_outputs_are_copies_not_views_into_the_interpreter(tiny: dict[str, Any])
         assert np.allclose(runtime.run(x[:2]), kept)
 
 
+def _pixels(n: int, seed: int = 3) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 8, 8, 1), dtype=np.uint8)
+
+
+def _image_table(runtime: Any, prep: ImagePreprocessing) -> np.ndarray:
+    spec = runtime.input_spec
+    if spec.quantized:
+        return prep.quantization_table(spec.scale, spec.zero_point, spec.dtype)
+    table = prep.pixel_table()
+    assert table is not None
+    return table
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_run_filled_writes_the_input_tensor_and_equals_run(
+    tiny: dict[str, Any], variant: str
+) -> None:
+    """The agent's image path: pixels looked up straight into the interpreter's input
+    tensor give exactly the scores of the normalized batch through run()."""
+    runtime = load_runtime(model_content=tiny["models"][variant])
+    prep = ImagePreprocessing(height=8, width=8, channels=1, mean=[0.2], std=[0.6])
+    table = _image_table(runtime, prep)
+    for n in (7, 7, 2, 1):  # same size twice (no resize), then two resizes
+        pixels = _pixels(n, seed=n)
+        seen: list[tuple[int, ...]] = []
+
+        def fill(out: np.ndarray, pixels: np.ndarray = pixels, seen: list[Any] = seen) -> None:
+            seen.append(out.shape)
+            ImagePreprocessing.apply_table(pixels, table, out=out)
+
+        y = runtime.run_filled(n, fill)
+        assert seen == [(n, 8, 8, 1)]
+        np.testing.assert_array_equal(y, runtime.run(prep.apply(pixels)))
+    assert runtime.run_filled(0, lambda out: None).shape == (0, 5)
+
+
+def test_run_filled_on_a_fixed_batch_model_fills_a_new_array(tiny: dict[str, Any]) -> None:
+    seq = tiny["seq"][:5]
+    for variant, model in tiny["fixed"].items():
+        runtime = load_runtime(model_content=model)
+        assert runtime.batchable is False
+
+        spec = runtime.input_spec
+        batch = quantize(seq, spec.scale, spec.zero_point, spec.dtype) if spec.quantized else seq
+
+        def fill(out: np.ndarray, batch: np.ndarray = batch) -> None:
+            assert out.shape == (5, 10, 3) and out.dtype == batch.dtype
+            out[:] = batch
+
+        np.testing.assert_array_equal(runtime.run_filled(5, fill), runtime.run(seq), variant)
+
+
+def test_a_failing_fill_leaves_the_runtime_usable(tiny: dict[str, Any]) -> None:
+    """A fill that raises keeps a view of the input tensor in its traceback; the agent
+    retries the batch one input at a time while that exception is still being handled, so
+    the view must not block the next invoke."""
+    runtime = load_runtime(model_content=tiny["models"]["float32"])
+    prep = ImagePreprocessing(height=8, width=8, channels=1)
+    table = _image_table(runtime, prep)
+    pixels = _pixels(3)
+
+    def broken(out: np.ndarray) -> None:
+        held = out.reshape(-1)  # noqa: F841  a local view, alive in the traceback
+        raise ValueError("broken fill")
+
+    def fill(out: np.ndarray) -> None:
+        ImagePreprocessing.apply_table(pixels, table, out=out)
+
+    try:
+        runtime.run_filled(3, broken)
+    except ValueError:
+        y = runtime.run_filled(3, fill)  # inside the handler: the traceback is alive
+    else:
+        pytest.fail("the fill's error was swallowed")
+    np.testing.assert_array_equal(y, runtime.run(prep.apply(pixels)))
+
+
+def test_a_fill_that_keeps_the_tensor_is_refused_not_corrupted(tiny: dict[str, Any]) -> None:
+    """LiteRT will not invoke while a view of its buffers lives: a fill that keeps one
+    gets an error (the agent retries, then dead-letters with the reason) and the next
+    batch runs normally once it is gone."""
+    runtime = load_runtime(model_content=tiny["models"]["int8"])
+    kept: list[np.ndarray] = []
+    with pytest.raises(RuntimeError, match="reference"):
+        runtime.run_filled(2, kept.append)
+    kept.clear()
+    pixels = _pixels(2)
+    prep = ImagePreprocessing(height=8, width=8, channels=1)
+    table = _image_table(runtime, prep)
+    y = runtime.run_filled(2, lambda out: ImagePreprocessing.apply_table(pixels, table, out=out))
+    np.testing.assert_array_equal(y, runtime.run(prep.apply(pixels)))
+
+
 def _count_reallocations(interp: Any) -> dict[str, int]:
     """Count the interpreter's allocate_tensors/resize_tensor_input calls from now on."""
     calls = {"allocate": 0, "resize": 0}
