@@ -62,6 +62,9 @@ class BenchConfig:
     train_epochs: int | None
     threads: int = 1
     max_batch: int = 32
+    #: Seconds of each turn when the agent and raw LiteRT share the core in turns
+    #: (model-bound; bench/turns.py).
+    turn_s: float = 0.5
     max_latency_ms: float = 0.0  # the agent's default
     #: Commit every N messages in the naive loop.
     naive_commit_every: int = 100

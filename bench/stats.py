@@ -5,6 +5,7 @@ No Kafka, no TensorFlow: these are unit-tested on their own (tests/unit/test_ben
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections.abc import Iterable, Sequence
@@ -96,18 +97,6 @@ def paired_ratios(
     return out
 
 
-def bracketed(before_after: Sequence[float | None]) -> list[float | None]:
-    """For runs ``b0, a1, b1, a2, b2`` of one side around another's ``a1, a2``: the mean of
-    the runs before and after each ``a`` (``b0`` alone when only it was run)."""
-    vals = list(before_after)
-    if len(vals) == 1:
-        return vals
-    out: list[float | None] = []
-    for lo, hi in zip(vals, vals[1:], strict=False):
-        out.append(None if lo is None or hi is None else (lo + hi) / 2)
-    return out
-
-
 def spread(values: Iterable[float | None], digits: int = 3) -> dict[str, Any]:
     """The runs (missing ones dropped), their median, extremes, and the relative spread
     ``(max - min) / median`` (None without values or with a median of 0)."""
@@ -120,6 +109,59 @@ def spread(values: Iterable[float | None], digits: int = 3) -> dict[str, Any]:
         "max": rounded(max(data), digits) if data else None,
         "spread": rounded((max(data) - min(data)) / med, 3) if data and med else None,
     }
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One contender's turn on a shared core: it ran from ``t0`` to ``t1`` (epoch seconds)
+    while the others were stopped; ``before``/``after``: its own work counter around the
+    turn (raw LiteRT's frames; unused for the agent, whose results carry their time)."""
+
+    who: str
+    t0: float
+    t1: float
+    before: int = 0
+    after: int = 0
+
+
+def turn_rates(
+    turns: Sequence[Turn], result_ms: Sequence[float], *, agent: str = "agent"
+) -> dict[str, Any]:
+    """Rates of contenders that took turns on one core (``bench.cases.throughput``).
+
+    The agent's rate: its results whose ``produced_at`` (epoch ms, truncated) falls within
+    its turns, over those turns' length; its turn holding the last result and any after it
+    are dropped (it may have run out of work there). The others' rates: counter gains over
+    turn lengths, for their turns within the agent's kept ones (first start to last end),
+    so every contender saw the same stretch of the machine's ups and downs. Raises
+    ValueError when fewer than two agent turns remain.
+    """
+    times = sorted(result_ms)
+    mine = [t for t in turns if t.who == agent]
+    if times:
+        last = times[-1]
+        mine = [t for t in mine if math.floor(t.t1 * 1000.0) < last]
+    if len(mine) < 2:
+        msg = f"only {len(mine)} full agent turn(s): give the agent more work per run"
+        raise ValueError(msg)
+    counted = 0
+    for t in mine:
+        lo = bisect.bisect_left(times, math.floor(t.t0 * 1000.0))
+        hi = bisect.bisect_right(times, math.floor(t.t1 * 1000.0))
+        counted += hi - lo
+    seconds = sum(t.t1 - t.t0 for t in mine)
+    start, end = mine[0].t0, mine[-1].t1
+    out: dict[str, Any] = {
+        agent: counted / seconds,
+        "agent_turns": len(mine),
+        "agent_seconds": round(seconds, 3),
+        "agent_results": counted,
+    }
+    for who in sorted({t.who for t in turns} - {agent}):
+        theirs = [t for t in turns if t.who == who and t.t0 >= start and t.t1 <= end]
+        busy = sum(t.t1 - t.t0 for t in theirs)
+        out[who] = sum(t.after - t.before for t in theirs) / busy if busy > 0 else None
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,39 +39,14 @@ from bench.messages import (
     reading_messages,
 )
 from bench.models import window_of
-from bench.procs import Child, python_command, run_json
-from bench.stats import bracketed, median, paired_ratios, ratio, rounded, spread
+from bench.procs import Child
+from bench.stats import median, paired_ratios, ratio, rounded, spread
+from bench.turns import agent_vs_raw_in_turns
 from stream.bundle import MODEL_FILE
 
 logger = logging.getLogger(__name__)
 
 SENSOR_DEVICES = 16
-
-
-def raw_litert(h: Harness, model: Path, inputs: Path, label: str) -> dict[str, Any]:
-    c = h.config
-    result = run_json(
-        name=f"raw LiteRT {label}",
-        cmd=python_command(
-            "bench.raw",
-            "--model",
-            str(model),
-            "--inputs",
-            str(inputs),
-            "--threads",
-            str(c.threads),
-            "--batches",
-            f"1,{c.max_batch}",
-            "--seconds",
-            str(c.raw_seconds),
-        ),
-        log_path=h.logs / f"raw-{label}.log",
-        cpus=[h.cpu],
-        timeout_s=c.raw_seconds * 4 + 120,
-    )
-    best = float(result["best_per_s"])
-    h.progress(f"raw LiteRT {label}: {best:,.1f} inferences/s (best of batch 1 and {c.max_batch})")
-    return result
 
 
 def agent_starter(
@@ -120,88 +95,93 @@ def loop_starter(
 # ---------------------------------------------------------------------- 1. model-bound
 
 
+def _in_turns(
+    h: Harness,
+    variant: str,
+    bundle: Path,
+    inputs: Path,
+    msgs: list[Message],
+    client: str | None,
+    i: int,
+) -> dict[str, Any]:
+    """Run ``i`` of the agent (on ``client``, None = the default) in turns with raw LiteRT."""
+    tag = f"{client}-" if client else ""
+    return agent_vs_raw_in_turns(
+        h,
+        label=f"agent{f' ({client})' if client else ''} mobilenet {variant} #{i + 1}",
+        prefix=f"mobilenet-{tag}{variant}",
+        messages=msgs,
+        start=agent_starter(h, f"agent-{tag}mobilenet-{variant}-{i + 1}", bundle, client),
+        model=bundle / MODEL_FILE,
+        inputs=inputs,
+    )
+
+
 def model_bound(h: Harness) -> None:
-    """Raw LiteRT and the agent alternate (raw, agent, raw, agent, ...): the headline is the
-    median of each agent run over the mean of the raw runs around it."""
+    """The agent and raw LiteRT share the core in turns (bench/turns.py); the headline is
+    the median over runs of each run's agent rate over its best raw rate."""
     ms = mobilenet_models(h)
     assert ms.inputs_path is not None
+    inputs = ms.inputs_path
     default, other = clients()
     msgs = jpeg_messages(frames(), h.config.image_frames)
     out: dict[str, Any] = {
         "frames": len(msgs),
         "input": "JPEG 96x96 RGB, quality 85",
         "client": default,
+        "turn_s": h.config.turn_s,
     }
     for variant in ("int8", "float32"):
         bundle = ms.bundles[variant]
-        model = bundle / MODEL_FILE
-        raws = [raw_litert(h, model, ms.inputs_path, f"mobilenet-{variant}-0")]
-        agents: list[Run] = []
-        for i in range(h.config.model_bound_repeats):
-            agents.append(
-                h.run_preloaded(
-                    label=f"agent mobilenet {variant} #{i + 1}",
-                    prefix=f"mobilenet-{variant}",
-                    messages=msgs,
-                    start=agent_starter(h, f"agent-mobilenet-{variant}-{i + 1}", bundle),
-                )
-            )
-            raws.append(raw_litert(h, model, ms.inputs_path, f"mobilenet-{variant}-{i + 1}"))
-        raw_rates = [float(r["best_per_s"]) for r in raws]
-        raw_best = median(raw_rates)
-        agent_rate = median([a.per_s for a in agents if a.per_s])
-        # Each agent run against the mean of the raw runs just before and after it.
-        pairs = spread(paired_ratios([a.per_s for a in agents], bracketed(raw_rates)))
+        runs = [
+            _in_turns(h, variant, bundle, inputs, msgs, None, i)
+            for i in range(h.config.model_bound_repeats)
+        ]
+        pairs = spread([r["ratio"] for r in runs])
         h.spreads[f"agent_vs_raw_mobilenet_{variant}"] = pairs
         r = pairs["median"]
-        shares = [a.extra["inference_share"] for a in agents if a.extra.get("inference_share")]
-        share = median(shares)
-        infer_ms = median(
-            [
-                a.extra["agent_infer_ms_per_input"]
-                for a in agents
-                if a.extra.get("agent_infer_ms_per_input")
-            ]
+        agent_rate = median([x["agent_per_s"] for x in runs if x["agent_per_s"]])
+        raw_best = median([x["raw_best_per_s"] for x in runs if x["raw_best_per_s"]])
+        # The time split comes from a run on its own: in turns, a batch stopped mid-invoke
+        # would count the others' turns as its inference time.
+        alone = h.run_preloaded(
+            label=f"agent mobilenet {variant} (time split, alone)",
+            prefix=f"mobilenet-alone-{variant}",
+            messages=msgs,
+            start=agent_starter(h, f"agent-mobilenet-{variant}-alone", bundle),
         )
+        share = alone.extra.get("inference_share")
         h.summary[f"agent_vs_raw_mobilenet_{variant}"] = rounded(r)
         h.summary[f"mobilenet_{variant}_agent_per_s"] = rounded(agent_rate, 1)
         h.summary[f"mobilenet_{variant}_raw_per_s"] = rounded(raw_best, 1)
         h.summary[f"mobilenet_{variant}_agent_inference_share"] = rounded(share)
         out[variant] = {
-            "raw": raws,
+            "runs": runs,
             "raw_per_s": rounded(raw_best, 1),
-            "agents": [a.as_dict() for a in agents],
             "agent": {
                 "per_s": rounded(agent_rate, 1),
                 "inference_share": rounded(share),
-                "infer_ms_per_input": rounded(infer_ms, 4),
+                "infer_ms_per_input": alone.extra.get("agent_infer_ms_per_input"),
+                "alone_per_s": rounded(alone.per_s, 1),
             },
+            "alone": alone.as_dict(),
             "ratio": rounded(r),
             "ratios": pairs,
         }
         if other is not None:
-            # The same agent on the other client library.
+            # The same agent on the other client library, in turns with raw LiteRT too.
             cf = [
-                h.run_preloaded(
-                    label=f"agent ({other}) mobilenet {variant} #{i + 1}",
-                    prefix=f"mobilenet-{other}-{variant}",
-                    messages=msgs,
-                    start=agent_starter(
-                        h, f"agent-{other}-mobilenet-{variant}-{i + 1}", bundle, other
-                    ),
-                )
+                _in_turns(h, variant, bundle, inputs, msgs, other, i)
                 for i in range(h.config.repeats)
             ]
-            cf_rate = median([a.per_s for a in cf if a.per_s])
-            # These runs follow the raw ones: each against the median raw rate.
-            cf_pairs = spread(paired_ratios([a.per_s for a in cf], [raw_best] * len(cf)))
+            cf_pairs = spread([x["ratio"] for x in cf])
             cf_r = cf_pairs["median"]
             h.summary[f"agent_{slug(other)}_vs_raw_mobilenet_{variant}"] = rounded(cf_r)
             h.spreads[f"agent_{slug(other)}_vs_raw_mobilenet_{variant}"] = cf_pairs
             out[variant]["agent_other"] = {
                 "client": other,
-                "per_s": rounded(cf_rate, 1),
-                "runs": [a.as_dict() for a in cf],
+                "per_s": rounded(median([x["agent_per_s"] for x in cf if x["agent_per_s"]]), 1),
+                "runs": cf,
                 "ratio": rounded(cf_r),
                 "ratios": cf_pairs,
             }
@@ -210,7 +190,7 @@ def model_bound(h: Harness) -> None:
             h.capacity["mobilenet-int8"] = agent_rate
         h.progress(
             f"agent/raw mobilenet {variant}: {_r(r)} {_range(pairs)} "
-            f"(agent spent {_pct(share)} of its time in inference)"
+            f"(alone, the agent spent {_pct(share)} of its time in inference)"
         )
     h.details["model_bound"] = out
 

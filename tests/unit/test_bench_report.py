@@ -87,12 +87,24 @@ def _sample_summary() -> tuple[dict, dict]:  # type: ignore[type-arg]
             "frames": 10,
             "input": "JPEG",
             "client": "confluent",
+            "turn_s": 0.5,
             "int8": {
-                "raw": [
-                    {"batch": {"1": {"per_s": 100.0}, "32": {"per_s": 110.0}}, "best_per_s": 110.0}
+                "runs": [
+                    {
+                        "agent_per_s": 104.5,
+                        "raw_per_s": {"1": 100.0, "32": 110.0},
+                        "raw_best_per_s": 110.0,
+                        "ratio": 0.95,
+                        "agent_turns": 14,
+                    }
                 ],
                 "raw_per_s": 110.0,
-                "agent": {"per_s": 104.5, "inference_share": 0.97},
+                "agent": {
+                    "per_s": 104.5,
+                    "inference_share": 0.97,
+                    "infer_ms_per_input": 9.25,
+                    "alone_per_s": 103.0,
+                },
                 "ratio": 0.95,
                 "ratios": spread([0.93, 0.95, 0.96]),
                 "agent_other": {
@@ -183,6 +195,12 @@ def test_summary_and_readme(tmp_path: Path) -> None:
     # the default agent (--client auto) and the other client, each with its range
     assert "(`--client auto`: confluent). The same agent with `--client kafka-python`" in text
     assert "**0.950** (3 runs: 0.930 - 0.960)" in text
+    assert "share the core in turns of 0.5 s" in text
+    assert (
+        "| int8 | 110.0 | 104.5 | **0.950** (3 runs: 0.930 - 0.960) | 103.0 | 9.25 | 0.970 |"
+        in text
+    )
+    assert "int8 #1: agent 104.5/s, raw batch 1 100.0/s, batch 32 110.0/s, 0.950 (14 agent" in text
     assert "agent / raw **0.818** (3 runs: 0.800 - 0.830)" in text
     assert "| agent --client kafka-python (/s) | ratio | agent kafka-python / confluent |" in text
     assert "| **0.75** (3 runs: 0.74 - 0.77) |" in text

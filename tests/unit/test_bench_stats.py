@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ from bench.messages import expected_windows, fit_windows
 from bench.stats import (
     GOALS,
     MAX_SPREAD,
-    bracketed,
+    Turn,
     judge_goals,
     knee,
     median,
@@ -21,6 +23,7 @@ from bench.stats import (
     ratio,
     spread,
     steady_rate,
+    turn_rates,
 )
 from fleet.scrape import metric_sums
 
@@ -97,14 +100,50 @@ def test_spread_of_runs() -> None:
     assert spread([2.0])["spread"] == 0.0
 
 
-def test_paired_ratios_and_bracketing() -> None:
+def test_paired_ratios() -> None:
     assert paired_ratios([90.0, None, 80.0], [100.0, 100.0, 0.0]) == [0.9]
     with pytest.raises(ValueError):
         paired_ratios([1.0], [1.0, 2.0])
-    # raw, agent, raw, agent, raw: each agent against the mean of its neighbours.
-    assert bracketed([100.0, 120.0, 80.0]) == [110.0, 100.0]
-    assert bracketed([100.0, None]) == [None]
-    assert bracketed([100.0]) == [100.0]
+
+
+def _turns(n: int, *, agent_rate: float, raw_rate: float) -> tuple[list[Turn], list[float]]:
+    """n rounds of (agent 0.5 s, raw 0.5 s) from t = 1000 s; the agent produces a result
+    every 1 / agent_rate s of its own turns, raw counts raw_rate frames a second."""
+    turns, results, done, t = [], [], 0, 1000.0
+    for _ in range(n):
+        turns.append(Turn("agent", t, t + 0.5))
+        k = 0.0
+        while k < 0.5:
+            results.append(math.floor((t + k) * 1000.0))
+            k += 1.0 / agent_rate
+        t += 0.5
+        turns.append(Turn("raw_b32", t, t + 0.5, done, done + int(raw_rate * 0.5)))
+        done += int(raw_rate * 0.5)
+        t += 0.5
+    return turns, results
+
+
+def test_turn_rates_count_each_contender_in_its_own_turns() -> None:
+    turns, results = _turns(10, agent_rate=400.0, raw_rate=440.0)
+    # The agent ran out of work in its last turn: it produced 3 results there, no more.
+    results = [r for r in results if r < 1009_000.0] + [1009_000.0, 1009_001.0, 1009_002.0]
+    rates = turn_rates(turns, results)
+    assert rates["agent_turns"] == 9  # its last turn (the one with the last result) dropped
+    assert rates["agent"] == pytest.approx(400.0, rel=0.01)
+    # raw only over its turns inside the agent's kept stretch (its 10th is after it)
+    assert rates["raw_b32"] == pytest.approx(440.0)
+    assert rates["agent_results"] == pytest.approx(9 * 200, abs=9)
+    # Results from before the turns (the agent's warm-up on its own) are not counted.
+    warm = [999_000.0 + i for i in range(50)]
+    assert turn_rates(turns, warm + results)["agent_results"] == rates["agent_results"]
+
+
+def test_turn_rates_need_two_full_agent_turns() -> None:
+    turns, results = _turns(2, agent_rate=100.0, raw_rate=100.0)
+    with pytest.raises(ValueError, match="only 1 full agent turn"):
+        turn_rates(turns, results)
+    with pytest.raises(ValueError, match="only 0 full agent turn"):
+        turn_rates([t for t in turns if t.who != "agent"], results)
 
 
 @pytest.mark.parametrize(
