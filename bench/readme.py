@@ -96,7 +96,8 @@ def _header(summary: dict[str, Any]) -> list[str]:
         f"{meta.get('background_cpus', '?')}",
         f"- Load average (1 min): {fmt(meta.get('load_start'), '.2f')} at the start, "
         f"{fmt(meta.get('load_end'), '.2f')} at the end. Other work on a shared machine makes "
-        "absolute numbers noisy; the two sides of each ratio ran back to back.",
+        "absolute numbers noisy; the two sides of each ratio ran back to back (model-bound: "
+        "in turns on one core).",
         f"- Versions: {versions}",
         f"- Agent settings: `--threads {meta.get('threads')} --max-batch {meta.get('max_batch')} "
         f"--max-latency-ms {meta.get('max_latency_ms')}`",
@@ -112,7 +113,8 @@ def _header(summary: dict[str, Any]) -> list[str]:
         "## Goals",
         "",
         "Measured = the median over the alternations of the two sides (each alternation's own "
-        "ratio); min - max (n) = the range over the n alternations. A goal whose range is "
+        "ratio; model-bound: each run's, the agent and raw LiteRT in turns); min - max (n) = "
+        "the range over the n alternations. A goal whose range is "
         f"wider than {MAX_SPREAD:.0%} of its median, with the target inside it, is "
         f"**unstable**: on this run it can "
         "neither pass nor miss.",

@@ -45,6 +45,10 @@ RATE = 200
 
 def run(h: Harness, goals: list[dict[str, Any]]) -> dict[str, Any]:
     """Profile each missed goal once; returns ``{goal key: profile summary}``."""
+    # Raw samples of an earlier run in the same folder would sit beside this run's README
+    # as if they were its own.
+    for stale in (h.out / "profiles").glob("*.txt"):
+        stale.unlink()
     missed = [g["key"] for g in goals if g["met"] is False]
     if not missed or h.config.profile_seconds <= 0:
         return {}
