@@ -37,13 +37,11 @@ class BenchConfig:
     naive_messages: int
     #: A run stops when its results are all in or after this many seconds of results.
     measure_cap_s: float
-    #: Seconds of raw ``invoke()`` per batch size.
-    raw_seconds: float
-    #: Alternations of each pair: agent runs per model-bound variant between raw runs (raw,
-    #: agent, raw, ...), passthrough/agent pairs per client-bound stream.
+    #: Alternations of each pair: passthrough/agent pairs per client-bound stream; runs in
+    #: turns with raw LiteRT of the agent on its other client, per model-bound variant.
     repeats: int
-    #: Alternations of the model-bound pairs (raw, agent, raw, ...): raw LiteRT alone moved
-    #: by up to 25% between back-to-back runs on the 2-core VM, so the median needs more.
+    #: Runs in turns with raw LiteRT (bench/turns.py) of the default agent per model-bound
+    #: variant: raw LiteRT processes started alike ran 1-7% apart, so the median needs more.
     model_bound_repeats: int
     #: Offered rates for latency under load, as fractions of one agent's measured capacity.
     load_fractions: tuple[float, ...]
@@ -90,7 +88,6 @@ _PRESETS: dict[str, tuple[Any, Any]] = {
     "json_messages": (50_000, 6000),
     "naive_messages": (3000, 300),
     "measure_cap_s": (45.0, 12.0),
-    "raw_seconds": (5.0, 2.0),
     # Alternations of each side-by-side pair: the quick mode needs as many as the full one
     # for its ratios to agree run to run (its runs are shorter instead).
     "repeats": (3, 3),

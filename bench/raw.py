@@ -89,7 +89,7 @@ def count_forever(
     """Invoke at ``batch`` until killed, the frames done so far in ``counter`` (8 bytes,
     little-endian, written after each invoke; 0 until the warm-up is over). The bench
     stops and continues this process to share a core with the agent in turns
-    (``bench.cases.throughput.sliced_vs_raw``) and reads the count between turns."""
+    (``bench.turns.agent_vs_raw_in_turns``) and reads the count between turns."""
     loop = _Loop(model_path, x, threads=threads, batch=batch)
     with open(counter, "r+b") as f, mmap.mmap(f.fileno(), 8) as mm:
         done = 0

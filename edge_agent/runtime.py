@@ -60,10 +60,6 @@ class Runtime(ABC):
         """Scores for a preprocessed float32 batch ``(N, ...)``: float32 ``(N, classes)``."""
 
     @abstractmethod
-    def run_quantized(self, q: np.ndarray) -> np.ndarray:
-        """Scores for a batch already in the input's integer dtype (quantized inputs only)."""
-
-    @abstractmethod
     def run_filled(self, n: int, fill: Callable[[np.ndarray], object]) -> np.ndarray:
         """Scores for ``n`` inputs that ``fill`` writes, in the input's own dtype, into the
         C-contiguous array ``(n, *input shape)`` it is given: the interpreter's input
@@ -285,21 +281,6 @@ class InterpreterRuntime(Runtime):
             q = np.clip(np.rint(x * inv_scale) + zero_point, lo, hi).astype(self._in_dtype)
         else:
             q = x.astype(self._in_dtype, copy=False)
-        return self._run_prepared(q)
-
-    def run_quantized(self, q: np.ndarray) -> np.ndarray:
-        if self._in_q is None or q.dtype != self._in_dtype:
-            msg = (
-                f"run_quantized needs a {self._in_dtype} batch for a quantized input; "
-                f"got {q.dtype} (use run() with float32 for this model)"
-            )
-            raise ValueError(msg)
-        if q.shape[1:] != self._sample_shape or q.ndim != self._ndim:
-            shape = ", ".join(map(str, self._sample_shape))
-            msg = f"model input must be shaped (N, {shape}), got {q.shape}"
-            raise DecodeError("wrong_shape", msg)
-        if q.shape[0] == 0:
-            return np.zeros((0, *self._out["shape"][1:]), dtype=np.float32)
         return self._run_prepared(q)
 
     def run_filled(self, n: int, fill: Callable[[np.ndarray], object]) -> np.ndarray:

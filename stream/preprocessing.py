@@ -138,7 +138,7 @@ class ImagePreprocessing:
         if table.shape[0] == 1 or (table == table[0]).all():
             _gather(table[0], images.reshape(-1), out.reshape(-1))
             return out
-        frames = max(1, GATHER_CHUNK // max(1, images[0].size))
+        frames = max(1, GATHER_CHUNK // max(1, int(np.prod(images.shape[1:]))))
         for start in range(0, images.shape[0], frames):
             part = images[start : start + frames]
             for c in range(table.shape[0]):
@@ -155,7 +155,7 @@ GATHER_CHUNK = 1 << 15
 
 
 def _gather(row: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
-    """``dst[i] = row[src[i]]`` for flat uint8 ``src`` into flat contiguous ``dst``.
+    """``dst[i] = row[src[i]]`` for flat contiguous uint8 ``src`` into flat contiguous ``dst``.
 
     One-byte rows go two pixels per lookup where the piece has an even length: a 64K-entry
     table of byte pairs (128 KB, built once per table) halves the gathers. ``mode="clip"``
@@ -166,7 +166,7 @@ def _gather(row: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
     for start in range(0, src.size, GATHER_CHUNK):
         s = src[start : start + GATHER_CHUNK]
         d = dst[start : start + GATHER_CHUNK]
-        if pairs is not None and s.size % 2 == 0 and s.flags.c_contiguous:
+        if pairs is not None and s.size % 2 == 0:
             np.take(pairs, s.view("<u2"), out=d.view("<u2"), mode="clip")
         else:
             np.take(row, s, out=d, mode="clip")

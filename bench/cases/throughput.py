@@ -1,11 +1,10 @@
 """Throughput cases: agent vs raw LiteRT, vs passthrough, vs the naive Keras loop; clients.
 
-Each ratio's two sides run one after the other on the same core with the same preloaded
-messages (raw LiteRT runs before and after the agent, and its mean is used, so a load
-change on the machine during the case shifts both sides).
+Each ratio's two sides run on the same core with the same preloaded messages: the agent and
+raw LiteRT in turns (bench/turns.py), the other pairs one after the other, alternating.
 
 Why one module of this size: the four throughput cases share the preloaded-input set-up,
-the raw-LiteRT bracketing and the ratio arithmetic written here; split one per file, each
+the contenders' starters and the ratio arithmetic written here; split one per file, each
 would import the others' private helpers. Each case is one function.
 """
 

@@ -37,10 +37,6 @@ class SlowRuntime:
         time.sleep(DELAY_S)
         return self.runtime.run(x)
 
-    def run_quantized(self, q: np.ndarray) -> np.ndarray:
-        time.sleep(DELAY_S)
-        return self.runtime.run_quantized(q)
-
     def run_filled(self, n: int, fill: Any) -> np.ndarray:
         time.sleep(DELAY_S)
         return self.runtime.run_filled(n, fill)

@@ -142,6 +142,8 @@ def test_chunked_gathers_equal_a_plain_gather(
     expected = np.stack([tables[c][images[..., c]] for c in range(channels)], axis=-1)
     assert got.dtype == table.dtype and got.shape == images.shape
     assert got.tobytes() == expected.tobytes()  # bytes: NaN payloads included
+    empty = ImagePreprocessing.apply_table(images[:0], tables)
+    assert empty.shape == (0, side, side, channels) and empty.dtype == table.dtype
 
 
 def test_apply_table_refuses_what_it_cannot_fill() -> None:
